@@ -1,0 +1,241 @@
+"""The MobileNet architectures as data: the single source of truth.
+
+The NumPy model (``numpy_impl``), the PyTorch model (``torch_impl``), the
+``mobilenet summary`` table and the docs are all built by walking the tree of
+layer specs returned by :func:`v1_spec` and :func:`v2_spec`. Child names are
+chosen so that the parameter names of the built models are exactly those of
+torchvision's ``mobilenet_v2`` (``features.3.conv.1.0.weight``...).
+
+A spec is a tree of frozen dataclasses: leaves (:class:`Conv`, :class:`BatchNorm`,
+:class:`Act`, :class:`Dropout`, :class:`Pool`, :class:`Linear`) and containers
+(:class:`Seq`, :class:`Block`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIN_RESOLUTION = 32  # five stride-2 stages: 32 px is the smallest input that stays >= 1x1
+
+
+@dataclass(frozen=True)
+class Conv:
+    """2-D convolution, ``padding = (kernel_size - 1) // 2`` ("same" for odd kernels)."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int = 1
+    groups: int = 1
+    bias: bool = False
+
+    @property
+    def padding(self) -> int:
+        return (self.kernel_size - 1) // 2
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    num_features: int
+    eps: float = 1e-5
+    momentum: float = 0.1
+
+
+@dataclass(frozen=True)
+class Act:
+    kind: str  # "relu" or "relu6"
+
+
+@dataclass(frozen=True)
+class Dropout:
+    p: float
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Global average pooling then flatten: (N, C, H, W) -> (N, C)."""
+
+
+@dataclass(frozen=True)
+class Linear:
+    in_features: int
+    out_features: int
+
+
+@dataclass(frozen=True)
+class Seq:
+    """Children applied in order; ``children`` is a tuple of (name, spec)."""
+
+    children: tuple
+
+    def __iter__(self):
+        return iter(self.children)
+
+
+@dataclass(frozen=True)
+class Block:
+    """An inverted residual: ``conv(x) + x`` if ``residual`` else ``conv(x)``.
+
+    The body is stored under the child name ``conv`` as torchvision does.
+    """
+
+    conv: Seq
+    residual: bool
+
+
+def _seq(*layers) -> Seq:
+    """A Seq whose children are named "0", "1", ... like ``nn.Sequential``."""
+    return Seq(tuple((str(i), layer) for i, layer in enumerate(layers)))
+
+
+def conv_bn_act(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act="relu6") -> Seq:
+    return _seq(Conv(cin, cout, k, stride, groups), BatchNorm(cout), Act(act))
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``v`` to the nearest multiple of ``divisor``, never down by more than 10%.
+
+    torchvision's ``_make_divisible`` (from the TF-slim MobileNetV2 code).
+    """
+    min_value = divisor if min_value is None else min_value
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+def _check_common(width_mult, num_classes, dropout):
+    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)):
+        raise TypeError(f"width_mult must be a number, got {type(width_mult).__name__}")
+    if not width_mult > 0:
+        raise ValueError(f"width_mult must be > 0, got {width_mult}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise TypeError(f"dropout must be a number, got {type(dropout).__name__}")
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+
+
+# MobileNetV1, paper Table 1: (pointwise output channels, depthwise stride) of the
+# 13 depthwise-separable layers. The paper prints s2 for the last depthwise layer,
+# but its input and output are both 7x7; Keras and timm use stride 1, as do we.
+V1_LAYERS = (
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+)
+
+# MobileNetV2, paper Table 2: expansion t, output channels c, repeats n, first stride s.
+V2_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+def v1_spec(width_mult=1.0, num_classes=1000, dropout=1e-3, act="relu") -> Seq:
+    """MobileNetV1 (Howard et al. 2017, Table 1) with width multiplier ``width_mult``.
+
+    Channels are ``int(c * width_mult)`` (at least 1) as in Keras. Every conv is
+    followed by BN and ReLU (the paper's activation). Default dropout 1e-3 is Keras's.
+    """
+    _check_common(width_mult, num_classes, dropout)
+    if act not in ("relu", "relu6"):
+        raise ValueError(f"act must be 'relu' or 'relu6', got {act!r}")
+
+    def ch(c):
+        return max(1, int(c * width_mult))
+
+    cin = ch(32)
+    features = [conv_bn_act(3, cin, 3, stride=2, act=act)]
+    for c, s in V1_LAYERS:
+        cout = ch(c)
+        features.append(
+            _seq(
+                conv_bn_act(cin, cin, 3, stride=s, groups=cin, act=act),  # depthwise
+                conv_bn_act(cin, cout, 1, act=act),  # pointwise
+            )
+        )
+        cin = cout
+    return Seq(
+        (
+            ("features", _seq(*features)),
+            ("pool", Pool()),
+            ("classifier", _seq(Dropout(dropout), Linear(cin, num_classes))),
+        )
+    )
+
+
+def inverted_residual(cin: int, cout: int, stride: int, expand_ratio: int) -> Block:
+    """MobileNetV2 block (paper Table 1): expand 1x1 -> depthwise 3x3 -> linear 1x1."""
+    hidden = int(round(cin * expand_ratio))
+    layers = []
+    if expand_ratio != 1:
+        layers.append(conv_bn_act(cin, hidden, 1))
+    layers += [
+        conv_bn_act(hidden, hidden, 3, stride=stride, groups=hidden),
+        Conv(hidden, cout, 1),  # linear bottleneck: no activation
+        BatchNorm(cout),
+    ]
+    return Block(_seq(*layers), residual=stride == 1 and cin == cout)
+
+
+def v2_spec(width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8) -> Seq:
+    """MobileNetV2 (Sandler et al. 2018, Table 2) with torchvision's channel rounding."""
+    _check_common(width_mult, num_classes, dropout)
+    if isinstance(round_nearest, bool) or not isinstance(round_nearest, int) or round_nearest < 1:
+        raise ValueError(f"round_nearest must be an int >= 1, got {round_nearest!r}")
+    cin = make_divisible(32 * width_mult, round_nearest)
+    # The last conv is not thinned below 1280 (paper section 5.1).
+    last = make_divisible(1280 * max(1.0, width_mult), round_nearest)
+    features = [conv_bn_act(3, cin, 3, stride=2)]
+    for t, c, n, s in V2_SETTING:
+        cout = make_divisible(c * width_mult, round_nearest)
+        for i in range(n):
+            features.append(inverted_residual(cin, cout, s if i == 0 else 1, t))
+            cin = cout
+    features.append(conv_bn_act(cin, last, 1))
+    return Seq(
+        (
+            ("features", _seq(*features)),
+            ("pool", Pool()),
+            ("classifier", _seq(Dropout(dropout), Linear(last, num_classes))),
+        )
+    )
+
+
+def build_spec(arch: str, **kwargs) -> Seq:
+    """``build_spec("v1", width_mult=0.5)``: the spec of either architecture."""
+    if arch == "v1":
+        return v1_spec(**kwargs)
+    if arch == "v2":
+        return v2_spec(**kwargs)
+    raise ValueError(f"arch must be 'v1' or 'v2', got {arch!r}")
+
+
+def walk(spec, prefix=""):
+    """Yield ``(name, leaf_spec)`` for every leaf in execution order."""
+    if isinstance(spec, Seq):
+        for name, child in spec:
+            yield from walk(child, f"{prefix}{name}.")
+    elif isinstance(spec, Block):
+        yield from walk(spec.conv, f"{prefix}conv.")
+    else:
+        yield prefix.rstrip("."), spec

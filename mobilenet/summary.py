@@ -1,0 +1,108 @@
+"""Layer table, parameter count and multiply-adds of a spec, without building a model.
+
+Multiply-adds count convolutions and the classifier only, as the papers do
+(V1 paper section 3: "mult-adds"; BN, activations and pooling are left out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from . import arch as A
+
+
+@dataclass
+class Row:
+    name: str
+    type: str
+    output_shape: tuple
+    params: int
+    macs: int
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """``floor((size + 2*padding - dilation*(kernel-1) - 1) / stride) + 1`` (torch.nn.Conv2d)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _leaf(name, spec, shape):
+    """Return (row, output shape) of one leaf applied to ``shape`` = (C, H, W) or (F,)."""
+    if isinstance(spec, A.Conv):
+        c, h, w = shape
+        ho = conv_output_size(h, spec.kernel_size, spec.stride, spec.padding)
+        wo = conv_output_size(w, spec.kernel_size, spec.stride, spec.padding)
+        k2 = spec.kernel_size**2
+        params = spec.out_channels * (c // spec.groups) * k2 + (spec.out_channels if spec.bias else 0)
+        macs = spec.out_channels * ho * wo * (c // spec.groups) * k2
+        if spec.groups == 1:
+            kind = "Conv1x1" if spec.kernel_size == 1 else f"Conv{spec.kernel_size}x{spec.kernel_size}"
+        else:
+            kind = f"DWConv{spec.kernel_size}x{spec.kernel_size}"
+        if spec.stride > 1:
+            kind += f"/s{spec.stride}"
+        out = (spec.out_channels, ho, wo)
+        return Row(name, kind, out, params, macs), out
+    if isinstance(spec, A.BatchNorm):
+        return Row(name, "BatchNorm", shape, 2 * spec.num_features, 0), shape
+    if isinstance(spec, A.Act):
+        return Row(name, spec.kind.upper().replace("RELU", "ReLU"), shape, 0, 0), shape
+    if isinstance(spec, A.Dropout):
+        return Row(name, f"Dropout(p={spec.p:g})", shape, 0, 0), shape
+    if isinstance(spec, A.Pool):
+        out = (shape[0],)
+        return Row(name, "GlobalAvgPool", out, 0, 0), out
+    if isinstance(spec, A.Linear):
+        params = spec.in_features * spec.out_features + spec.out_features
+        out = (spec.out_features,)
+        return Row(name, "Linear", out, params, spec.in_features * spec.out_features), out
+    raise TypeError(f"unknown spec leaf {spec!r}")
+
+
+def summarize(spec, resolution: int = 224, in_channels: int = 3) -> list[Row]:
+    """One :class:`Row` per leaf layer for a square input of side ``resolution``."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int):
+        raise TypeError(f"resolution must be an int, got {type(resolution).__name__}")
+    if resolution < A.MIN_RESOLUTION:
+        raise ValueError(f"resolution must be >= {A.MIN_RESOLUTION}, got {resolution}")
+    shape = (in_channels, resolution, resolution)
+    rows = []
+    for name, leaf in A.walk(spec):
+        row, shape = _leaf(name, leaf, shape)
+        rows.append(row)
+    return rows
+
+
+def totals(rows) -> dict:
+    return {"params": sum(r.params for r in rows), "macs": sum(r.macs for r in rows)}
+
+
+def summary_dict(arch: str, width_mult: float = 1.0, resolution: int = 224, num_classes=1000) -> dict:
+    """Everything ``mobilenet summary --json`` prints."""
+    rows = summarize(A.build_spec(arch, width_mult=width_mult, num_classes=num_classes), resolution)
+    return {
+        "arch": arch,
+        "width_mult": width_mult,
+        "resolution": resolution,
+        "num_classes": num_classes,
+        **totals(rows),
+        "layers": [{**asdict(r), "output_shape": list(r.output_shape)} for r in rows],
+    }
+
+
+def format_table(d: dict) -> str:
+    """The human-readable table of :func:`summary_dict`'s output."""
+    lines = [
+        f"MobileNet{d['arch'].upper()}  width_mult={d['width_mult']:g}  "
+        f"resolution={d['resolution']}  classes={d['num_classes']}",
+        f"{'layer':<28} {'type':<18} {'output shape':<16} {'params':>10} {'mult-adds':>13}",
+        "-" * 89,
+    ]
+    for r in d["layers"]:
+        shape = "x".join(map(str, r["output_shape"]))
+        lines.append(f"{r['name']:<28} {r['type']:<18} {shape:<16} {r['params']:>10,} {r['macs']:>13,}")
+    lines.append("-" * 89)
+    lines.append(
+        f"{'total':<64} {d['params']:>10,} {d['macs']:>13,}"
+        f"\n{d['params'] / 1e6:.2f} M parameters, {d['macs'] / 1e6:.1f} M multiply-adds"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,7 @@
+"""From-scratch NumPy MobileNet V1/V2: every op forward and backward, and the models."""
+
+from . import functional
+from .backend import get_backend
+from .models import MobileNet, mobilenet_v1, mobilenet_v2
+
+__all__ = ["MobileNet", "functional", "get_backend", "mobilenet_v1", "mobilenet_v2"]

@@ -1,0 +1,208 @@
+"""Activations, dropout, global average pooling, the linear layer and the loss."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._checks import as_float_array, check_number, check_shape, same_dtype
+
+
+def _check_dout_like(fn, dout, x, name="x"):
+    dout = as_float_array(fn, "dout", dout)
+    same_dtype(fn, name, x, dout=dout)
+    check_shape(fn, "dout", dout, x.shape)
+    return dout
+
+
+# --- ReLU and ReLU6 ---------------------------------------------------------------------
+
+
+def relu(x):
+    """``y = max(x, 0)``, any shape."""
+    x = as_float_array("relu", "x", x)
+    return np.maximum(x, 0)
+
+
+def relu_backward(dout, x):
+    """``dx = dout * [x > 0]`` (torch's threshold_backward: zero gradient at x == 0)."""
+    x = as_float_array("relu_backward", "x", x)
+    dout = _check_dout_like("relu_backward", dout, x)
+    return np.where(x > 0, dout, 0).astype(x.dtype, copy=False)
+
+
+def relu6(x):
+    """``y = min(max(x, 0), 6)`` (MobileNetV2's activation, robust in low precision)."""
+    x = as_float_array("relu6", "x", x)
+    return np.clip(x, 0, 6)
+
+
+def relu6_backward(dout, x):
+    """``dx = dout * [0 < x < 6]`` (torch's hardtanh_backward: zero at both kinks)."""
+    x = as_float_array("relu6_backward", "x", x)
+    dout = _check_dout_like("relu6_backward", dout, x)
+    return np.where((x > 0) & (x < 6), dout, 0).astype(x.dtype, copy=False)
+
+
+# --- Dropout ----------------------------------------------------------------------------
+
+
+def dropout(x, p=0.5, training=True, rng=None):
+    """Inverted dropout: zero each element with probability ``p``, scale the rest by 1/(1-p).
+
+    Parameters
+    ----------
+    x : any shape
+    p : float in [0, 1]
+    training : bool; in eval mode dropout is the identity
+    rng : numpy.random.Generator, an int seed, or None (fresh entropy)
+
+    Returns
+    -------
+    y : x's shape
+    mask : x's shape, values 0 or 1/(1-p) (all ones in eval), for :func:`dropout_backward`
+
+    Equations::
+
+        keep ~ Bernoulli(1 - p);   mask = keep / (1 - p);   y = x * mask
+    """
+    fn = "dropout"
+    x = as_float_array(fn, "x", x)
+    p = check_number(fn, "p", p, 0.0, 1.0)
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"{fn}: training must be a bool, got {type(training).__name__}")
+    if not training or p == 0.0:
+        return x.copy(), np.ones_like(x)
+    if p == 1.0:
+        return np.zeros_like(x), np.zeros_like(x)
+    if rng is None or isinstance(rng, numbers.Integral):
+        rng = np.random.default_rng(rng)
+    elif not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"{fn}: rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}"
+        )
+    keep = rng.random(x.shape) >= p
+    mask = keep.astype(x.dtype) / x.dtype.type(1 - p)
+    return x * mask, mask
+
+
+def dropout_backward(dout, mask):
+    """``dx = dout * mask``."""
+    mask = as_float_array("dropout_backward", "mask", mask)
+    dout = _check_dout_like("dropout_backward", dout, mask, name="mask")
+    return dout * mask
+
+
+# --- Global average pooling -------------------------------------------------------------
+
+
+def global_avg_pool2d(x):
+    """Mean over H and W, flattened: (N, C, H, W) -> (N, C) (``adaptive_avg_pool2d(x, 1).flatten(1)``)."""
+    x = as_float_array("global_avg_pool2d", "x", x, ndim=4)
+    return x.mean(axis=(2, 3))
+
+
+def global_avg_pool2d_backward(dout, x_shape):
+    """``dx[n, c, h, w] = dout[n, c] / (H * W)``: returns dx of shape ``x_shape``."""
+    fn = "global_avg_pool2d_backward"
+    dout = as_float_array(fn, "dout", dout, ndim=2)
+    x_shape = tuple(x_shape)
+    if len(x_shape) != 4 or x_shape[:2] != dout.shape:
+        raise ValueError(
+            f"{fn}: x_shape must be (N, C, H, W) with (N, C) == dout.shape {dout.shape}, got {x_shape}"
+        )
+    hw = x_shape[2] * x_shape[3]
+    return np.broadcast_to((dout / dout.dtype.type(hw))[:, :, None, None], x_shape).copy()
+
+
+# --- Linear -----------------------------------------------------------------------------
+
+
+def _check_linear(fn, x, w, b):
+    x = as_float_array(fn, "x", x, ndim=2)
+    w = as_float_array(fn, "w", w, ndim=2)
+    same_dtype(fn, "x", x, w=w)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"{fn}: w must have shape (F_out, F_in) with F_in == x.shape[1] == {x.shape[1]}, got {w.shape}"
+        )
+    if b is not None:
+        b = as_float_array(fn, "b", b, ndim=1)
+        same_dtype(fn, "x", x, b=b)
+        check_shape(fn, "b", b, (w.shape[0],))
+    return x, w, b
+
+
+def linear(x, w, b=None):
+    """``y = x @ w.T + b``: x (N, F_in), w (F_out, F_in), b (F_out,) -> y (N, F_out)."""
+    x, w, b = _check_linear("linear", x, w, b)
+    y = x @ w.T  # (N, F_out)
+    return y if b is None else y + b
+
+
+def linear_backward(dout, x, w):
+    """Returns ``(dx, dw, db)``: ``dx = dout @ w``, ``dw = dout.T @ x``, ``db = sum_n dout``."""
+    fn = "linear_backward"
+    x, w, _ = _check_linear(fn, x, w, None)
+    dout = as_float_array(fn, "dout", dout, ndim=2)
+    same_dtype(fn, "x", x, dout=dout)
+    check_shape(fn, "dout", dout, (x.shape[0], w.shape[0]))
+    return dout @ w, dout.T @ x, dout.sum(axis=0)
+
+
+# --- Softmax cross-entropy --------------------------------------------------------------
+
+
+def softmax_cross_entropy(logits, target, label_smoothing=0.0):
+    """Mean softmax cross-entropy, as ``torch.nn.functional.cross_entropy``.
+
+    Parameters
+    ----------
+    logits : (N, K) float
+    target : (N,) integer class indices in [0, K)
+    label_smoothing : float in [0, 1]
+
+    Returns
+    -------
+    loss : float (the mean over the batch)
+    cache : for :func:`softmax_cross_entropy_backward`
+
+    Equations::
+
+        log p = logits - logsumexp(logits)                 (shifted by the row max for stability)
+        q = (1 - eps) * onehot(target) + eps / K
+        loss = -(1/N) * sum_n sum_k q[n, k] * log p[n, k]
+    """
+    fn = "softmax_cross_entropy"
+    logits = as_float_array(fn, "logits", logits, ndim=2)
+    if not isinstance(target, np.ndarray) or not np.issubdtype(target.dtype, np.integer):
+        got = getattr(target, "dtype", type(target).__name__)
+        raise TypeError(f"{fn}: target must be an integer numpy.ndarray, got {got}")
+    n, k = logits.shape
+    check_shape(fn, "target", target, (n,))
+    if n == 0:
+        raise ValueError(f"{fn}: logits must hold at least one row, got shape {logits.shape}")
+    if target.min() < 0 or target.max() >= k:
+        raise ValueError(
+            f"{fn}: target values must be in [0, {k}), got min {target.min()} max {target.max()}"
+        )
+    eps = check_number(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (N, K)
+    q = np.full_like(logits, eps / k)
+    q[np.arange(n), target] += 1 - eps
+    loss = -(q * logp).sum() / n
+    return float(loss), {"logp": logp, "q": q}
+
+
+def softmax_cross_entropy_backward(cache, dloss=1.0):
+    """``dlogits = dloss * (softmax(logits) - q) / N``: (N, K)."""
+    fn = "softmax_cross_entropy_backward"
+    if not isinstance(cache, dict) or "logp" not in cache:
+        raise TypeError(
+            f"{fn}: cache must be the dict returned by softmax_cross_entropy, got {type(cache).__name__}"
+        )
+    dloss = check_number(fn, "dloss", dloss)
+    logp, q = cache["logp"], cache["q"]
+    return (dloss / logp.shape[0]) * (np.exp(logp) - q)

@@ -1,0 +1,146 @@
+"""MobileNetV1 and V2 in NumPy, built from the specs in ``mobilenet.arch``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mobilenet import arch as A
+
+from .backend import get_backend
+from .nn import Sequential, build
+
+_DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
+
+
+def _to_numpy(name, v):
+    """A numpy array from a numpy array, a torch tensor (without importing torch) or a scalar."""
+    if hasattr(v, "detach") and hasattr(v, "cpu"):
+        v = v.detach().cpu().numpy()
+    if isinstance(v, (int, float, np.number)):
+        v = np.asarray(v)
+    if not isinstance(v, np.ndarray):
+        raise TypeError(
+            f"load_state_dict: {name} must be a numpy array or torch tensor, got {type(v).__name__}"
+        )
+    return v
+
+
+class MobileNet(Sequential):
+    """A MobileNet whose parameter and buffer names are those of the torch mirror.
+
+    ``forward(x)`` takes (N, 3, H, W) in the model's dtype, H and W >= 32, and
+    returns logits (N, num_classes); ``backward(dlogits)`` returns dx and fills
+    ``grads`` (overwritten by each backward, not accumulated).
+    """
+
+    def __init__(self, spec: A.Seq, arch: str, dtype, backend: str, seed):
+        dtype = np.dtype(dtype)
+        if dtype not in _DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.F = get_backend(backend)
+        self.rng = np.random.default_rng(seed)
+        super().__init__((name, build(child, self.F, dtype, self.rng)) for name, child in spec)
+        self.spec, self.arch, self.dtype, self.backend = spec, arch, dtype, backend
+        self.num_classes = spec.children[-1][1].children[-1][1].out_features
+        self._forward_batch = None
+
+    # --- running --------------------------------------------------------------------
+    def forward(self, x):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"forward: x must be a numpy.ndarray, got {type(x).__name__}")
+        if x.dtype != self.dtype:
+            raise TypeError(f"forward: x must have the model's dtype {self.dtype}, got {x.dtype}")
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"forward: x must have shape (N, 3, H, W), got {x.shape}")
+        if min(x.shape[2:]) < A.MIN_RESOLUTION:
+            raise ValueError(
+                f"forward: input resolution must be >= {A.MIN_RESOLUTION} px, got {x.shape[2]}x{x.shape[3]}"
+            )
+        logits = super().forward(x)
+        self._forward_batch = logits.shape
+        return logits
+
+    def backward(self, dlogits):
+        if self._forward_batch is None:
+            raise RuntimeError("backward: call forward first")
+        if not isinstance(dlogits, np.ndarray) or dlogits.dtype != self.dtype:
+            got = getattr(dlogits, "dtype", type(dlogits).__name__)
+            raise TypeError(f"backward: dlogits must be a numpy.ndarray of dtype {self.dtype}, got {got}")
+        if dlogits.shape != self._forward_batch:
+            raise ValueError(f"backward: dlogits must have shape {self._forward_batch}, got {dlogits.shape}")
+        return super().backward(dlogits)
+
+    # --- parameters and state -------------------------------------------------------
+    @property
+    def params(self) -> dict:
+        """Parameter arrays by torch name (live references: update them in place)."""
+        return dict(self.named_parameters())
+
+    @property
+    def grads(self) -> dict:
+        """Gradients of the last backward by torch name."""
+        return dict(self._named("_grads"))
+
+    def state_dict(self) -> dict:
+        """Copies of parameters and buffers in torch's key order."""
+        out = {}
+        for prefix, m in self.named_modules():
+            for name, a in {**m._params, **m._buffers}.items():
+                out[prefix + name] = a.copy()
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True):
+        """Copy values (numpy arrays or torch tensors) into the model, checking keys and shapes.
+
+        Nothing is changed unless every key and shape matches.
+        """
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"load_state_dict: state_dict must be a mapping, got {type(state_dict).__name__}")
+        own = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        unknown = sorted(set(state_dict) - set(own))
+        missing = sorted(set(own) - set(state_dict))
+        if unknown or (strict and missing):
+            raise ValueError(
+                f"load_state_dict: keys do not match this {self.arch} model: "
+                f"unexpected {unknown[:5]}{'...' if len(unknown) > 5 else ''}, "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}"
+            )
+        staged = {}
+        for key, v in state_dict.items():
+            v = _to_numpy(key, v)
+            if v.shape != own[key].shape:
+                raise ValueError(f"load_state_dict: {key} must have shape {own[key].shape}, got {v.shape}")
+            if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+                raise TypeError(f"load_state_dict: {key} must hold numbers, got dtype {v.dtype}")
+            staged[key] = v
+        for key, v in staged.items():
+            own[key][...] = v  # in place: references from .params stay valid
+        return self
+
+
+def _build(arch, spec_kwargs, dtype, backend, seed):
+    return MobileNet(A.build_spec(arch, **spec_kwargs), arch, dtype, backend, seed)
+
+
+def mobilenet_v1(width_mult=1.0, num_classes=1000, dropout=1e-3, dtype=np.float32, backend="numpy", seed=0):
+    """MobileNetV1 (Howard et al. 2017) in NumPy.
+
+    ``width_mult`` is the paper's alpha; the resolution multiplier rho is the
+    input size you feed (any H, W >= 32). Initialised as torchvision's MobileNetV2,
+    seeded by ``seed``.
+    """
+    kw = {"width_mult": width_mult, "num_classes": num_classes, "dropout": dropout}
+    return _build("v1", kw, dtype, backend, seed)
+
+
+def mobilenet_v2(
+    width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8, dtype=np.float32, backend="numpy", seed=0
+):
+    """MobileNetV2 (Sandler et al. 2018) in NumPy, layer for layer torchvision's."""
+    kw = {
+        "width_mult": width_mult,
+        "num_classes": num_classes,
+        "dropout": dropout,
+        "round_nearest": round_nearest,
+    }
+    return _build("v2", kw, dtype, backend, seed)

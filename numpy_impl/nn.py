@@ -1,0 +1,238 @@
+"""Layers with state: a forward that keeps what backward needs, and a backward that
+fills ``grads`` and returns the input gradient (CS231n's cache pattern, as objects).
+
+Each layer is built from a spec leaf of ``mobilenet.arch`` and calls the ops of
+one backend module ``F`` (``numpy_impl.functional`` or ``kernels``), so the same
+layer runs on either. Children are named like ``nn.Sequential``'s so parameter
+names are those of the torch mirror.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mobilenet import arch as A
+
+
+class Module:
+    """Parameters, gradients and buffers by local name; children by name."""
+
+    def __init__(self):
+        self.training = True
+        self._params: dict[str, np.ndarray] = {}
+        self._grads: dict[str, np.ndarray] = {}
+        self._buffers: dict[str, np.ndarray] = {}
+        self._children: dict[str, Module] = {}
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child.named_modules(f"{prefix}{name}.")
+
+    def _named(self, attr):
+        # torch's state_dict order: a module's own parameters, its buffers, then its children
+        for prefix, m in self.named_modules():
+            for name, a in getattr(m, attr).items():
+                yield prefix + name, a
+
+    def named_parameters(self):
+        return self._named("_params")
+
+    def named_buffers(self):
+        return self._named("_buffers")
+
+    def train(self, mode: bool = True):
+        for _, m in self.named_modules():
+            m.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def __call__(self, x):
+        return self.forward(x)
+
+
+class Sequential(Module):
+    def __init__(self, children):
+        super().__init__()
+        self._children = dict(children)
+
+    def forward(self, x):
+        for child in self._children.values():
+            x = child.forward(x)
+        return x
+
+    def backward(self, dout):
+        for child in reversed(self._children.values()):
+            dout = child.backward(dout)
+        return dout
+
+
+class InvertedResidual(Module):
+    """``conv(x) + x`` when the block keeps its shape (MobileNetV2, stride 1, same channels)."""
+
+    def __init__(self, conv: Sequential, residual: bool):
+        super().__init__()
+        self._children = {"conv": conv}
+        self.residual = residual
+
+    def forward(self, x):
+        y = self._children["conv"].forward(x)
+        return y + x if self.residual else y
+
+    def backward(self, dout):
+        dx = self._children["conv"].backward(dout)
+        return dx + dout if self.residual else dx
+
+
+class Conv2d(Module):
+    """A convolution that calls the specialised op its shape allows: pointwise for a
+    stride-1 1x1, depthwise for groups == in == out channels, general otherwise."""
+
+    def __init__(self, spec: A.Conv, F, dtype, rng):
+        super().__init__()
+        self.spec, self.F = spec, F
+        k, cin, cout, g = spec.kernel_size, spec.in_channels, spec.out_channels, spec.groups
+        # torchvision: kaiming_normal_(mode="fan_out"), fan_out = C_out * kh * kw
+        std = np.sqrt(2.0 / (cout * k * k))
+        self._params["weight"] = (rng.standard_normal((cout, cin // g, k, k)) * std).astype(dtype)
+        if spec.bias:
+            self._params["bias"] = np.zeros(cout, dtype)
+        if k == 1 and spec.stride == 1 and g == 1:
+            self.kind = "pointwise"
+        elif g == cin == cout:
+            self.kind = "depthwise"
+        else:
+            self.kind = "conv"
+
+    def _geometry(self):
+        s = self.spec
+        if self.kind == "conv":
+            return {"stride": s.stride, "padding": s.padding, "groups": s.groups}
+        return {} if self.kind == "pointwise" else {"stride": s.stride, "padding": s.padding}
+
+    def forward(self, x):
+        self.x = x
+        w, b = self._params["weight"], self._params.get("bias")
+        if self.kind == "conv":
+            return self.F.conv2d(x, w, b, **self._geometry())
+        out = getattr(self.F, f"{self.kind}_conv2d")(x, w, **self._geometry())
+        return out if b is None else out + b[:, None, None]
+
+    def backward(self, dout):
+        w = self._params["weight"]
+        if self.kind == "conv":
+            dx, dw, db = self.F.conv2d_backward(dout, self.x, w, **self._geometry())
+        else:
+            dx, dw = getattr(self.F, f"{self.kind}_conv2d_backward")(dout, self.x, w, **self._geometry())
+            db = dout.sum(axis=(0, 2, 3))
+        self._grads["weight"] = dw
+        if "bias" in self._params:
+            self._grads["bias"] = db
+        return dx
+
+
+class BatchNorm2d(Module):
+    def __init__(self, spec: A.BatchNorm, F, dtype, rng=None):
+        super().__init__()
+        self.spec, self.F = spec, F
+        c = spec.num_features
+        self._params.update(weight=np.ones(c, dtype), bias=np.zeros(c, dtype))
+        self._buffers.update(
+            running_mean=np.zeros(c, dtype),
+            running_var=np.ones(c, dtype),
+            num_batches_tracked=np.zeros((), np.int64),
+        )
+
+    def forward(self, x):
+        p, b = self._params, self._buffers
+        if self.training:
+            b["num_batches_tracked"] += 1
+        y, self.cache = self.F.batch_norm(
+            x, p["weight"], p["bias"], b["running_mean"], b["running_var"],
+            self.training, self.spec.momentum, self.spec.eps,
+        )  # fmt: skip
+        return y
+
+    def backward(self, dout):
+        dx, self._grads["weight"], self._grads["bias"] = self.F.batch_norm_backward(dout, self.cache)
+        return dx
+
+
+class Activation(Module):
+    def __init__(self, spec: A.Act, F, dtype=None, rng=None):
+        super().__init__()
+        self.fwd = getattr(F, spec.kind)
+        self.bwd = getattr(F, f"{spec.kind}_backward")
+
+    def forward(self, x):
+        self.x = x
+        return self.fwd(x)
+
+    def backward(self, dout):
+        return self.bwd(dout, self.x)
+
+
+class Dropout(Module):
+    def __init__(self, spec: A.Dropout, F, dtype, rng):
+        super().__init__()
+        self.p, self.F, self.rng = spec.p, F, rng
+
+    def forward(self, x):
+        y, self.mask = self.F.dropout(x, self.p, self.training, self.rng)
+        return y
+
+    def backward(self, dout):
+        return self.F.dropout_backward(dout, self.mask)
+
+
+class GlobalAvgPool(Module):
+    def __init__(self, spec: A.Pool, F, dtype=None, rng=None):
+        super().__init__()
+        self.F = F
+
+    def forward(self, x):
+        self.shape = x.shape
+        return self.F.global_avg_pool2d(x)  # (N, C, H, W) -> (N, C)
+
+    def backward(self, dout):
+        return self.F.global_avg_pool2d_backward(dout, self.shape)
+
+
+class Linear(Module):
+    def __init__(self, spec: A.Linear, F, dtype, rng):
+        super().__init__()
+        self.F = F
+        # torchvision's MobileNetV2 classifier init: normal(0, 0.01), bias 0
+        w = rng.normal(0.0, 0.01, (spec.out_features, spec.in_features))
+        self._params.update(weight=w.astype(dtype), bias=np.zeros(spec.out_features, dtype))
+
+    def forward(self, x):
+        self.x = x
+        return self.F.linear(x, self._params["weight"], self._params["bias"])
+
+    def backward(self, dout):
+        dx, self._grads["weight"], self._grads["bias"] = self.F.linear_backward(
+            dout, self.x, self._params["weight"]
+        )
+        return dx
+
+
+LEAVES = {
+    A.Conv: Conv2d,
+    A.BatchNorm: BatchNorm2d,
+    A.Act: Activation,
+    A.Dropout: Dropout,
+    A.Pool: GlobalAvgPool,
+    A.Linear: Linear,
+}
+
+
+def build(spec, F, dtype, rng) -> Module:
+    """Turn a spec tree into a module tree (depth first, so initialisation is seeded in order)."""
+    if isinstance(spec, A.Seq):
+        return Sequential((name, build(child, F, dtype, rng)) for name, child in spec)
+    if isinstance(spec, A.Block):
+        return InvertedResidual(build(spec.conv, F, dtype, rng), spec.residual)
+    return LEAVES[type(spec)](spec, F, dtype, rng)

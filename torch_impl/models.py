@@ -1,0 +1,112 @@
+"""MobileNetV1 and V2 as ``torch.nn.Module``s, built from the same specs as the NumPy models.
+
+``mobilenet_v2``'s state_dict is key for key and shape for shape that of
+``torchvision.models.mobilenet_v2`` at the same width, so torchvision weights
+load with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import nn
+
+from mobilenet import arch as A
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, conv: nn.Sequential, residual: bool):
+        super().__init__()
+        self.conv = conv
+        self.use_res_connect = residual
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+def _leaf(spec) -> nn.Module:
+    if isinstance(spec, A.Conv):
+        return nn.Conv2d(
+            spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride,
+            spec.padding, groups=spec.groups, bias=spec.bias,
+        )  # fmt: skip
+    if isinstance(spec, A.BatchNorm):
+        return nn.BatchNorm2d(spec.num_features, eps=spec.eps, momentum=spec.momentum)
+    if isinstance(spec, A.Act):
+        return nn.ReLU6(inplace=False) if spec.kind == "relu6" else nn.ReLU(inplace=False)
+    if isinstance(spec, A.Dropout):
+        return nn.Dropout(spec.p)
+    if isinstance(spec, A.Pool):
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+    if isinstance(spec, A.Linear):
+        return nn.Linear(spec.in_features, spec.out_features)
+    raise TypeError(f"unknown spec leaf {spec!r}")
+
+
+def build(spec) -> nn.Module:
+    if isinstance(spec, A.Seq):
+        return nn.Sequential(OrderedDict((name, build(child)) for name, child in spec))
+    if isinstance(spec, A.Block):
+        return InvertedResidual(build(spec.conv), spec.residual)
+    return _leaf(spec)
+
+
+class MobileNet(nn.Module):
+    """``features`` -> ``pool`` (global average, flatten) -> ``classifier``."""
+
+    def __init__(self, spec: A.Seq, arch: str):
+        super().__init__()
+        parts = dict(spec.children)
+        self.arch = arch
+        self.features = build(parts["features"])
+        self.pool = build(parts["pool"])
+        self.classifier = build(parts["classifier"])
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """torchvision's MobileNetV2 initialisation (used for V1 as well)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"forward: x must have shape (N, 3, H, W), got {tuple(x.shape)}")
+        if min(x.shape[2:]) < A.MIN_RESOLUTION:
+            raise ValueError(
+                f"forward: input resolution must be >= {A.MIN_RESOLUTION} px, got {x.shape[2]}x{x.shape[3]}"
+            )
+        return self.classifier(self.pool(self.features(x)))
+
+
+def mobilenet_v1(width_mult=1.0, num_classes=1000, dropout=1e-3) -> MobileNet:
+    """MobileNetV1 (Howard et al. 2017); see ``numpy_impl.mobilenet_v1``."""
+    return MobileNet(A.v1_spec(width_mult=width_mult, num_classes=num_classes, dropout=dropout), "v1")
+
+
+def mobilenet_v2(width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8) -> MobileNet:
+    """MobileNetV2 (Sandler et al. 2018), state_dict-compatible with torchvision's."""
+    spec = A.v2_spec(
+        width_mult=width_mult, num_classes=num_classes, dropout=dropout, round_nearest=round_nearest
+    )
+    return MobileNet(spec, "v2")
+
+
+def state_dict_to_torch(state_dict) -> dict:
+    """NumPy arrays -> tensors (a copy), for ``module.load_state_dict``."""
+    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state_dict.items()}
+
+
+def state_dict_to_numpy(state_dict) -> dict:
+    """Tensors -> NumPy arrays (a copy), for the NumPy model's ``load_state_dict``."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in state_dict.items()}
