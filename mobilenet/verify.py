@@ -79,9 +79,13 @@ def _step_torch(model, x, dlogits) -> dict:
     }
 
 
-def compare(arch="v2", width_mult=1.0, dtype="float64", resolution=96, batch=4, seed=0) -> dict:
-    """Build the NumPy and torch models with identical weights, run one training step,
-    return the errors against torch float64 and whether they are within tolerance."""
+def compare(
+    arch="v2", width_mult=1.0, dtype="float64", resolution=96, batch=4, seed=0, training=True, height=None
+) -> dict:
+    """Build the NumPy and torch models with identical weights, run one forward and
+    backward (training mode unless ``training=False``), return the errors against
+    torch float64 and whether they are within tolerance. ``height`` defaults to
+    ``resolution`` (a square input)."""
     import torch
 
     import numpy_impl
@@ -96,10 +100,10 @@ def compare(arch="v2", width_mult=1.0, dtype="float64", resolution=96, batch=4, 
     def torch_model(torch_dtype):
         m = getattr(torch_impl, f"mobilenet_{arch}")(**kw).to(torch_dtype)
         m.load_state_dict(state)  # after .to(): loading into float32 would round float64 weights
-        return m.train()
+        return m.train(training)
 
     rng = np.random.default_rng(seed + 1)
-    x = rng.standard_normal((batch, 3, resolution, resolution)).astype(dtype)
+    x = rng.standard_normal((batch, 3, height or resolution, resolution)).astype(dtype)
     dlogits = rng.standard_normal((batch, 10)).astype(dtype)
     truth = _step_torch(torch_model(torch.float64), x, dlogits)
     result = {
@@ -109,7 +113,7 @@ def compare(arch="v2", width_mult=1.0, dtype="float64", resolution=96, batch=4, 
         "resolution": resolution,
         "batch": batch,
     }
-    result.update(errors(_step_numpy(ours.train(), x, dlogits), truth))
+    result.update(errors(_step_numpy(ours.train(training), x, dlogits), truth))
     if dtype == "float64":
         result["tolerance"] = dict.fromkeys(QUANTITIES, FLOAT64_TOL)
     else:

@@ -1,0 +1,136 @@
+"""Activations, dropout, pooling, linear and the loss against torch and finite differences."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+from hypothesis import given
+from hypothesis import strategies as st
+
+from numpy_impl import functional as F
+
+from .helpers import DTYPES, assert_within_bound, directional_check, leaf, rng_arrays, t64
+
+small_shapes = st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple)
+
+
+@pytest.mark.parametrize("name", ["relu", "relu6"])
+@given(shape=small_shapes, dtype=DTYPES, seed=st.integers(0, 2**16))
+def test_activation_matches_torch(name, shape, dtype, seed):
+    x, dout = rng_arrays(seed, dtype, shape, shape)
+    x = x * 5  # spread over both kinks of relu6
+    x.flat[:: max(1, x.size // 3)] = 0.0  # exactly on the kink
+    if name == "relu6":
+        x.flat[1 :: max(2, x.size // 2)] = 6.0
+    y = getattr(F, name)(x)
+    dx = getattr(F, f"{name}_backward")(dout, x)
+    xt = leaf(x)
+    yt = getattr(TF, name)(xt)
+    yt.backward(t64(dout))
+    assert y.dtype == dx.dtype == dtype
+    np.testing.assert_array_equal(y, yt.detach().numpy())  # exact: no arithmetic
+    np.testing.assert_array_equal(dx, xt.grad.numpy())  # including 0 at the kinks, as torch
+
+
+@pytest.mark.parametrize("name", ["relu", "relu6"])
+def test_activation_finite_differences(name):
+    x, dout = rng_arrays(3, np.float64, (3, 4, 5), (3, 4, 5), low=0.05)  # away from the kink at 0
+    x = np.where(np.abs(x - 6) < 0.05, 5.9, x)  # and from 6
+
+    def loss(x_):
+        return float(np.sum(dout * getattr(F, name)(x_)))
+
+    directional_check(loss, (x,), getattr(F, f"{name}_backward")(dout, x), 0, 1, eps=1e-7)
+
+
+@given(p=st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0]), dtype=DTYPES, seed=st.integers(0, 2**16))
+def test_dropout_mask_statistics_and_backward(p, dtype, seed):
+    x, dout = rng_arrays(seed, dtype, (64, 50), (64, 50))
+    y, mask = F.dropout(x, p, True, np.random.default_rng(seed))
+    kept = mask != 0
+    assert y.dtype == dtype
+    if p < 1:
+        np.testing.assert_allclose(mask[kept], 1 / (1 - p), rtol=1e-6)
+    np.testing.assert_array_equal(y, x * mask)
+    # kept fraction ~ Binomial(3200, 1-p): within 5 standard deviations
+    sd = np.sqrt(p * (1 - p) / x.size)
+    assert abs(kept.mean() - (1 - p)) <= 5 * sd + 1e-12
+    np.testing.assert_array_equal(F.dropout_backward(dout, mask), dout * mask)
+    # the same seed gives the same mask; eval mode is the identity
+    np.testing.assert_array_equal(F.dropout(x, p, True, seed)[1], F.dropout(x, p, True, seed)[1])
+    np.testing.assert_array_equal(F.dropout(x, p, False)[0], x)
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 9), h=st.integers(1, 7), w=st.integers(1, 7), dtype=DTYPES,
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_global_avg_pool_matches_torch(n, c, h, w, dtype, seed):
+    x, dout = rng_arrays(seed, dtype, (n, c, h, w), (n, c))
+    y = F.global_avg_pool2d(x)
+    dx = F.global_avg_pool2d_backward(dout, x.shape)
+    xt = leaf(x)
+    yt = TF.adaptive_avg_pool2d(xt, 1).flatten(1)
+    yt.backward(t64(dout))
+    assert_within_bound(y, yt.detach().numpy(), np.abs(x.astype(np.float64)).mean((2, 3)), h * w, dtype, "y")
+    assert_within_bound(dx, xt.grad.numpy(), np.abs(xt.grad.numpy()), 2, dtype, "dx")
+
+
+@given(n=st.integers(1, 5), fin=st.integers(1, 40), fout=st.integers(1, 20), bias=st.booleans(), dtype=DTYPES,
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_linear_matches_torch(n, fin, fout, bias, dtype, seed):
+    x, w, b, dout = rng_arrays(seed, dtype, (n, fin), (fout, fin), (fout,), (n, fout))
+    b = b if bias else None
+    y = F.linear(x, w, b)
+    dx, dw, db = F.linear_backward(dout, x, w)
+    xt, wt = leaf(x), leaf(w)
+    yt = TF.linear(xt, wt, None if b is None else t64(b))
+    yt.backward(t64(dout))
+    bound = np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64) + (0 if b is None else np.abs(b))
+    assert_within_bound(y, yt.detach().numpy(), bound, fin + 1, dtype, "y")
+    assert_within_bound(dx, xt.grad.numpy(), np.abs(dout).astype(np.float64) @ np.abs(w), fout, dtype, "dx")
+    assert_within_bound(dw, wt.grad.numpy(), np.abs(dout).T.astype(np.float64) @ np.abs(x), n, dtype, "dw")
+    assert_within_bound(db, dout.astype(np.float64).sum(0), np.abs(dout).sum(0), n, dtype, "db")
+
+
+def test_linear_finite_differences():
+    x, w, b, dout = rng_arrays(4, np.float64, (3, 7), (5, 7), (5,), (3, 5))
+    grads = F.linear_backward(dout, x, w)
+
+    def loss(x_, w_, b_):
+        return float(np.sum(dout * F.linear(x_, w_, b_)))
+
+    for i in range(3):
+        directional_check(loss, (x, w, b), grads[i], i, i)
+
+
+@given(n=st.integers(1, 6), k=st.integers(2, 12), smoothing=st.sampled_from([0.0, 0.1, 0.5]), dtype=DTYPES,
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_softmax_cross_entropy_matches_torch(n, k, smoothing, dtype, seed):
+    logits = (rng_arrays(seed, dtype, (n, k))[0] * 4).astype(dtype)
+    target = np.random.default_rng(seed).integers(0, k, n)
+    loss, cache = F.softmax_cross_entropy(logits, target, smoothing)
+    dlogits = F.softmax_cross_entropy_backward(cache, 0.7)
+    lt = leaf(logits)
+    loss_t = TF.cross_entropy(lt, torch.from_numpy(target), label_smoothing=smoothing)
+    (0.7 * loss_t).backward()
+    tol = 1e-12 if dtype == np.float64 else 1e-5  # log-sum-exp of |logits| <~ 12 in float32: ~12*k*u
+    assert loss == pytest.approx(loss_t.item(), rel=tol, abs=tol)
+    np.testing.assert_allclose(dlogits, lt.grad.numpy(), rtol=tol, atol=tol / n)
+    assert dlogits.dtype == dtype
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, 0.0, -1000.0]])
+    loss, cache = F.softmax_cross_entropy(logits, np.array([2]))
+    assert loss == pytest.approx(2000.0)
+    np.testing.assert_allclose(F.softmax_cross_entropy_backward(cache), [[1.0, 0.0, -1.0]], atol=1e-12)
+
+
+def test_softmax_cross_entropy_finite_differences():
+    logits = rng_arrays(8, np.float64, (4, 6))[0]
+    target = np.array([0, 5, 2, 2])
+
+    def loss(z):
+        return F.softmax_cross_entropy(z, target, 0.1)[0]
+
+    grad = F.softmax_cross_entropy_backward(F.softmax_cross_entropy(logits, target, 0.1)[1])
+    directional_check(loss, (logits,), grad, 0, 3)

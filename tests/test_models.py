@@ -1,0 +1,131 @@
+"""Whole models: NumPy against the torch mirror with the same weights; state dicts; torchvision layout."""
+
+import numpy as np
+import pytest
+import torch
+
+import numpy_impl
+import torch_impl
+from mobilenet.verify import FLOAT64_TOL, QUANTITIES, compare
+
+CASES = [
+    # arch, width, resolution (W), height, batch, training
+    ("v1", 1.0, 64, 64, 3, True),
+    ("v1", 0.25, 32, 32, 4, True),
+    ("v1", 0.5, 97, 71, 2, True),  # odd, non-square: the resolution multiplier is any size >= 32
+    ("v1", 0.75, 64, 64, 2, False),
+    ("v2", 1.0, 64, 64, 3, True),
+    ("v2", 0.35, 32, 32, 4, True),
+    ("v2", 0.5, 45, 77, 2, True),
+    ("v2", 1.4, 64, 64, 2, True),
+    ("v2", 0.75, 64, 64, 1, False),
+]
+
+
+@pytest.mark.parametrize("arch,width,res,height,batch,training", CASES)
+def test_numpy_model_matches_torch_float64(arch, width, res, height, batch, training):
+    r = compare(arch, width, "float64", res, batch, seed=3, training=training, height=height)
+    for q in QUANTITIES:
+        assert r[q] <= FLOAT64_TOL, f"{q}: relative error {r[q]:.3e} > {FLOAT64_TOL} ({r})"
+
+
+@pytest.mark.parametrize("arch", ["v1", "v2"])
+def test_numpy_model_float32_is_as_accurate_as_torch_float32(arch):
+    r = compare(arch, 0.5, "float32", 64, 3, seed=5)
+    assert r["ok"], r
+
+
+@pytest.mark.parametrize("arch", ["v1", "v2"])
+def test_names_and_shapes_match_torch(arch):
+    ours = getattr(numpy_impl, f"mobilenet_{arch}")(width_mult=0.5, num_classes=7)
+    ref = getattr(torch_impl, f"mobilenet_{arch}")(width_mult=0.5, num_classes=7)
+    assert [(k, v.shape) for k, v in ours.params.items()] == [
+        (k, tuple(p.shape)) for k, p in ref.named_parameters()
+    ]
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
+        (k, tuple(v.shape)) for k, v in ref.state_dict().items()
+    ]
+
+
+def test_v2_state_dict_has_torchvisions_layout():
+    """Facts about torchvision.models.mobilenet_v2() (torchvision is not importable here)."""
+    sd = torch_impl.mobilenet_v2().state_dict()
+    params = sum(p.numel() for p in torch_impl.mobilenet_v2().parameters())
+    assert params == 3_504_872
+    expected_shapes = {
+        "features.0.0.weight": (32, 3, 3, 3),
+        "features.0.1.num_batches_tracked": (),
+        "features.1.conv.0.0.weight": (32, 1, 3, 3),
+        "features.1.conv.0.1.running_var": (32,),
+        "features.1.conv.1.weight": (16, 32, 1, 1),
+        "features.1.conv.2.bias": (16,),
+        "features.2.conv.0.0.weight": (96, 16, 1, 1),
+        "features.2.conv.1.0.weight": (96, 1, 3, 3),
+        "features.2.conv.2.weight": (24, 96, 1, 1),
+        "features.2.conv.3.running_mean": (24,),
+        "features.17.conv.2.weight": (320, 960, 1, 1),
+        "features.18.0.weight": (1280, 320, 1, 1),
+        "features.18.1.weight": (1280,),
+        "classifier.1.weight": (1000, 1280),
+        "classifier.1.bias": (1000,),
+    }
+    for key, shape in expected_shapes.items():
+        assert tuple(sd[key].shape) == shape, key
+    assert len([k for k in sd if k.startswith("features.") and k.split(".")[1] == "18"]) == 6
+    # the last conv is not thinned below 1280 (torchvision's max(1.0, width_mult))
+    assert tuple(torch_impl.mobilenet_v2(0.5).state_dict()["classifier.1.weight"].shape) == (1000, 1280)
+    assert tuple(torch_impl.mobilenet_v2(1.4).state_dict()["classifier.1.weight"].shape) == (1000, 1792)
+
+
+@pytest.mark.parametrize("arch", ["v1", "v2"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_state_dict_round_trip_is_lossless(arch, dtype):
+    ours = getattr(numpy_impl, f"mobilenet_{arch}")(width_mult=0.35, num_classes=5, dtype=dtype, seed=11)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(dtype)
+    ours.forward(x)  # moves the running statistics and num_batches_tracked away from their init
+    sd = ours.state_dict()
+    ref = getattr(torch_impl, f"mobilenet_{arch}")(width_mult=0.35, num_classes=5).to(
+        getattr(torch, np.dtype(dtype).name)
+    )
+    ref.load_state_dict(torch_impl.state_dict_to_torch(sd), strict=True)
+    back = getattr(numpy_impl, f"mobilenet_{arch}")(width_mult=0.35, num_classes=5, dtype=dtype, seed=99)
+    back.load_state_dict(ref.state_dict())  # torch tensors accepted directly
+    for key, value in back.state_dict().items():
+        assert value.dtype == sd[key].dtype, key
+        np.testing.assert_array_equal(value, sd[key], err_msg=key)
+    assert int(sd["features.0.1.num_batches_tracked"]) == 1
+
+
+def test_init_is_seeded_and_follows_torchvision():
+    a = numpy_impl.mobilenet_v2(width_mult=0.5, seed=1)
+    b = numpy_impl.mobilenet_v2(width_mult=0.5, seed=1)
+    c = numpy_impl.mobilenet_v2(width_mult=0.5, seed=2)
+    w = "features.2.conv.0.0.weight"
+    np.testing.assert_array_equal(a.params[w], b.params[w])
+    assert not np.array_equal(a.params[w], c.params[w])
+    big = a.params["features.18.0.weight"]  # (1280, 160, 1, 1): kaiming normal, fan_out = 1280
+    assert big.std() == pytest.approx(np.sqrt(2 / 1280), rel=0.02)
+    assert a.params["classifier.1.weight"].std() == pytest.approx(0.01, rel=0.02)
+    np.testing.assert_array_equal(a.params["features.0.1.weight"], 1)
+    np.testing.assert_array_equal(a.params["classifier.1.bias"], 0)
+
+
+def test_dropout_is_active_only_in_training():
+    model = numpy_impl.mobilenet_v2(width_mult=0.35, num_classes=4, dropout=0.5, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32))
+    model.eval()
+    np.testing.assert_array_equal(model.forward(x), model.forward(x))
+    model.train()
+    assert not np.array_equal(model.forward(x), model.forward(x))
+
+
+def test_grads_are_filled_and_params_are_live_references():
+    model = numpy_impl.mobilenet_v1(width_mult=0.25, num_classes=3, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32))
+    out = model.forward(x)
+    model.backward(np.random.default_rng(1).standard_normal(out.shape))
+    assert model.grads.keys() == model.params.keys()
+    for k in model.params:
+        assert model.grads[k].shape == model.params[k].shape
+    model.params["classifier.1.bias"][...] = 5.0
+    assert model.state_dict()["classifier.1.bias"][0] == 5.0

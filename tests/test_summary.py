@@ -1,0 +1,87 @@
+"""The summary reproduces the papers' published parameter and multiply-add counts."""
+
+import pytest
+
+from mobilenet.arch import make_divisible
+from mobilenet.summary import conv_output_size, summary_dict
+
+# (width, resolution) -> (M mult-adds, M params) from V1 paper Tables 6 and 7, rounded as published
+V1_PUBLISHED = {
+    (1.0, 224): (569, 4.2),
+    (0.75, 224): (325, 2.6),
+    (0.5, 224): (149, 1.3),
+    (0.25, 224): (41, 0.5),
+    (1.0, 192): (418, 4.2),
+    (1.0, 160): (290, 4.2),
+    (1.0, 128): (186, 4.2),
+}
+
+
+@pytest.mark.parametrize("width,res", list(V1_PUBLISHED))
+def test_v1_matches_paper_tables_6_and_7(width, res):
+    macs, params = V1_PUBLISHED[(width, res)]
+    d = summary_dict("v1", width, res)
+    assert round(d["macs"] / 1e6) == pytest.approx(macs, abs=1)  # the paper truncates 290.7 to 290
+    assert round(d["params"] / 1e6, 1) == params
+
+
+def test_v2_matches_paper_and_torchvision():
+    d = summary_dict("v2", 1.0, 224)
+    assert d["params"] == 3_504_872  # sum(p.numel() for p in torchvision.models.mobilenet_v2().parameters())
+    assert round(d["macs"] / 1e6) == 300 + 1  # 300.8 M; the paper prints 300
+
+
+@pytest.mark.parametrize(
+    "width,res,macs",
+    [(0.75, 224, 209), (0.5, 224, 97), (0.35, 224, 59), (1.0, 160, 154), (1.0, 128, 99), (0.5, 160, 50)],
+)
+def test_v2_matches_tf_slim_sweep(width, res, macs):
+    assert round(summary_dict("v2", width, res)["macs"] / 1e6) == macs
+
+
+def test_multiply_adds_count_convolutions_and_the_classifier_only():
+    d = summary_dict("v1", 1.0, 224)
+    by_type = {}
+    for layer in d["layers"]:
+        by_type.setdefault(layer["type"].split("/")[0], 0)
+        by_type[layer["type"].split("/")[0]] += layer["macs"]
+    assert by_type["BatchNorm"] == by_type["ReLU"] == by_type["GlobalAvgPool"] == 0
+    # V1 paper Table 2: conv 1x1 94.86%, depthwise 3.06%, first conv 1.19%, FC 0.18% of mult-adds.
+    # Those four sum to 99.29%; the first conv's 112*112*32*27 = 10.8 M mult-adds is 1.91%,
+    # which makes them sum to 100.01%: the paper's 1.19 is a transposition of 1.91.
+    share = {k: 100 * v / d["macs"] for k, v in by_type.items()}
+    assert share["Conv1x1"] == pytest.approx(94.86, abs=0.01)
+    assert share["DWConv3x3"] == pytest.approx(3.06, abs=0.01)
+    assert share["Conv3x3"] == pytest.approx(1.91, abs=0.01)
+    assert share["Linear"] == pytest.approx(0.18, abs=0.01)
+
+
+def test_make_divisible_is_torchvisions():
+    assert [make_divisible(v) for v in (32 * 0.35, 16 * 0.35, 24 * 0.5, 1280 * 1.4, 3.0)] == [
+        16,
+        8,
+        16,
+        1792,
+        8,
+    ]
+
+
+def test_conv_output_size_formula():
+    assert conv_output_size(224, 3, 2, 1) == 112
+    assert conv_output_size(7, 3, 2, 1) == 4
+    assert conv_output_size(10, 3, 1, 0, dilation=2) == 6
+
+
+def test_v1_parameter_shares_match_paper_table_2():
+    # Table 2 counts weights only: no BN parameters, no classifier bias.
+    d = summary_dict("v1", 1.0, 224)
+    weights = {}
+    for layer in d["layers"]:
+        kind = layer["type"].split("/")[0]
+        if kind in ("Conv1x1", "DWConv3x3", "Conv3x3"):
+            weights[kind] = weights.get(kind, 0) + layer["params"]
+        elif kind == "Linear":
+            weights[kind] = layer["params"] - layer["output_shape"][0]
+    total = sum(weights.values())
+    expected = {"Conv1x1": 74.59, "DWConv3x3": 1.06, "Conv3x3": 0.02, "Linear": 24.33}
+    assert {k: round(100 * v / total, 2) for k, v in weights.items()} == expected
