@@ -58,18 +58,22 @@ def _leaf(name, spec, shape):
     raise TypeError(f"unknown spec leaf {spec!r}")
 
 
-def summarize(spec, resolution: int = 224, in_channels: int = 3) -> list[Row]:
-    """One :class:`Row` per leaf layer for a square input of side ``resolution``."""
-    if isinstance(resolution, bool) or not isinstance(resolution, int):
-        raise TypeError(f"resolution must be an int, got {type(resolution).__name__}")
-    if resolution < A.MIN_RESOLUTION:
-        raise ValueError(f"resolution must be >= {A.MIN_RESOLUTION}, got {resolution}")
-    shape = (in_channels, resolution, resolution)
+def layer_rows(spec, shape: tuple) -> list[Row]:
+    """One :class:`Row` per leaf of any spec (a model or one layer) for input ``shape`` (C, H, W)."""
     rows = []
     for name, leaf in A.walk(spec):
         row, shape = _leaf(name, leaf, shape)
         rows.append(row)
     return rows
+
+
+def summarize(spec, resolution: int = 224, in_channels: int = 3) -> list[Row]:
+    """One :class:`Row` per leaf layer of a model for a square input of side ``resolution``."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int):
+        raise TypeError(f"resolution must be an int, got {type(resolution).__name__}")
+    if resolution < A.MIN_RESOLUTION:
+        raise ValueError(f"resolution must be >= {A.MIN_RESOLUTION}, got {resolution}")
+    return layer_rows(spec, (in_channels, resolution, resolution))
 
 
 def totals(rows) -> dict:

@@ -1,0 +1,232 @@
+"""Regenerate every table and figure of the tutorial from the project's own code.
+
+    python docs/make_figures.py           # rewrite the generated blocks of docs/*.md and the PNGs
+    python docs/make_figures.py --check   # exit 1 if a generated block is out of date (run by the tests)
+
+A generated block in a Markdown file sits between ``<!-- generated:NAME -->`` and
+``<!-- /generated:NAME -->``; NAME is a key of :data:`TABLES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mobilenet import arch as A
+from mobilenet.summary import layer_rows, summary_dict, totals
+
+DOCS = Path(__file__).resolve().parent
+FIGURES = DOCS / "figures"
+
+
+def _md(header, rows) -> str:
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|",
+    ]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# --- depthwise separable costs ---------------------------------------------------------
+
+
+def separable_costs(m: int, n: int, k: int, f: int) -> dict:
+    """Mult-adds and weights of a full k x k conv and of its depthwise separable
+    replacement, M -> N channels on an f x f map, counted by the summary code."""
+    full = layer_rows(A.Conv(m, n, k), (m, f, f))
+    sep = layer_rows(A._seq(A.Conv(m, m, k, groups=m), A.Conv(m, n, 1)), (m, f, f))
+    return {"full": totals(full), "separable": totals(sep)}
+
+
+def table3() -> str:
+    """V1 paper Table 3: one 14x14, 512 -> 512 layer, and what alpha and rho do to it."""
+    rows = []
+    for label, m, f, paper in [
+        ("Convolution", 512, 14, (462, 2.36)),
+        ("Depthwise separable conv", 512, 14, (52.3, 0.27)),
+        ("alpha = 0.75", 384, 14, (29.6, 0.15)),
+        ("rho = 0.714", 384, 10, (15.1, 0.15)),
+    ]:
+        c = separable_costs(m, m, 3, f)["full" if label == "Convolution" else "separable"]
+        rows.append((label, f"{c['macs'] / 1e6:.1f}", f"{c['params'] / 1e6:.2f}", paper[0], paper[1]))
+    return _md(("layer (M = N = 512, D_F = 14)", "M mult-adds", "M params", "paper", "paper params"), rows)
+
+
+def v1_reduction() -> str:
+    """Per-layer cost of each V1 depthwise separable layer against the full conv it replaces."""
+    rows = []
+    shape = (32, 112, 112)
+    for i, (n, s) in enumerate(A.V1_LAYERS, start=1):
+        m, f = shape[0], (shape[1] - 1) // s + 1  # output side of the stride-s depthwise
+        costs = separable_costs(m, n, 3, f)  # costs depend on the output map only
+        full, sep = costs["full"]["macs"], costs["separable"]["macs"]
+        rows.append((f"features.{i}", f"{m} -> {n}", f"{f}x{f}", s, f"{full / 1e6:.1f}", f"{sep / 1e6:.1f}",
+                     f"{full / sep:.1f}x", f"{1 / (1 / n + 1 / 9):.1f}x"))  # fmt: skip
+        shape = (n, f, f)
+    header = ("layer", "M -> N", "D_F", "stride", "full conv M", "separable M", "saving", "1/(1/N + 1/9)")
+    return _md(header, rows)
+
+
+# --- width and resolution multipliers ---------------------------------------------------
+
+V1_PAPER = {(1.0, 224): (70.6, 569, 4.2), (0.75, 224): (68.4, 325, 2.6), (0.5, 224): (63.7, 149, 1.3),
+            (0.25, 224): (50.6, 41, 0.5), (1.0, 192): (69.1, 418, 4.2), (1.0, 160): (67.2, 290, 4.2),
+            (1.0, 128): (64.4, 186, 4.2)}  # fmt: skip
+
+
+def v1_multipliers() -> str:
+    rows = []
+    for (w, r), (top1, macs, params) in V1_PAPER.items():
+        d = summary_dict("v1", w, r)
+        rows.append((w, r, f"{d['macs'] / 1e6:.1f}", macs, f"{d['params'] / 1e6:.2f}", params, top1))
+    header = ("alpha", "resolution", "M mult-adds", "paper", "M params", "paper", "paper top-1 %")
+    return _md(header, rows)
+
+
+V2_SLIM = {1.0: (300, 221, 154, 99, 56), 0.75: (209, 153, 107, 69, 39), 0.5: (97, 71, 50, 32, 18),
+           0.35: (59, 43, 30, 20, 11)}  # fmt: skip
+RESOLUTIONS = (224, 192, 160, 128, 96)
+
+
+def v2_multipliers() -> str:
+    rows = []
+    for w, published in V2_SLIM.items():
+        ours = [f"{summary_dict('v2', w, r)['macs'] / 1e6:.0f} ({p})" for r, p in zip(RESOLUTIONS, published)]
+        rows.append((w, f"{summary_dict('v2', w, 224)['params'] / 1e6:.2f}", *ours))
+    return _md(("alpha", "M params", *(f"{r} px" for r in RESOLUTIONS)), rows)
+
+
+def v2_blocks() -> str:
+    """The V2 stages (paper Table 2) as built, with the expanded width of each block."""
+    rows = []
+    shape = (3, 224, 224)
+    spec = A.v2_spec()
+    for name, block in dict(spec.children)["features"]:
+        block_rows = layer_rows(block, shape)
+        out = block_rows[-1].output_shape
+        if isinstance(block, A.Block):
+            convs = [c for _, c in A.walk(block) if isinstance(c, A.Conv)]
+            hidden = convs[-1].in_channels
+            kind = f"bottleneck t={hidden // shape[0]}" + (" + residual" if block.residual else "")
+        else:
+            kind, hidden = "conv", "-"
+        rows.append((f"features.{name}", kind, "x".join(map(str, shape)), hidden, "x".join(map(str, out)),
+                     f"{totals(block_rows)['macs'] / 1e6:.1f}"))  # fmt: skip
+        shape = out
+    return _md(("block", "kind", "input", "expanded", "output", "M mult-adds"), rows)
+
+
+TABLES = {
+    "table3": table3,
+    "v1_reduction": v1_reduction,
+    "v1_multipliers": v1_multipliers,
+    "v2_multipliers": v2_multipliers,
+    "v2_blocks": v2_blocks,
+}
+
+
+# --- figures ------------------------------------------------------------------------------
+
+
+def fig_cost_grid(path):
+    """Mult-adds against parameters over the alpha x rho grid, both architectures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arch, widths, marker in [
+        ("v1", (0.25, 0.5, 0.75, 1.0), "o"),
+        ("v2", (0.35, 0.5, 0.75, 1.0, 1.4), "s"),
+    ]:
+        for w in widths:
+            pts = [summary_dict(arch, w, r) for r in (128, 160, 192, 224)]
+            ax.plot([p["params"] / 1e6 for p in pts], [p["macs"] / 1e6 for p in pts], marker=marker,
+                    label=f"{arch.upper()} alpha={w}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters (M)")
+    ax.set_ylabel("multiply-adds (M)")
+    ax.set_title("alpha moves along x and y; rho (128..224 px) only along y")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fig_relu_collapse(path, seed=0):
+    """V2 paper Figure 1: a 2-D spiral embedded in n dims by a random T, ReLU, and back
+    with the pseudo-inverse of T. Low n loses the manifold; high n keeps it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 4 * np.pi, 600)
+    spiral = np.stack([t * np.cos(t), t * np.sin(t)]) / (4 * np.pi)  # (2, P)
+    dims = (2, 3, 5, 15, 30)
+    fig, axes = plt.subplots(1, len(dims) + 1, figsize=(13, 2.4))
+    axes[0].scatter(*spiral, c=t, s=2, cmap="viridis")
+    axes[0].set_title("input")
+    for ax, n in zip(axes[1:], dims):
+        tmat = rng.standard_normal((n, 2))  # (n, 2)
+        back = np.linalg.pinv(tmat) @ np.maximum(tmat @ spiral, 0)  # (2, P)
+        ax.scatter(*back, c=t, s=2, cmap="viridis")
+        ax.set_title(f"n = {n}")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+FIGURES_BUILDERS = {"cost_grid.png": fig_cost_grid, "relu_collapse.png": fig_relu_collapse}
+
+
+def render(text: str) -> str:
+    """``text`` with every generated block replaced by a fresh rendering."""
+
+    def sub(match):
+        name = match.group(1)
+        if name not in TABLES:
+            raise KeyError(f"unknown generated block {name!r}; known: {sorted(TABLES)}")
+        return f"<!-- generated:{name} -->\n{TABLES[name]()}\n<!-- /generated:{name} -->"
+
+    return re.sub(r"<!-- generated:(\w+) -->.*?<!-- /generated:\1 -->", sub, text, flags=re.S)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="only check that the docs are up to date")
+    args = p.parse_args(argv)
+    stale = []
+    for md in sorted(DOCS.glob("*.md")):
+        text = md.read_text()
+        new = render(text)
+        if new != text:
+            stale.append(md.name)
+            if not args.check:
+                md.write_text(new)
+    if args.check:
+        if stale:
+            print(f"out of date: {', '.join(stale)}; run python docs/make_figures.py", file=sys.stderr)
+        return 1 if stale else 0
+    FIGURES.mkdir(exist_ok=True)
+    for name, build in FIGURES_BUILDERS.items():
+        build(FIGURES / name)
+    print(f"updated {len(stale)} Markdown file(s) and {len(FIGURES_BUILDERS)} figures in {DOCS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
