@@ -134,3 +134,13 @@ def test_softmax_cross_entropy_finite_differences():
 
     grad = F.softmax_cross_entropy_backward(F.softmax_cross_entropy(logits, target, 0.1)[1])
     directional_check(loss, (logits,), grad, 0, 3)
+
+
+def test_pool_and_dropout_finite_differences():
+    x, dout_pool, dout = rng_arrays(6, np.float64, (2, 3, 4, 5), (2, 3), (2, 3, 4, 5))
+    dx = F.global_avg_pool2d_backward(dout_pool, x.shape)
+    directional_check(lambda x_: float(np.sum(dout_pool * F.global_avg_pool2d(x_))), (x,), dx, 0, 1)
+
+    _, mask = F.dropout(x, 0.3, True, 0)
+    dx = F.dropout_backward(dout, mask)
+    directional_check(lambda x_: float(np.sum(dout * F.dropout(x_, 0.3, True, 0)[0])), (x,), dx, 0, 2)

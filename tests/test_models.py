@@ -129,3 +129,11 @@ def test_grads_are_filled_and_params_are_live_references():
         assert model.grads[k].shape == model.params[k].shape
     model.params["classifier.1.bias"][...] = 5.0
     assert model.state_dict()["classifier.1.bias"][0] == 5.0
+
+
+def test_non_contiguous_input_gives_the_same_answer():
+    model = numpy_impl.mobilenet_v2(width_mult=0.35, num_classes=4, dtype=np.float64).eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 40, 36))
+    x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # channels-last memory
+    assert not x_cl.flags.c_contiguous
+    np.testing.assert_allclose(model.forward(x_cl), model.forward(x), rtol=1e-12, atol=1e-15)
