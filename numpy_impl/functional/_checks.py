@@ -41,6 +41,8 @@ def check_shape(fn: str, name: str, a: np.ndarray, shape: tuple) -> None:
 
 def int_pair(fn: str, name: str, v, minimum: int) -> tuple[int, int]:
     """``v`` as (int, int), each >= ``minimum``; accepts an int or a pair like torch."""
+    if type(v) is int and v >= minimum:  # the common case, without the ABC checks below
+        return v, v
     items = (v, v) if isinstance(v, numbers.Integral) else v
     try:
         items = tuple(items)

@@ -86,7 +86,7 @@ def _batched(fn, x):
     return (x[None], True) if x.ndim == 3 else (x, False)
 
 
-def _check_dout(fn, dout, x, unbatched, shape):
+def check_dout(fn, dout, x, unbatched, shape):
     dout = as_float_array(fn, "dout", dout, ndim=3 if unbatched else 4)
     same_dtype(fn, "x", x, dout=dout)
     dout = dout[None] if unbatched else dout
@@ -180,7 +180,7 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
     o, cg, kh, kw = w.shape
     g = geometry(fn, x.shape[2:], (kh, kw), stride, padding, dilation)
     n, p = x.shape[0], g.out_hw[0] * g.out_hw[1]
-    dout = _check_dout(fn, dout, x, unbatched, (n, o, *g.out_hw))
+    dout = check_dout(fn, dout, x, unbatched, (n, o, *g.out_hw))
     xp = pad(x, g)
     dxp = np.zeros_like(xp)
     wg = w.reshape(groups, o // groups, cg, kh, kw)  # (G, Og, Cg, kh, kw)
@@ -202,7 +202,7 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
 # ---------------------------------------------------------------------------------------
 
 
-def _check_depthwise(fn, x, w):
+def check_depthwise(fn, x, w):
     x, unbatched = _batched(fn, x)
     w = as_float_array(fn, "w", w, ndim=4)
     same_dtype(fn, "x", x, w=w)
@@ -234,7 +234,7 @@ def depthwise_conv2d(x, w, stride=1, padding=0, dilation=1):
     Cost: C*m * H_out*W_out * kh*kw multiply-adds, against C_in*C_out*... for a full conv.
     """
     fn = "depthwise_conv2d"
-    x, w, unbatched = _check_depthwise(fn, x, w)
+    x, w, unbatched = check_depthwise(fn, x, w)
     (n, c), (cm, _, kh, kw) = x.shape[:2], w.shape
     g = geometry(fn, x.shape[2:], (kh, kw), stride, padding, dilation)
     xp = pad(x, g)
@@ -257,10 +257,10 @@ def depthwise_conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1):
         dxp[n, c, h*sh + i*dh, w*sw + j*dw] += sum_k w[c*m + k, 0, i, j] * dout[n, c*m + k, h, w]
     """
     fn = "depthwise_conv2d_backward"
-    x, w, unbatched = _check_depthwise(fn, x, w)
+    x, w, unbatched = check_depthwise(fn, x, w)
     (n, c), (cm, _, kh, kw) = x.shape[:2], w.shape
     g = geometry(fn, x.shape[2:], (kh, kw), stride, padding, dilation)
-    dout = _check_dout(fn, dout, x, unbatched, (n, cm, *g.out_hw))
+    dout = check_dout(fn, dout, x, unbatched, (n, cm, *g.out_hw))
     xp = pad(x, g)
     dxp = np.zeros_like(xp)
     wm = w.reshape(c, cm // c, kh, kw)  # (C, m, kh, kw)
@@ -280,7 +280,7 @@ def depthwise_conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1):
 # ---------------------------------------------------------------------------------------
 
 
-def _check_pointwise(fn, x, w):
+def check_pointwise(fn, x, w):
     x, unbatched = _batched(fn, x)
     w = as_float_array(fn, "w", w, ndim=4)
     same_dtype(fn, "x", x, w=w)
@@ -309,7 +309,7 @@ def pointwise_conv2d(x, w):
         out[n, o, h, w] = sum_c w[o, c] * x[n, c, h, w]       i.e.  out_n = W @ x_n  with x_n (C_in, H*W)
     """
     fn = "pointwise_conv2d"
-    x, w, unbatched = _check_pointwise(fn, x, w)
+    x, w, unbatched = check_pointwise(fn, x, w)
     n, c, h, wd = x.shape
     out = w[:, :, 0, 0] @ x.reshape(n, c, h * wd)  # (C_out, C_in) @ (N, C_in, HW) -> (N, C_out, HW)
     out = out.reshape(n, w.shape[0], h, wd)  # (N, C_out, H, W)
@@ -325,10 +325,10 @@ def pointwise_conv2d_backward(dout, x, w):
         dW   = sum_n dout_n @ x_n^T         (C_out, C_in)
     """
     fn = "pointwise_conv2d_backward"
-    x, w, unbatched = _check_pointwise(fn, x, w)
+    x, w, unbatched = check_pointwise(fn, x, w)
     n, c, h, wd = x.shape
     o = w.shape[0]
-    dout = _check_dout(fn, dout, x, unbatched, (n, o, h, wd))
+    dout = check_dout(fn, dout, x, unbatched, (n, o, h, wd))
     d3, x3 = dout.reshape(n, o, h * wd), x.reshape(n, c, h * wd)  # (N, C_out, HW), (N, C_in, HW)
     dx = (w[:, :, 0, 0].T @ d3).reshape(x.shape)  # (C_in, C_out) @ (N, C_out, HW) -> (N, C_in, H, W)
     dw = np.tensordot(d3, x3, axes=([0, 2], [0, 2]))  # (C_out, C_in)
