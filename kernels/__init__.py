@@ -1,7 +1,59 @@
-"""Hand-written Numba kernels with ``numpy_impl.functional``'s names and signatures.
+"""Hand-written kernels with ``numpy_impl.functional``'s names and signatures.
 
-The kernels themselves arrive with the kernels issue; the package exists so the
-layout and the backend dispatch (``numpy_impl.backend``) are in place.
+A drop-in ops module for the models (``backend="numba"``): the depthwise
+convolution and batch norm are Numba kernels, the pointwise and the stem
+convolutions go to the BLAS as single GEMMs over channels-last rows; the other
+ops (activations, pooling, dropout, linear, loss) are the reference's, which
+NumPy already runs at memory speed and which keep the memory format.
+
+The models run this backend channels-last (``MEMORY_FORMAT``): an (N, C, H, W)
+array whose memory is NHWC, as torch's ``channels_last``.
 """
 
-__all__: list[str] = []
+from numpy_impl.functional import (
+    dropout,
+    dropout_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+    linear,
+    linear_backward,
+    relu,
+    relu6,
+    relu6_backward,
+    relu_backward,
+    softmax_cross_entropy,
+    softmax_cross_entropy_backward,
+)
+
+from ._prep import is_channels_last
+from .batchnorm import batch_norm, batch_norm_backward
+from .conv import conv2d, conv2d_backward
+from .depthwise import depthwise_conv2d, depthwise_conv2d_backward
+from .pointwise import pointwise_conv2d, pointwise_conv2d_backward
+
+MEMORY_FORMAT = "channels_last"
+
+__all__ = [
+    "MEMORY_FORMAT",
+    "batch_norm",
+    "batch_norm_backward",
+    "conv2d",
+    "conv2d_backward",
+    "depthwise_conv2d",
+    "depthwise_conv2d_backward",
+    "dropout",
+    "dropout_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "is_channels_last",
+    "linear",
+    "linear_backward",
+    "pointwise_conv2d",
+    "pointwise_conv2d_backward",
+    "relu",
+    "relu6",
+    "relu6_backward",
+    "relu_backward",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_backward",
+]

@@ -42,7 +42,7 @@ def cmd_summary(args) -> int:
 
 def _format_verify(r: dict) -> str:
     lines = [
-        f"MobileNet{r['arch'].upper()} width_mult={r['width_mult']:g} {r['dtype']} "
+        f"MobileNet{r['arch'].upper()} width_mult={r['width_mult']:g} {r['dtype']} backend={r['backend']} "
         f"batch={r['batch']} resolution={r['resolution']} (training mode, vs torch float64)"
     ]
     for q, label in [
@@ -63,7 +63,8 @@ def cmd_verify(args) -> int:
     archs = ("v1", "v2") if args.arch == "all" else (args.arch,)
     results = []
     for arch in archs:
-        r = compare(arch, args.width_mult, args.dtype, args.resolution, args.batch_size, args.seed)
+        r = compare(arch, args.width_mult, args.dtype, args.resolution, args.batch_size, args.seed,
+                    backend=args.backend)  # fmt: skip
         results.append(r)
         if not args.json:
             print(_format_verify(r))
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=96)
     v.add_argument("--batch-size", type=_int_at_least(2), default=4, help=">= 2: training-mode BN")
     v.add_argument("--seed", type=_int_at_least(0), default=0)
+    v.add_argument("--backend", choices=("numpy", "numba"), default="numpy", help="ops of the NumPy model")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
     return p

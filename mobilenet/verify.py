@@ -80,7 +80,15 @@ def _step_torch(model, x, dlogits) -> dict:
 
 
 def compare(
-    arch="v2", width_mult=1.0, dtype="float64", resolution=96, batch=4, seed=0, training=True, height=None
+    arch="v2",
+    width_mult=1.0,
+    dtype="float64",
+    resolution=96,
+    batch=4,
+    seed=0,
+    training=True,
+    height=None,
+    backend="numpy",
 ) -> dict:
     """Build the NumPy and torch models with identical weights, run one forward and
     backward (training mode unless ``training=False``), return the errors against
@@ -94,7 +102,7 @@ def compare(
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     kw = {"width_mult": width_mult, "num_classes": 10, "dropout": 0.0}  # dropout masks: different RNGs
-    ours = getattr(numpy_impl, f"mobilenet_{arch}")(dtype=dtype, seed=seed, **kw)
+    ours = getattr(numpy_impl, f"mobilenet_{arch}")(dtype=dtype, seed=seed, backend=backend, **kw)
     state = torch_impl.state_dict_to_torch(ours.state_dict())
 
     def torch_model(torch_dtype):
@@ -112,6 +120,8 @@ def compare(
         "dtype": dtype,
         "resolution": resolution,
         "batch": batch,
+        "training": training,
+        "backend": backend,
     }
     result.update(errors(_step_numpy(ours.train(training), x, dlogits), truth))
     if dtype == "float64":

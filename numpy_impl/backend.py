@@ -1,13 +1,15 @@
 """The one place where a backend name becomes the module of ops a model calls.
 
-A backend is any module exposing ``numpy_impl.functional``'s names and signatures.
+A backend is any module exposing ``numpy_impl.functional``'s names and signatures,
+and ``MEMORY_FORMAT``: "contiguous" (NCHW) or "channels_last" (NHWC memory), the
+layout the model converts its input to once, at the entry.
 """
 
 from __future__ import annotations
 
 import importlib
 
-BACKENDS = {"numpy": "numpy_impl.functional"}
+BACKENDS = {"numpy": "numpy_impl.functional", "numba": "kernels"}
 
 
 def get_backend(name: str):

@@ -56,6 +56,8 @@ class MobileNet(Sequential):
             raise ValueError(
                 f"forward: input resolution must be >= {A.MIN_RESOLUTION} px, got {x.shape[2]}x{x.shape[3]}"
             )
+        if self.F.MEMORY_FORMAT == "channels_last":
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # NHWC memory
         logits = super().forward(x)
         self._forward_batch = logits.shape
         return logits

@@ -28,7 +28,10 @@ from .conv import (
 )
 from .norm import batch_norm, batch_norm_backward
 
+MEMORY_FORMAT = "contiguous"  # the models feed this backend C-contiguous NCHW arrays
+
 __all__ = [
+    "MEMORY_FORMAT",
     "batch_norm",
     "batch_norm_backward",
     "conv2d",

@@ -83,7 +83,17 @@ def window(xp: np.ndarray, i: int, j: int, g: Geometry) -> np.ndarray:
 def _batched(fn, x):
     """Accept unbatched (C, H, W) input as torch does; return (x4, was_unbatched)."""
     x = as_float_array(fn, "x", x, ndim=(3, 4))
-    return (x[None], True) if x.ndim == 3 else (x, False)
+    x, unbatched = (x[None], True) if x.ndim == 3 else (x, False)
+    if x.shape[1] == 0:
+        raise ValueError(f"{fn}: x must have at least one channel, got shape {x.shape}")
+    return x, unbatched
+
+
+def _check_weight(fn, w):
+    w = as_float_array(fn, "w", w, ndim=4)
+    if 0 in w.shape:
+        raise ValueError(f"{fn}: w must have no zero-sized dimension, got shape {w.shape}")
+    return w
 
 
 def check_dout(fn, dout, x, unbatched, shape):
@@ -99,9 +109,9 @@ def check_dout(fn, dout, x, unbatched, shape):
 # ---------------------------------------------------------------------------------------
 
 
-def _check_conv(fn, x, w, b, groups):
+def check_conv(fn, x, w, b, groups):
     x, unbatched = _batched(fn, x)
-    w = as_float_array(fn, "w", w, ndim=4)
+    w = _check_weight(fn, w)
     same_dtype(fn, "x", x, w=w)
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
@@ -145,7 +155,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
                           w[o, c, i, j] * xp[n, g*Cg + c, h*sh + i*dh, w*sw + j*dw]
     """
     fn = "conv2d"
-    x, w, b, unbatched = _check_conv(fn, x, w, b, groups)
+    x, w, b, unbatched = check_conv(fn, x, w, b, groups)
     o, cg, kh, kw = w.shape
     g = geometry(fn, x.shape[2:], (kh, kw), stride, padding, dilation)
     n, p = x.shape[0], g.out_hw[0] * g.out_hw[1]
@@ -176,7 +186,7 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
         db[o] = sum_{n, h, w} dout[n, o, h, w]
     """
     fn = "conv2d_backward"
-    x, w, _, unbatched = _check_conv(fn, x, w, None, groups)
+    x, w, _, unbatched = check_conv(fn, x, w, None, groups)
     o, cg, kh, kw = w.shape
     g = geometry(fn, x.shape[2:], (kh, kw), stride, padding, dilation)
     n, p = x.shape[0], g.out_hw[0] * g.out_hw[1]
@@ -204,7 +214,7 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
 
 def check_depthwise(fn, x, w):
     x, unbatched = _batched(fn, x)
-    w = as_float_array(fn, "w", w, ndim=4)
+    w = _check_weight(fn, w)
     same_dtype(fn, "x", x, w=w)
     c = x.shape[1]
     if w.shape[1] != 1 or w.shape[0] % c or w.shape[0] == 0:
@@ -282,7 +292,7 @@ def depthwise_conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1):
 
 def check_pointwise(fn, x, w):
     x, unbatched = _batched(fn, x)
-    w = as_float_array(fn, "w", w, ndim=4)
+    w = _check_weight(fn, w)
     same_dtype(fn, "x", x, w=w)
     if w.shape[1:] != (x.shape[1], 1, 1):
         raise ValueError(

@@ -7,9 +7,11 @@ import numpy as np
 from ._checks import as_float_array, check_number, check_shape, same_dtype
 
 
-def _check(fn, x, weight, bias, running_mean, running_var, training):
+def check_batch_norm(fn, x, weight, bias, running_mean, running_var, training):
     x = as_float_array(fn, "x", x, ndim=(2, 3, 4, 5))
     c = x.shape[1]
+    if c == 0:
+        raise ValueError(f"{fn}: x must have at least one channel, got shape {x.shape}")
     arrays = {"weight": weight, "bias": bias, "running_mean": running_mean, "running_var": running_var}
     for name, a in arrays.items():
         if a is not None:
@@ -49,7 +51,7 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
         xhat = (x - mu) / sqrt(var + eps);   y = weight * xhat + bias
     """
     fn = "batch_norm"
-    x = _check(fn, x, weight, bias, running_mean, running_var, training)
+    x = check_batch_norm(fn, x, weight, bias, running_mean, running_var, training)
     momentum = check_number(fn, "momentum", momentum, 0.0, 1.0)
     eps = check_number(fn, "eps", eps, 0.0)
     if eps == 0.0:
