@@ -10,7 +10,18 @@ The models run this backend channels-last (``MEMORY_FORMAT``): an (N, C, H, W)
 array whose memory is NHWC, as torch's ``channels_last``.
 """
 
-from numpy_impl.functional import (
+import os
+
+import numba
+
+# Numba's default OpenMP layer keeps its workers spinning after each parallel kernel;
+# on 2 cores they starve OpenBLAS's threads in the GEMMs that follow (MobileNetV2
+# inference ran at 33 ms instead of 20 ms). The workqueue layer's workers sleep.
+# Only when the user has not chosen a layer; set before any parallel kernel runs.
+if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
+
+from numpy_impl.functional import (  # noqa: E402
     dropout,
     dropout_backward,
     global_avg_pool2d,
@@ -25,11 +36,12 @@ from numpy_impl.functional import (
     softmax_cross_entropy_backward,
 )
 
-from ._prep import is_channels_last
-from .batchnorm import batch_norm, batch_norm_backward
-from .conv import conv2d, conv2d_backward
-from .depthwise import depthwise_conv2d, depthwise_conv2d_backward
-from .pointwise import pointwise_conv2d, pointwise_conv2d_backward
+from ._prep import is_channels_last  # noqa: E402
+from .batchnorm import batch_norm, batch_norm_backward  # noqa: E402
+from .conv import conv2d, conv2d_backward  # noqa: E402
+from .depthwise import depthwise_conv2d, depthwise_conv2d_backward  # noqa: E402
+from .fused_block import inverted_residual, inverted_residual_backward  # noqa: E402
+from .pointwise import pointwise_conv2d, pointwise_conv2d_backward  # noqa: E402
 
 MEMORY_FORMAT = "channels_last"
 
@@ -45,6 +57,8 @@ __all__ = [
     "dropout_backward",
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
+    "inverted_residual",
+    "inverted_residual_backward",
     "is_channels_last",
     "linear",
     "linear_backward",

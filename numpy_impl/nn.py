@@ -70,18 +70,66 @@ class Sequential(Module):
 
 
 class InvertedResidual(Module):
-    """``conv(x) + x`` when the block keeps its shape (MobileNetV2, stride 1, same channels)."""
+    """``conv(x) + x`` when the block keeps its shape (MobileNetV2, stride 1, same channels).
 
-    def __init__(self, conv: Sequential, residual: bool):
+    A backend with a fused ``inverted_residual`` kernel runs the whole block in one
+    call; otherwise (and for a backward after an eval-mode fused forward, which keeps
+    no cache) the children run one by one.
+    """
+
+    def __init__(self, conv: Sequential, residual: bool, F=None):
         super().__init__()
         self._children = {"conv": conv}
         self.residual = residual
+        self.fused = getattr(F, "inverted_residual", None)
+        self.fused_backward = getattr(F, "inverted_residual_backward", None)
+        self.cache = None
+
+    def _parts(self):
+        """(expand Seq or None, depthwise Seq, project Conv2d, project BatchNorm2d)."""
+        layers = list(self._children["conv"]._children.values())
+        return ([None] if len(layers) == 3 else []) + layers
+
+    def _fused_args(self):
+        expand, dw, project, bn = self._parts()
+        convs = (None if expand is None else expand._children["0"], dw._children["0"], project)
+        bns = (None if expand is None else expand._children["1"], dw._children["1"], bn)
+        weights = tuple(None if c is None else c._params["weight"] for c in convs)
+        bn_params = tuple(
+            None if b is None else (b._params["weight"], b._params["bias"], b._buffers["running_mean"],
+                                    b._buffers["running_var"])
+            for b in bns
+        )  # fmt: skip
+        return convs, bns, weights, bn_params
 
     def forward(self, x):
-        y = self._children["conv"].forward(x)
-        return y + x if self.residual else y
+        self.cache, self.x = None, x
+        if self.fused is None:
+            y = self._children["conv"].forward(x)
+            return y + x if self.residual else y
+        convs, bns, weights, bn_params = self._fused_args()
+        spec = bns[-1].spec
+        stride = convs[1].spec.stride
+        y, self.cache = self.fused(
+            x, weights, bn_params, stride, self.residual, self.training, spec.momentum, spec.eps
+        )
+        if self.training:
+            for b in bns:
+                if b is not None:
+                    b._buffers["num_batches_tracked"] += 1
+        return y
 
     def backward(self, dout):
+        if self.fused is not None and self.cache is not None:
+            dx, dweights, dbns = self.fused_backward(dout, self.cache)
+            convs, bns, _, _ = self._fused_args()
+            for conv, dw, bn, dbn in zip(convs, dweights, bns, dbns):
+                if conv is not None:
+                    conv._grads["weight"] = dw
+                    bn._grads["weight"], bn._grads["bias"] = dbn
+            return dx
+        if self.fused is not None:  # eval-mode fused forward kept nothing: rerun the children
+            self._children["conv"].forward(self.x)
         dx = self._children["conv"].backward(dout)
         return dx + dout if self.residual else dx
 
@@ -234,5 +282,5 @@ def build(spec, F, dtype, rng) -> Module:
     if isinstance(spec, A.Seq):
         return Sequential((name, build(child, F, dtype, rng)) for name, child in spec)
     if isinstance(spec, A.Block):
-        return InvertedResidual(build(spec.conv, F, dtype, rng), spec.residual)
+        return InvertedResidual(build(spec.conv, F, dtype, rng), spec.residual, F)
     return LEAVES[type(spec)](spec, F, dtype, rng)

@@ -1,0 +1,274 @@
+"""The whole MobileNetV2 block, fused: 1x1 expand + BN + ReLU6 -> 3x3 depthwise + BN +
+ReLU6 -> 1x1 project + BN (+ x when the block keeps its shape).
+
+Inference (``training=False``) folds each BN into its convolution (w' = w * scale,
+b' = shift: eval-mode BN is affine) and runs the block tile by tile: a tile is a
+band of output rows of one image, or several whole images when an image is small.
+For a tile it computes only the expanded rows that band needs (its rows plus a
+one-row halo), in a buffer sized to stay in cache (``TILE_BYTES``)::
+
+    e   = relu6(x[rows] @ We' + be')          GEMM (rows*W, C) x (C, t*C), then one fused pass
+    d   = relu6(dwconv3x3(e) + bd')           Numba: nine taps, bias and clamp in one pass
+    out = d @ Wp' + bp' (+ x[band])           GEMM, the residual added to the tile
+
+so the expanded tensor, t = 6 times wider than the block's input and output, never
+exists whole: its peak is one tile. That is where the time goes in an unfused
+block on a CPU: the expanded tensor written and read back three or four times.
+
+Training (``training=True``) needs the batch statistics of the expanded tensor
+before it can normalise any of it, so it cannot be tiled in one pass; it runs the
+composition of the kernels (pointwise, batch norm with its activation fused,
+depthwise) and stores the intermediates backward needs (each conv's input and each
+BN's output). The alternative, storing only x and the BN statistics and
+recomputing the expansion in backward, trades one extra expand GEMM and BN pass
+for the memory of the expanded tensors: ``benchmarks/bench_block.py`` measures the
+peak memory of both.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit
+
+from numpy_impl.functional._checks import as_float_array, same_dtype
+
+from ._threads import blas_threads
+from .batchnorm import batch_norm, batch_norm_backward
+from .depthwise import depthwise_conv2d, depthwise_conv2d_backward
+from .pointwise import pointwise_conv2d, pointwise_conv2d_backward
+
+TILE_BYTES = 512 * 1024  # expanded tile + depthwise tile: about an L2 cache
+# The tile kernels are serial: the GEMMs carry ~90% of the block's work and run on the
+# BLAS's threads. Numba-parallel tile kernels between the GEMMs made two thread pools
+# spin against each other on 2 cores (the block ran 25x slower); one Python thread per
+# core over the tiles, with single-threaded BLAS, was 1.5x slower than this (measured,
+# docs/04-kernels.md).
+_opts = {"cache": True, "fastmath": True, "error_model": "numpy", "nogil": True}
+
+
+@njit(**_opts)
+def _affine_relu6_(a, scale, shift):
+    """a = relu6(a * scale + shift) in place; a (M, C), scale and shift (C,)."""
+    M, C = a.shape
+    for r in range(M):
+        for c in range(C):
+            a[r, c] = min(max(a[r, c] * scale[c] + shift[c], 0), 6)
+
+
+@njit(**_opts)
+def _affine_(a, scale, shift):
+    """a = a * scale + shift in place (the project BN); a (M, C)."""
+    M, C = a.shape
+    for r in range(M):
+        for c in range(C):
+            a[r, c] = a[r, c] * scale[c] + shift[c]
+
+
+@njit(**_opts)
+def _dw_affine_relu6(e, r0, H, w, scale, shift, ho0, sh, sw, out):
+    """out[n, ro] = relu6(dw3x3(e)[n, ho0 + ro] * scale + shift), padding 1.
+
+    e (B, R, W, C) holds input rows r0 .. r0+R-1 of images of height H; rows outside
+    [0, H) are the zero padding.
+    """
+    B, R, W, C = e.shape
+    _, Ro, Wo, _ = out.shape
+    zero = np.zeros((W, C), dtype=e.dtype)
+    for q in range(B * Ro):
+        n, ro = q // Ro, q % Ro
+        h0 = (ho0 + ro) * sh - 1
+        x0 = e[n, h0 - r0] if 0 <= h0 < H else zero
+        x1 = e[n, h0 + 1 - r0] if 0 <= h0 + 1 < H else zero
+        x2 = e[n, h0 + 2 - r0] if 0 <= h0 + 2 < H else zero
+        orow = out[n, ro]
+        for wo in range(Wo):
+            a = wo * sw - 1
+            if a >= 0 and a + 2 < W:
+                for c in range(C):
+                    v = (
+                        x0[a, c] * w[0, 0, c] + x0[a + 1, c] * w[0, 1, c] + x0[a + 2, c] * w[0, 2, c]
+                        + x1[a, c] * w[1, 0, c] + x1[a + 1, c] * w[1, 1, c] + x1[a + 2, c] * w[1, 2, c]
+                        + x2[a, c] * w[2, 0, c] + x2[a + 1, c] * w[2, 1, c] + x2[a + 2, c] * w[2, 2, c]
+                    )  # fmt: skip
+                    orow[wo, c] = min(max(v * scale[c] + shift[c], 0), 6)
+            else:
+                for c in range(C):
+                    v = x0[a + 1, c] * 0  # zero of the right type
+                    for j in range(3):
+                        if 0 <= a + j < W:
+                            v += (
+                                x0[a + j, c] * w[0, j, c]
+                                + x1[a + j, c] * w[1, j, c]
+                                + x2[a + j, c] * w[2, j, c]
+                            )
+                    orow[wo, c] = min(max(v * scale[c] + shift[c], 0), 6)
+
+
+def _bn_affine(bn, eps, dtype):
+    """Eval-mode BN as y = x * scale + shift (per channel): computed in float64, cast."""
+    weight, bias, mean, var = (np.asarray(a, np.float64) for a in bn)
+    scale = weight / np.sqrt(var + eps)
+    return scale.astype(dtype), (bias - mean * scale).astype(dtype)
+
+
+def _tiles(n_img, H, Ho, W, hidden, stride, itemsize):
+    """(n0, n1, ho0, ho1) tiles: whole images when one fits TILE_BYTES, else bands of rows."""
+    per_out_row = (stride * W + W // stride + 1) * hidden * itemsize  # expanded rows + dw row
+    rows = max(1, TILE_BYTES // per_out_row)
+    if rows >= Ho:
+        per_img = max(1, rows // Ho)
+        return [(n0, min(n_img, n0 + per_img), 0, Ho) for n0 in range(0, n_img, per_img)]
+    return [(n, n + 1, ho0, min(Ho, ho0 + rows)) for n in range(n_img) for ho0 in range(0, Ho, rows)]
+
+
+def _forward_eval(x, weights, bns, stride, residual, eps):
+    # Eval BN is a per-channel affine map: applied in the passes that already exist
+    # (the ReLU6 pass after the expand GEMM, the depthwise kernel, the residual pass),
+    # so no weight is rescaled per call.
+    expand_w, dw_w, project_w = weights
+    n, c, h, w = x.shape
+    xr = x.transpose(0, 2, 3, 1)  # (N, H, W, C): C-contiguous for channels-last input
+    if not xr.flags.c_contiguous:
+        xr = np.ascontiguousarray(xr)
+    hidden = dw_w.shape[0]
+    dt = x.dtype
+    if expand_w is not None:
+        we = expand_w[:, :, 0, 0].T  # (C, hidden) view: BLAS takes the transposed operand as is
+        se, be = _bn_affine(bns[0], eps, dt)
+    wd = np.ascontiguousarray(dw_w[:, 0].transpose(1, 2, 0))  # (3, 3, hidden)
+    sd, bd = _bn_affine(bns[1], eps, dt)
+    wp = project_w[:, :, 0, 0].T  # (hidden, C_out) view
+    sp, bp = _bn_affine(bns[2], eps, dt)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    out = np.empty((n, ho, wo, wp.shape[1]), dtype=dt)
+
+    def work(tile):
+        n0, n1, ho0, ho1 = tile
+        r0, r1 = max(0, ho0 * stride - 1), min(h, (ho1 - 1) * stride + 2)  # input rows the band reads
+        rows = xr[n0:n1, r0:r1]  # (B, R, W, C)
+        if expand_w is not None:
+            e = rows.reshape(-1, c) @ we  # (B*R*W, hidden)
+            _affine_relu6_(e, se, be)
+            e = e.reshape(n1 - n0, r1 - r0, w, hidden)
+        else:
+            e = rows
+        d = np.empty((n1 - n0, ho1 - ho0, wo, hidden), dtype=dt)
+        _dw_affine_relu6(e, r0, h, wd, sd, bd, ho0, stride, stride, d)
+        o = out[n0:n1, ho0:ho1].reshape(-1, wp.shape[1])  # a view: the GEMM writes the output in place
+        np.matmul(d.reshape(-1, hidden), wp, out=o)
+        _affine_(o, sp, bp)
+        if residual:
+            o += xr[n0:n1, ho0:ho1].reshape(-1, c)
+
+    with blas_threads(numba.get_num_threads()):
+        for tile in _tiles(n, h, ho, w, hidden, stride, x.itemsize):
+            work(tile)
+    return out.transpose(0, 3, 1, 2)  # channels-last (N, C_out, Ho, Wo)
+
+
+def _forward_train(x, weights, bns, stride, residual, momentum, eps):
+    expand_w, dw_w, project_w = weights
+    cache = {"x": x, "weights": weights, "stride": stride, "residual": residual}
+    h = x
+    if expand_w is not None:
+        cache["e_in"] = h
+        h = pointwise_conv2d(h, expand_w)
+        h, cache["bn0"] = batch_norm(h, *bns[0], True, momentum, eps, activation="relu6")
+    cache["d_in"] = h
+    h = depthwise_conv2d(h, dw_w, stride, 1)
+    h, cache["bn1"] = batch_norm(h, *bns[1], True, momentum, eps, activation="relu6")
+    cache["p_in"] = h
+    h = pointwise_conv2d(h, project_w)
+    h, cache["bn2"] = batch_norm(h, *bns[2], True, momentum, eps)
+    return (h + x if residual else h), cache
+
+
+def _check(fn, x, weights, bns, stride):
+    x = as_float_array(fn, "x", x, ndim=4)
+    if not isinstance(weights, (tuple, list)) or len(weights) != 3:
+        raise TypeError(
+            f"{fn}: weights must be (expand or None, depthwise, project), got {type(weights).__name__}"
+        )
+    if not isinstance(bns, (tuple, list)) or len(bns) != 3:
+        raise TypeError(f"{fn}: bns must be three (weight, bias, running_mean, running_var) tuples")
+    expand_w, dw_w, project_w = weights
+    cin = x.shape[1]
+    hidden = cin if expand_w is None else expand_w.shape[0]
+    shapes = [
+        ("depthwise weight", dw_w, (hidden, 1, 3, 3)),
+        ("project weight", project_w, (None, hidden, 1, 1)),
+    ]
+    if expand_w is not None:
+        shapes.insert(0, ("expand weight", expand_w, (hidden, cin, 1, 1)))
+    for name, a, want in shapes:
+        as_float_array(fn, name, a, ndim=4)
+        same_dtype(fn, "x", x, **{name.replace(" ", "_"): a})
+        if any(wd is not None and wd != got for wd, got in zip(want, a.shape)):
+            shown = "(" + ", ".join("*" if d is None else str(d) for d in want) + ")"
+            raise ValueError(f"{fn}: {name} must have shape {shown}, got {a.shape}")
+    for i, bn in enumerate(bns):
+        if (bn is None) != (i == 0 and expand_w is None):
+            raise ValueError(f"{fn}: bns[{i}] must be {'None' if i == 0 and expand_w is None else 'a tuple'}")
+        if bn is not None and (len(bn) != 4 or any(a.shape != (weights[i].shape[0],) for a in bn)):
+            raise ValueError(f"{fn}: bns[{i}] must be 4 arrays of shape ({weights[i].shape[0]},)")
+    if stride not in (1, 2):
+        raise ValueError(f"{fn}: stride must be 1 or 2, got {stride!r}")
+    return x
+
+
+def inverted_residual(x, weights, bns, stride=1, residual=None, training=False, momentum=0.1, eps=1e-5):
+    """The fused MobileNetV2 block.
+
+    Parameters
+    ----------
+    x : (N, C, H, W), either memory format
+    weights : (expand (t*C, C, 1, 1) or None when t == 1, depthwise (t*C, 1, 3, 3),
+               project (C_out, t*C, 1, 1))
+    bns : three (weight, bias, running_mean, running_var) tuples, the first None when t == 1;
+          running statistics are updated in place in training
+    stride : 1 or 2; residual : add x (default: stride == 1 and C_out == C)
+    training : batch statistics and a cache for :func:`inverted_residual_backward`,
+               or eval mode, tiled (then the cache is None)
+
+    Returns
+    -------
+    y : (N, C_out, H_out, W_out), channels-last memory
+    cache
+    """
+    fn = "inverted_residual"
+    x = _check(fn, x, weights, bns, stride)
+    if residual is None:
+        residual = stride == 1 and weights[2].shape[0] == x.shape[1]
+    if residual and (stride != 1 or weights[2].shape[0] != x.shape[1]):
+        raise ValueError(f"{fn}: residual needs stride 1 and C_out == C_in, got stride {stride}, "
+                         f"C_out {weights[2].shape[0]}, C_in {x.shape[1]}")  # fmt: skip
+    if training:
+        return _forward_train(x, weights, bns, stride, residual, momentum, eps)
+    return _forward_eval(x, weights, bns, stride, residual, eps), None
+
+
+def inverted_residual_backward(dy, cache):
+    """Gradients of a training-mode :func:`inverted_residual`.
+
+    Returns ``(dx, dweights, dbns)``: dweights like ``weights``, dbns three
+    (dweight, dbias) pairs (the first None when t == 1).
+    """
+    fn = "inverted_residual_backward"
+    if not isinstance(cache, dict) or "p_in" not in cache:
+        raise TypeError(
+            f"{fn}: cache must come from a training-mode inverted_residual, got {type(cache).__name__}"
+        )
+    expand_w, dw_w, project_w = cache["weights"]
+    g, dbn2w, dbn2b = batch_norm_backward(dy, cache["bn2"])
+    g, dpw = pointwise_conv2d_backward(g, cache["p_in"], project_w)
+    g, dbn1w, dbn1b = batch_norm_backward(g, cache["bn1"])
+    g, ddw = depthwise_conv2d_backward(g, cache["d_in"], dw_w, cache["stride"], 1)
+    dew, dbn0 = None, None
+    if expand_w is not None:
+        g, dbn0w, dbn0b = batch_norm_backward(g, cache["bn0"])
+        g, dew = pointwise_conv2d_backward(g, cache["e_in"], expand_w)
+        dbn0 = (dbn0w, dbn0b)
+    if cache["residual"]:
+        g = g + dy
+    return g, (dew, ddw, dpw), (dbn0, (dbn1w, dbn1b), (dbn2w, dbn2b))
