@@ -12,14 +12,13 @@ array whose memory is NHWC, as torch's ``channels_last``.
 
 import os
 
-import numba
-
-# Numba's default OpenMP layer keeps its workers spinning after each parallel kernel;
-# on 2 cores they starve OpenBLAS's threads in the GEMMs that follow (MobileNetV2
-# inference ran at 33 ms instead of 20 ms). The workqueue layer's workers sleep.
-# Only when the user has not chosen a layer; set before any parallel kernel runs.
-if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
+# libgomp (Numba's default OpenMP threading layer) keeps its workers spinning for ~300k
+# iterations after each parallel kernel; on 2 cores they starve OpenBLAS's threads in
+# the GEMMs that follow (MobileNetV2 inference: 28 ms with the default, 13 ms with
+# 10k; batch-8 142 ms vs 99 ms; docs/04-kernels.md). Read once, when libgomp loads:
+# this works when kernels is imported before torch (which shares libgomp), or when
+# the variable is exported.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from numpy_impl.functional import (  # noqa: E402
     dropout,
