@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint format clean
+.PHONY: test demo lint format clean bench
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ demo: $(STAMP)
 	$(BIN)/mobilenet summary --arch v1
 	$(BIN)/mobilenet summary --arch v2
 	$(BIN)/mobilenet verify --arch all --dtype float64
+	$(BIN)/mobilenet verify --arch v2 --backend numba --dtype float64
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_depthwise --batch 1 8 --versions
+	$(BIN)/python -m benchmarks.bench_kernels
+	$(BIN)/python docs/make_figures.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -121,7 +121,101 @@ def v2_blocks() -> str:
     return _md(("block", "kind", "input", "expanded", "output", "M mult-adds"), rows)
 
 
+# --- kernels: the road and the measured results (from benchmarks/results/*.json) ---------
+
+RESULTS = DOCS.parent / "benchmarks" / "results"
+
+
+def _load(name):
+    import json
+
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _versions(kind):
+    """(number, description) of each numbered version in depthwise_versions' docstring."""
+    import kernels.depthwise_versions as V
+
+    doc = V.__doc__.split(f"{kind} versions", 1)[1]
+    out, current = [], None
+    for line in doc.splitlines()[1:]:
+        m = re.match(r"\s{4}(\d+)\s{2}(.*)", line)
+        if m:
+            current = [int(m.group(1)), m.group(2).strip()]
+            out.append(current)
+        elif current and line.startswith("       ") and line.strip():
+            current[1] += " " + line.strip()
+        elif out and line.strip() and not line.startswith(" "):
+            break
+    return out
+
+
+def depthwise_road() -> str:
+    res = _load("depthwise")
+    shapes = [(144, 56, 1), (576, 14, 2)]
+    rows_by = {}
+    if res:
+        for r in res["rows"]:
+            if r["batch"] == 1 and "fwd_v1" in r:
+                rows_by[(r["C"], r["H"], r["stride"])] = r
+    out = []
+    for kind, prefix in (("Forward", "fwd"), ("Backward", "bwd")):
+        for v, text in _versions(kind):
+            t = [f"{rows_by[s][f'{prefix}_v{v}']:.0f}" if s in rows_by else "-" for s in shapes]
+            out.append((f"{prefix} v{v}", text, *t))
+        t = [f"{rows_by[s][f'torch_{prefix}_cl']:.0f}" if s in rows_by else "-" for s in shapes]
+        out.append((f"torch {prefix}", "oneDNN, channels_last", *t))
+    header = ("version", "what changed", *(f"C{c} {h}x{h} s{st} (us)" for c, h, st in shapes))
+    return _md(header, out)
+
+
+def kernel_results() -> str:
+    from math import exp, log
+
+    def gm(xs):
+        xs = list(xs)
+        return exp(sum(log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+    dw, kr = _load("depthwise"), _load("kernels")
+    if not dw or not kr:
+        return "(run `make bench` to produce benchmarks/results/)"
+    out = []
+    for b in (1, 8):
+        sel = [r for r in dw["rows"] if r["batch"] == b]
+        for d, name in (("fwd", "forward"), ("bwd", "backward (dx + dw)")):
+            sp = [r[f"speedup_{d}"] for r in sel]
+            ok = min(sp) >= 1 and gm(sp) >= 1.5
+            out.append((f"depthwise {name}, batch {b}", "every shape >= 1x, geo-mean >= 1.5x",
+                        f"geo-mean {gm(sp):.2f}x, min {min(sp):.2f}x, {sum(x < 1 for x in sp)}/{len(sp)} slower",
+                        "met" if ok else "not met"))  # fmt: skip
+    for d in ("fwd", "bwd"):
+        ratios = [r[f"{d}_vs_gemm"] for r in kr["pointwise"]]
+        out.append((f"pointwise {'forward' if d == 'fwd' else 'backward'} vs the plain GEMM", "<= 1.15x",
+                    f"median {sorted(ratios)[len(ratios) // 2]:.2f}x, max {max(ratios):.2f}x",
+                    "met" if max(ratios) <= 1.15 else "not met"))  # fmt: skip
+    for b in (1, 8):
+        sel = [r for r in kr["blocks"] if r["batch"] == b]
+        sp = [r["speedup"] for r in sel]
+        mem = max(r["peak_fused"] / r["peak_unfused"] for r in sel)
+        out.append((f"fused block inference, batch {b}", ">= 1.3x torch eager, a fraction of the memory",
+                    f"geo-mean {gm(sp):.2f}x, min {min(sp):.2f}x; peak <= {mem:.0%} of unfused",
+                    "met" if min(sp) >= 1.3 else "not met"))  # fmt: skip
+    for r, target in zip(kr["model"], (">= 1x torch eager", ">= 1x torch eager")):
+        out.append((r["case"], target, f"{r['ours'] / 1e3:.1f} ms vs {r['torch_nchw'] / 1e3:.1f} ms: {r['speedup']:.2f}x",
+                    "met" if r["speedup"] >= 1 else "not met"))  # fmt: skip
+    c = kr["compile"]
+    out.append(("first-call compile (small model fwd+bwd+eval)", "measured",
+                f"{c['empty_cache_s']:.0f} s empty cache, {c['warm_cache_s']:.2f} s cached", "-"))  # fmt: skip
+    m = kr["machine"]
+    note = (f"\n\n{m['cpu']}, {m['threads']} threads on both sides, numpy {m['numpy']}, numba {m['numba']}, "
+            f"torch {m['torch']}; medians of torch.utils.benchmark.")  # fmt: skip
+    return _md(("target", "goal", "measured", "status"), out) + note
+
+
 TABLES = {
+    "depthwise_road": depthwise_road,
+    "kernel_results": kernel_results,
     "table3": table3,
     "v1_reduction": v1_reduction,
     "v1_multipliers": v1_multipliers,
@@ -210,7 +304,7 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="only check that the docs are up to date")
     args = p.parse_args(argv)
     stale = []
-    for md in sorted(DOCS.glob("*.md")):
+    for md in sorted(DOCS.glob("*.md")) + [DOCS.parent / "benchmarks" / "README.md"]:
         text = md.read_text()
         new = render(text)
         if new != text:
