@@ -186,9 +186,14 @@ def kernel_results() -> str:
         for d, name in (("fwd", "forward"), ("bwd", "backward (dx + dw)")):
             sp = [r[f"speedup_{d}"] for r in sel]
             ok = min(sp) >= 1 and gm(sp) >= 1.5
-            out.append((f"depthwise {name}, batch {b}", "every shape >= 1x, geo-mean >= 1.5x",
-                        f"geo-mean {gm(sp):.2f}x, min {min(sp):.2f}x, {sum(x < 1 for x in sp)}/{len(sp)} slower",
-                        "met" if ok else "not met"))  # fmt: skip
+            out.append(
+                (
+                    f"depthwise {name}, batch {b}",
+                    "every shape >= 1x, geo-mean >= 1.5x",
+                    f"geo-mean {gm(sp):.2f}x, min {min(sp):.2f}x, {sum(x < 1 for x in sp)}/{len(sp)} slower",
+                    "met" if ok else "not met",
+                )
+            )
     for d in ("fwd", "bwd"):
         ratios = [r[f"{d}_vs_gemm"] for r in kr["pointwise"]]
         out.append((f"pointwise {'forward' if d == 'fwd' else 'backward'} vs the plain GEMM", "<= 1.15x",
@@ -202,11 +207,23 @@ def kernel_results() -> str:
                     f"geo-mean {gm(sp):.2f}x, min {min(sp):.2f}x; peak <= {mem:.0%} of unfused",
                     "met" if min(sp) >= 1.3 else "not met"))  # fmt: skip
     for r, target in zip(kr["model"], (">= 1x torch eager", ">= 1x torch eager")):
-        out.append((r["case"], target, f"{r['ours'] / 1e3:.1f} ms vs {r['torch_nchw'] / 1e3:.1f} ms: {r['speedup']:.2f}x",
-                    "met" if r["speedup"] >= 1 else "not met"))  # fmt: skip
+        out.append(
+            (
+                r["case"],
+                target,
+                f"{r['ours'] / 1e3:.1f} ms vs {r['torch_nchw'] / 1e3:.1f} ms: {r['speedup']:.2f}x",
+                "met" if r["speedup"] >= 1 else "not met",
+            )
+        )
     c = kr["compile"]
-    out.append(("first-call compile (small model fwd+bwd+eval)", "measured",
-                f"{c['empty_cache_s']:.0f} s empty cache, {c['warm_cache_s']:.2f} s cached", "-"))  # fmt: skip
+    out.append(
+        (
+            "first-call compile (small model fwd+bwd+eval)",
+            "measured",
+            f"{c['empty_cache_s']:.0f} s empty cache, {c['warm_cache_s']:.2f} s cached",
+            "-",
+        )
+    )
     m = kr["machine"]
     note = (f"\n\n{m['cpu']}, {m['threads']} threads on both sides, numpy {m['numpy']}, numba {m['numba']}, "
             f"torch {m['torch']}; medians of torch.utils.benchmark.")  # fmt: skip
