@@ -219,6 +219,30 @@ def bench_model(threads, quick):
     return rows
 
 
+def bench_training_memory(threads):
+    """Whole-model training step with the fused blocks storing or recomputing their intermediates."""
+    from kernels import fused_block
+
+    x = np.random.default_rng(0).standard_normal((16, 3, 128, 128)).astype(np.float32)
+    d = np.random.default_rng(1).standard_normal((16, 1000)).astype(np.float32)
+    out = {}
+    for mode in ("store", "recompute"):
+        fused_block.TRAINING_MEMORY = mode
+        m = numpy_impl.mobilenet_v2(backend="numba")
+
+        def step(m=m):
+            m.forward(x)
+            m.backward(d)
+
+        step()
+        out[f"peak_{mode}"] = _peak_bytes(step)
+        out[f"time_{mode}"] = median_us("step()", {"step": step}, threads, 3.0)
+        print(f"training memory {mode}: peak {out[f'peak_{mode}'] / 2**20:.0f} MiB, "
+              f"step {out[f'time_{mode}'] / 1e3:.0f} ms", flush=True)  # fmt: skip
+    fused_block.TRAINING_MEMORY = "store"
+    return out
+
+
 def bench_compile():
     """First-call time with an empty Numba cache, in a fresh process, vs a cached call."""
     code = (
@@ -267,6 +291,11 @@ def markdown(res) -> str:
         lines.append(f"| {r['batch']} | {r['C_in']} -> {r['C_out']} | {r['H']} | {r['ours_fwd']:.0f} | "
                      f"{r['gemm_fwd']:.0f} | {r['fwd_vs_gemm']:.2f} | {r['ours_bwd']:.0f} | {r['gemm_bwd']:.0f} | "
                      f"{r['bwd_vs_gemm']:.2f} | {r['torch_fwd_cl']:.0f} |")  # fmt: skip
+    t = res["training_memory"]
+    lines += ["", "## Training: store or recompute the block intermediates (MobileNetV2-1.0, 128 px, batch 16)", "",
+              "| variant | peak allocated (tracemalloc) | step time |", "|---|---:|---:|",
+              f"| store | {t['peak_store'] / 2**20:.0f} MiB | {t['time_store'] / 1e3:.0f} ms |",
+              f"| recompute | {t['peak_recompute'] / 2**20:.0f} MiB | {t['time_recompute'] / 1e3:.0f} ms |"]  # fmt: skip
     c = res["compile"]
     lines += ["", f"Compile: the first forward+backward of a small model takes {c['empty_cache_s']:.1f} s with an "
               f"empty Numba cache and {c['warm_cache_s']:.2f} s from the cache (`cache=True`)."]  # fmt: skip
@@ -283,6 +312,7 @@ def main(argv=None):
     res = {"benchmark": "kernels", "machine": machine(args.threads)}
     res["compile"] = bench_compile()
     res["model"] = bench_model(args.threads, args.quick)
+    res["training_memory"] = bench_training_memory(args.threads)
     res["blocks"] = bench_blocks(args.threads, batches)
     res["pointwise"] = bench_pointwise(args.threads, batches)
     write("kernels", {k: v for k, v in res.items()}, [], markdown(res))

@@ -225,9 +225,33 @@ def batch_norm(
     act = ACTIVATIONS[activation]
     kernel = _normalize_rows if rows else _normalize_planes
     kernel(xv, scale.astype(x.dtype), shift.astype(x.dtype), act, _view(y, rows))
-    cache = {"x": x, "y": y, "mu": mu, "inv_std": inv_std, "scale": scale, "act": act, "rows": rows}
+    cache = {
+        "x": x,
+        "y": y,
+        "mu": mu,
+        "inv_std": inv_std,
+        "scale": scale,
+        "shift": shift,
+        "act": act,
+        "rows": rows,
+    }
     cache.update(training=bool(training), has_weight=weight is not None, has_bias=bias is not None)
     return y, cache
+
+
+STATS_KEYS = ("mu", "inv_std", "scale", "shift", "act", "rows", "training", "has_weight", "has_bias")
+
+
+def batch_norm_replay(x, stats):
+    """Recompute a forward from its statistics (``{k: cache[k] for k in STATS_KEYS}``) without
+    touching the running statistics: the recompute path of the fused block's backward."""
+    rows = stats["rows"]
+    x = x if rows else np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    kernel = _normalize_rows if rows else _normalize_planes
+    kernel(_view(x, rows), stats["scale"].astype(x.dtype), np.asarray(stats["shift"]).astype(x.dtype),
+           stats["act"], _view(y, rows))  # fmt: skip
+    return y, {**stats, "x": x, "y": y}
 
 
 def batch_norm_backward(dy, cache):

@@ -34,11 +34,12 @@ from numba import njit
 from numpy_impl.functional._checks import as_float_array, same_dtype
 
 from ._threads import blas_threads
-from .batchnorm import batch_norm, batch_norm_backward
+from .batchnorm import STATS_KEYS, batch_norm, batch_norm_backward, batch_norm_replay
 from .depthwise import depthwise_conv2d, depthwise_conv2d_backward
 from .pointwise import pointwise_conv2d, pointwise_conv2d_backward
 
 TILE_BYTES = 512 * 1024  # expanded tile + depthwise tile: about an L2 cache
+TRAINING_MEMORY = "store"  # default of inverted_residual(memory=...): "store" or "recompute"
 # The tile kernels are serial: the GEMMs carry ~90% of the block's work and run on the
 # BLAS's threads. Numba-parallel tile kernels between the GEMMs made two thread pools
 # spin against each other on 2 cores (the block ran 25x slower); one Python thread per
@@ -167,9 +168,9 @@ def _forward_eval(x, weights, bns, stride, residual, eps):
     return out.transpose(0, 3, 1, 2)  # channels-last (N, C_out, Ho, Wo)
 
 
-def _forward_train(x, weights, bns, stride, residual, momentum, eps):
+def _forward_train(x, weights, bns, stride, residual, momentum, eps, memory):
     expand_w, dw_w, project_w = weights
-    cache = {"x": x, "weights": weights, "stride": stride, "residual": residual}
+    cache = {"x": x, "weights": weights, "stride": stride, "residual": residual, "memory": memory}
     h = x
     if expand_w is not None:
         cache["e_in"] = h
@@ -181,7 +182,28 @@ def _forward_train(x, weights, bns, stride, residual, momentum, eps):
     cache["p_in"] = h
     h = pointwise_conv2d(h, project_w)
     h, cache["bn2"] = batch_norm(h, *bns[2], True, momentum, eps)
+    if memory == "recompute":  # keep x and the BN statistics only; backward rebuilds the rest
+        for key in ("e_in", "d_in", "p_in"):
+            cache.pop(key, None)
+        for key in ("bn0", "bn1", "bn2"):
+            if key in cache:
+                cache[key] = {k: cache[key][k] for k in STATS_KEYS}
     return (h + x if residual else h), cache
+
+
+def _replay(cache):
+    """The stored variant's cache, recomputed from x and the BN statistics."""
+    expand_w, dw_w, project_w = cache["weights"]
+    out = dict(cache)
+    h = cache["x"]
+    if expand_w is not None:
+        out["e_in"] = h
+        h, out["bn0"] = batch_norm_replay(pointwise_conv2d(h, expand_w), cache["bn0"])
+    out["d_in"] = h
+    h, out["bn1"] = batch_norm_replay(depthwise_conv2d(h, dw_w, cache["stride"], 1), cache["bn1"])
+    out["p_in"] = h
+    _, out["bn2"] = batch_norm_replay(pointwise_conv2d(h, project_w), cache["bn2"])
+    return out
 
 
 def _check(fn, x, weights, bns, stride):
@@ -217,7 +239,8 @@ def _check(fn, x, weights, bns, stride):
     return x
 
 
-def inverted_residual(x, weights, bns, stride=1, residual=None, training=False, momentum=0.1, eps=1e-5):
+def inverted_residual(x, weights, bns, stride=1, residual=None, training=False, momentum=0.1, eps=1e-5,
+                      memory=None):  # fmt: skip
     """The fused MobileNetV2 block.
 
     Parameters
@@ -230,6 +253,8 @@ def inverted_residual(x, weights, bns, stride=1, residual=None, training=False, 
     stride : 1 or 2; residual : add x (default: stride == 1 and C_out == C)
     training : batch statistics and a cache for :func:`inverted_residual_backward`,
                or eval mode, tiled (then the cache is None)
+    memory : training only: "store" the intermediates backward needs, or "recompute"
+             them in backward from x and the BN statistics (default TRAINING_MEMORY)
 
     Returns
     -------
@@ -243,8 +268,11 @@ def inverted_residual(x, weights, bns, stride=1, residual=None, training=False, 
     if residual and (stride != 1 or weights[2].shape[0] != x.shape[1]):
         raise ValueError(f"{fn}: residual needs stride 1 and C_out == C_in, got stride {stride}, "
                          f"C_out {weights[2].shape[0]}, C_in {x.shape[1]}")  # fmt: skip
+    memory = TRAINING_MEMORY if memory is None else memory
+    if memory not in ("store", "recompute"):
+        raise ValueError(f"{fn}: memory must be 'store' or 'recompute', got {memory!r}")
     if training:
-        return _forward_train(x, weights, bns, stride, residual, momentum, eps)
+        return _forward_train(x, weights, bns, stride, residual, momentum, eps, memory)
     return _forward_eval(x, weights, bns, stride, residual, eps), None
 
 
@@ -255,10 +283,12 @@ def inverted_residual_backward(dy, cache):
     (dweight, dbias) pairs (the first None when t == 1).
     """
     fn = "inverted_residual_backward"
-    if not isinstance(cache, dict) or "p_in" not in cache:
+    if not isinstance(cache, dict) or "memory" not in cache:
         raise TypeError(
             f"{fn}: cache must come from a training-mode inverted_residual, got {type(cache).__name__}"
         )
+    if cache["memory"] == "recompute":
+        cache = _replay(cache)
     expand_w, dw_w, project_w = cache["weights"]
     g, dbn2w, dbn2b = batch_norm_backward(dy, cache["bn2"])
     g, dpw = pointwise_conv2d_backward(g, cache["p_in"], project_w)

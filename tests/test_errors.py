@@ -213,3 +213,11 @@ def test_load_state_dict_rejects_unknown_keys_and_shapes(small_model):
         np.testing.assert_array_equal(v, before[k])
     with pytest.raises(ValueError, match="keys do not match"):
         numpy_impl.mobilenet_v1(width_mult=0.25, num_classes=3).load_state_dict(before)
+
+
+def test_memoised_geometry_still_rejects_bool_and_float_parameters():
+    F.conv2d(x4, w3, stride=1)  # caches the geometry of stride 1
+    with pytest.raises(TypeError, match="stride must be an int or a pair of ints, got True"):
+        F.conv2d(x4, w3, stride=True)
+    with pytest.raises(TypeError, match=r"stride must be an int or a pair of ints, got \(1.0, 1\)"):
+        F.conv2d(x4, w3, stride=(1.0, 1))

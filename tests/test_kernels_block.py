@@ -65,8 +65,9 @@ cases = st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 9), st.i
 
 
 @given(case=cases, dtype=DTYPES, training=st.booleans(), tile=st.sampled_from([1, 4096, 1 << 20]),
-       memory=st.sampled_from(["nchw", "channels_last"]), seed=st.integers(0, 2**16))  # fmt: skip
-def test_fused_block_matches_composition(case, dtype, training, tile, memory, seed):
+       memory=st.sampled_from(["nchw", "channels_last"]), keep=st.sampled_from(["store", "recompute"]),
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_fused_block_matches_composition(case, dtype, training, tile, memory, keep, seed):
     n, cin, h, w, t, cout, stride = case
     if training and n * ((h - 1) // stride + 1) * ((w - 1) // stride + 1) < 2:
         return  # training BN needs more than one value per channel
@@ -79,7 +80,7 @@ def test_fused_block_matches_composition(case, dtype, training, tile, memory, se
     x_in = channels_last(x) if memory == "channels_last" else x
     saved, FB.TILE_BYTES = FB.TILE_BYTES, tile  # from one row per tile to whole batches
     try:
-        y, cache = FB.inverted_residual(x_in, ws, bns, stride, None, training)
+        y, cache = FB.inverted_residual(x_in, ws, bns, stride, None, training, memory=keep)
     finally:
         FB.TILE_BYTES = saved
     tol = 1e-11 if dtype == np.float64 else 2e-4  # ~3 chained float32 reductions of <= 100 terms
@@ -119,5 +120,7 @@ def test_fused_block_bad_input():
         FB.inverted_residual(x.astype(np.float64), ws, bns)
     with pytest.raises(ValueError, match="residual needs stride 1"):
         FB.inverted_residual(x, ws, bns, stride=2, residual=True)
+    with pytest.raises(ValueError, match="memory must be 'store' or 'recompute', got 'disk'"):
+        FB.inverted_residual(x, ws, bns, memory="disk")
     with pytest.raises(TypeError, match="cache must come from a training-mode inverted_residual"):
         FB.inverted_residual_backward(x, None)

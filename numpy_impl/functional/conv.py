@@ -15,6 +15,7 @@ Output size (torch.nn.Conv2d):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,15 @@ def _resolve_padding(fn, padding, kernel, stride, dilation):
 
 
 def geometry(fn, x_hw, kernel, stride, padding, dilation) -> Geometry:
-    """Validate stride/padding/dilation and compute the output size."""
+    """Validate stride/padding/dilation and compute the output size (memoised: models call
+    the same few geometries over and over, and the checks cost more than a small kernel)."""
+    # exact types only: True == 1 and 1.0 == 1 would hit the cache of 1 and skip their TypeError
+    if type(stride) is int and type(dilation) is int and type(padding) in (int, str):
+        return _geometry_cached(fn, tuple(x_hw), tuple(kernel), stride, padding, dilation)
+    return _geometry(fn, x_hw, kernel, stride, padding, dilation)
+
+
+def _geometry(fn, x_hw, kernel, stride, padding, dilation) -> Geometry:
     stride = int_pair(fn, "stride", stride, 1)
     dilation = int_pair(fn, "dilation", dilation, 1)
     pads = _resolve_padding(fn, padding, kernel, stride, dilation)
@@ -62,6 +71,9 @@ def geometry(fn, x_hw, kernel, stride, padding, dilation) -> Geometry:
         )
     out_hw = ((hp - span[0]) // stride[0] + 1, (wp - span[1]) // stride[1] + 1)
     return Geometry(stride, dilation, pads, tuple(kernel), out_hw)
+
+
+_geometry_cached = functools.lru_cache(maxsize=1024)(_geometry)
 
 
 def pad(x: np.ndarray, g: Geometry) -> np.ndarray:
