@@ -1,6 +1,6 @@
 """Hypothesis profiles: ``dev`` (random, a few more examples) and ``ci`` (derandomized).
 
-CI sets CI=true; choose explicitly with HYPOTHESIS_PROFILE=dev|ci.
+CI sets CI=true; choose explicitly with HYPOTHESIS_PROFILE=dev|ci|thorough.
 """
 
 import os
@@ -11,4 +11,5 @@ from hypothesis import HealthCheck, settings
 _common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
 settings.register_profile("dev", max_examples=30, **_common)
 settings.register_profile("ci", max_examples=20, derandomize=True, print_blob=True, **_common)
+settings.register_profile("thorough", max_examples=400, **_common)  # a local stress run before a release
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

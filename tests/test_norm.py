@@ -50,8 +50,11 @@ def test_batch_norm_matches_torch(shape, dtype, training, affine, momentum, seed
     dx_bound = inv * (dyw + dyw.mean(axes, keepdims=True) + xhat * (dyw * xhat).mean(axes, keepdims=True))
 
     assert y.dtype == dx.dtype == dtype
-    assert_within_bound(y, yt.detach().numpy(), xhat * w_abs + b_abs, 4, dtype, "y")
-    assert_within_bound(dx, xt.grad.numpy(), dx_bound, 6, dtype, "dx")
+    # y and dx depend on length-M reductions (mean, variance, the two gradient sums): the
+    # bounds carry their terms, |x| for the mean, with k = M + a few elementwise roundings.
+    mean_abs = np.abs(x64).mean(axes, keepdims=True) * inv
+    assert_within_bound(y, yt.detach().numpy(), (xhat + mean_abs) * w_abs + b_abs, m + 4, dtype, "y")
+    assert_within_bound(dx, xt.grad.numpy(), dx_bound, m + 6, dtype, "dx")
     if affine:
         assert_within_bound(dw, wt.grad.numpy(), (np.abs(dy) * xhat).sum(axes), 4, dtype, "dweight")
         assert_within_bound(db, bt.grad.numpy(), np.abs(dy).sum(axes), 4, dtype, "dbias")
