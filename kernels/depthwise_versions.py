@@ -36,7 +36,8 @@ Backward versions:
        buffer per chunk, the buffers summed at the end; SIMD over C in both.
     4  3x3 specialisation of version 3: zero rows for taps outside the input, a
        precomputed (tap column -> output column or -1) table for any stride, and
-       the three taps of a column in one expression.
+       the three taps of a column in one expression; at stride 1, dx is the
+       forward kernel (version 7) applied to dout with the filter flipped.
 
 Arguments: NCHW kernels take x (N, C, H, W), w (C, kh, kw); NHWC kernels take
 x (N, H, W, C), w (kh, kw, C). ``out``/``dx``/``dw`` are preallocated by the caller.
@@ -390,7 +391,11 @@ def bwd_v4(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks=None):
 
     chunks = chunks or numba.get_num_threads()
     chunks = max(1, min(chunks, dout.shape[0] * dout.shape[1]))
-    _bwd_dx_3x3(dout, w, dx, sh, sw, ph, pw)
+    if sh == sw == 1:
+        # stride 1: dx is dout correlated with the flipped filter, padded by 2 - p: the forward kernel
+        fwd_v7(dout, np.ascontiguousarray(w[::-1, ::-1]), dx, 1, 1, 2 - ph, 2 - pw, 1, 1)
+    else:
+        _bwd_dx_3x3(dout, w, dx, sh, sw, ph, pw)
     partial = np.empty((chunks, 3, 3, x.shape[3]), dtype=x.dtype)
     _bwd_dw_3x3(dout, x, partial, sh, sw, ph, pw)
     np.sum(partial, axis=0, out=dw)
