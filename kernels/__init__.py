@@ -43,8 +43,10 @@ from .fused_block import inverted_residual, inverted_residual_backward  # noqa: 
 from .pointwise import pointwise_conv2d, pointwise_conv2d_backward  # noqa: E402
 
 MEMORY_FORMAT = "channels_last"
+FUSED_BN_ACTIVATION = True  # batch_norm(..., activation="relu"|"relu6") in one pass
 
 __all__ = [
+    "FUSED_BN_ACTIVATION",
     "MEMORY_FORMAT",
     "batch_norm",
     "batch_norm_backward",

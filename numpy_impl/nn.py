@@ -182,9 +182,13 @@ class Conv2d(Module):
 
 
 class BatchNorm2d(Module):
-    def __init__(self, spec: A.BatchNorm, F, dtype, rng=None):
+    """Batch norm; with ``activation`` ("relu"/"relu6") it also applies the activation that
+    follows it in the same pass (backends with ``FUSED_BN_ACTIVATION``; the activation
+    module itself then becomes an :class:`Identity`)."""
+
+    def __init__(self, spec: A.BatchNorm, F, dtype, rng=None, activation=None):
         super().__init__()
-        self.spec, self.F = spec, F
+        self.spec, self.F, self.activation = spec, F, activation
         c = spec.num_features
         self._params.update(weight=np.ones(c, dtype), bias=np.zeros(c, dtype))
         self._buffers.update(
@@ -197,10 +201,12 @@ class BatchNorm2d(Module):
         p, b = self._params, self._buffers
         if self.training:
             b["num_batches_tracked"] += 1
-        y, self.cache = self.F.batch_norm(
-            x, p["weight"], p["bias"], b["running_mean"], b["running_var"],
-            self.training, self.spec.momentum, self.spec.eps,
-        )  # fmt: skip
+        args = (x, p["weight"], p["bias"], b["running_mean"], b["running_var"], self.training,
+                self.spec.momentum, self.spec.eps)  # fmt: skip
+        if self.activation is None:
+            y, self.cache = self.F.batch_norm(*args)
+        else:
+            y, self.cache = self.F.batch_norm(*args, activation=self.activation)
         return y
 
     def backward(self, dout):
@@ -220,6 +226,16 @@ class Activation(Module):
 
     def backward(self, dout):
         return self.bwd(dout, self.x)
+
+
+class Identity(Module):
+    """Stands in for an activation fused into the batch norm before it."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dout):
+        return dout
 
 
 class Dropout(Module):
@@ -277,10 +293,25 @@ LEAVES = {
 }
 
 
+def _build_seq(spec: A.Seq, F, dtype, rng) -> Sequential:
+    children, fuse = list(spec), getattr(F, "FUSED_BN_ACTIVATION", False)
+    built = []
+    for i, (name, child) in enumerate(children):
+        nxt = children[i + 1][1] if i + 1 < len(children) else None
+        prev = children[i - 1][1] if i > 0 else None
+        if fuse and isinstance(child, A.BatchNorm) and isinstance(nxt, A.Act):
+            built.append((name, BatchNorm2d(child, F, dtype, rng, activation=nxt.kind)))
+        elif fuse and isinstance(child, A.Act) and isinstance(prev, A.BatchNorm):
+            built.append((name, Identity()))
+        else:
+            built.append((name, build(child, F, dtype, rng)))
+    return Sequential(built)
+
+
 def build(spec, F, dtype, rng) -> Module:
     """Turn a spec tree into a module tree (depth first, so initialisation is seeded in order)."""
     if isinstance(spec, A.Seq):
-        return Sequential((name, build(child, F, dtype, rng)) for name, child in spec)
+        return _build_seq(spec, F, dtype, rng)
     if isinstance(spec, A.Block):
         return InvertedResidual(build(spec.conv, F, dtype, rng), spec.residual, F)
     return LEAVES[type(spec)](spec, F, dtype, rng)
