@@ -24,10 +24,15 @@ def set_threads(n: int) -> None:
     numba.set_num_threads(n)
 
 
-def median_us(stmt: str, globals_: dict, threads: int, min_run_time: float = 0.3) -> float:
-    """Median time of ``stmt`` in microseconds (torch.utils.benchmark, ``num_threads`` fixed)."""
+def median_us(stmt: str, globals_: dict, threads: int, min_run_time: float = 0.3, rounds: int = 3) -> float:
+    """Median time of ``stmt`` in microseconds (torch.utils.benchmark, ``num_threads`` fixed).
+
+    The median of ``rounds`` separate medians: on a shared machine a burst of load
+    from elsewhere lands in one round, not in the answer.
+    """
     t = Timer(stmt, globals=globals_, num_threads=threads)
-    return t.blocked_autorange(min_run_time=min_run_time).median * 1e6
+    meds = sorted(t.blocked_autorange(min_run_time=min_run_time / rounds).median for _ in range(rounds))
+    return meds[len(meds) // 2] * 1e6
 
 
 def machine(threads: int) -> dict:
