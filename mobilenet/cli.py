@@ -1,4 +1,4 @@
-"""The ``mobilenet`` command line: ``mobilenet summary`` and ``mobilenet verify``."""
+"""The ``mobilenet`` command line: summary, verify, train, evaluate, transfer, embed."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import json
 import sys
 
 from . import arch as A
+from .train import TrainConfig
+
+TRAIN_DEFAULTS = TrainConfig()
 
 
 def _positive_float(text):
@@ -76,6 +79,85 @@ def cmd_verify(args) -> int:
     return 0 if ok else 1
 
 
+def _fail(command: str, e: Exception) -> int:
+    print(f"mobilenet {command}: error: {e}", file=sys.stderr)
+    return 2
+
+
+# errors that come from what the user asked for (a path, a setting): a message, not a traceback
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError)
+
+
+def _classes(text):
+    try:
+        v = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected class indices like 0,1,2, got {text!r}") from None
+    if any(c < 0 for c in v):
+        raise argparse.ArgumentTypeError(f"class indices must be >= 0, got {text!r}")
+    return v
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, run
+
+    cfg = TrainConfig(
+        arch=args.arch, width_mult=args.width_mult, resolution=args.resolution, data=args.data,
+        classes=args.classes, backend=args.backend, dtype=args.dtype, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing, dropout=args.dropout, train_limit=args.train_limit,
+        seed=args.seed, checkpoint_every=args.checkpoint_every,
+    )  # fmt: skip
+    try:
+        m = run(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    except USER_ERRORS as e:
+        return _fail("train", e)
+    print(f"test accuracy {m['test_accuracy']:.4f} after {m['epochs']} epochs "
+          f"({m['seconds']:.0f} s of training, {m['images_per_second']:.0f} images/s); "
+          f"wrote {args.out}/metrics.json, training_curves.png and the checkpoint")  # fmt: skip
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from . import data as D
+    from .train import evaluate, load_trained
+
+    try:
+        runner, meta = load_trained(
+            args.checkpoint, backend=args.backend, arch=args.arch, width_mult=args.width_mult
+        )
+        cfg = runner.cfg
+        name = cfg.data if args.data is None else args.data
+        test = D.load_data(name, cfg.resolution, seed=cfg.seed)[1]
+        if args.data is None and cfg.classes is not None:
+            test = test.select_classes(cfg.classes)
+        if len(test.classes) != meta["num_classes"]:
+            raise ValueError(
+                f"--data has {len(test.classes)} classes, the checkpoint's model {meta['num_classes']}"
+            )
+    except USER_ERRORS as e:
+        return _fail("evaluate", e)
+    ev = evaluate(runner, test, meta["mean"], meta["std"])
+    pred = ev["predictions"]
+    per_class = {
+        str(c): float(np.mean(pred[test.y == i] == i))
+        for i, c in enumerate(test.classes)
+        if np.any(test.y == i)
+    }
+    result = {"checkpoint": str(args.checkpoint), "data": str(name), "images": len(test),
+              "accuracy": ev["accuracy"], "loss": ev["loss"], "per_class_accuracy": per_class}  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.checkpoint}: MobileNet{cfg.arch.upper()}-{cfg.width_mult:g} {cfg.resolution}px, "
+              f"{len(test)} test images of {name}")  # fmt: skip
+        print(f"  accuracy {ev['accuracy']:.4f}   cross-entropy {ev['loss']:.4f}")
+        print("  per class: " + "  ".join(f"{c} {a:.3f}" for c, a in per_class.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilenet", description="MobileNet V1/V2 from scratch.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +185,46 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--backend", choices=("numpy", "numba"), default="numpy", help="ops of the NumPy model")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
+
+    t = sub.add_parser(
+        "train", help="train a model (numpy, numba or torch) with checkpoints and a metrics file"
+    )
+    t.add_argument("--arch", choices=("v1", "v2"), default="v2")
+    t.add_argument("--width-mult", type=_positive_float, default=0.5)
+    t.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=32)
+    t.add_argument(
+        "--data", default="digits", help="digits, shapes, or a folder (class subfolders, or CIFAR-10 binary)"
+    )
+    t.add_argument("--classes", type=_classes, default=None, help="keep only these classes, e.g. 0,1,2,3,4")
+    t.add_argument("--backend", choices=("numpy", "numba", "torch"), default="numba")
+    t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    t.add_argument("--epochs", type=_int_at_least(1), default=15)
+    t.add_argument("--batch-size", type=_int_at_least(2), default=32)
+    t.add_argument("--optimizer", choices=("sgd", "rmsprop"), default="sgd")
+    t.add_argument("--lr", type=_positive_float, default=TRAIN_DEFAULTS.lr, help="peak learning rate")
+    t.add_argument("--weight-decay", type=float, default=TRAIN_DEFAULTS.weight_decay)
+    t.add_argument("--label-smoothing", type=float, default=TRAIN_DEFAULTS.label_smoothing)
+    t.add_argument("--dropout", type=float, default=TRAIN_DEFAULTS.dropout)
+    t.add_argument(
+        "--train-limit", type=_int_at_least(0), default=0, help="use only N training images (0: all)"
+    )
+    t.add_argument("--seed", type=_int_at_least(0), default=0)
+    t.add_argument(
+        "--checkpoint-every", type=_int_at_least(0), default=0, help="also checkpoint every N steps"
+    )
+    t.add_argument("--out", required=True, help="folder for the checkpoint, metrics.json and the plot")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", default=None, help="default: the checkpoint's data (its test split)")
+    e.add_argument("--backend", choices=("numpy", "numba", "torch"), default=None)
+    e.add_argument("--arch", choices=("v1", "v2"), default=None, help="expected architecture (checked)")
+    e.add_argument("--width-mult", type=_positive_float, default=None, help="expected width (checked)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
     return p
 
 

@@ -19,6 +19,7 @@ class Module:
 
     def __init__(self):
         self.training = True
+        self.frozen = False  # set by mobilenet.transfer.freeze: no gradients, BN in eval
         self._params: dict[str, np.ndarray] = {}
         self._grads: dict[str, np.ndarray] = {}
         self._buffers: dict[str, np.ndarray] = {}
@@ -43,7 +44,7 @@ class Module:
 
     def train(self, mode: bool = True):
         for _, m in self.named_modules():
-            m.training = bool(mode)
+            m.training = bool(mode) and not m.frozen
         return self
 
     def eval(self):
@@ -64,8 +65,14 @@ class Sequential(Module):
         return x
 
     def backward(self, dout):
+        """Returns None once it reaches a frozen child: freezing is by prefix, so nothing
+        before it needs a gradient (``mobilenet.transfer.freeze``)."""
         for child in reversed(self._children.values()):
+            if child.frozen:
+                return None
             dout = child.backward(dout)
+            if dout is None:
+                return None
         return dout
 
 

@@ -79,6 +79,13 @@ class MobileNet(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.modules():
+            if getattr(m, "frozen", False):
+                m.eval()  # a frozen part keeps its BN statistics (mobilenet.transfer.freeze)
+        return self
+
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"forward: x must have shape (N, 3, H, W), got {tuple(x.shape)}")
