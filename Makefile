@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine with Python >= 3.10 and pip:
 #   make test   create .venv, install the project with its test extras, run the suite
-#   make demo   same install, then the main jobs
+#   make demo   same install, then the main jobs (a 4-epoch digits training run included)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,6 +21,10 @@ demo: $(STAMP)
 	$(BIN)/mobilenet summary --arch v2
 	$(BIN)/mobilenet verify --arch all --dtype float64
 	$(BIN)/mobilenet verify --arch v2 --backend numba --dtype float64
+	rm -rf runs/demo-digits
+	$(BIN)/mobilenet train --arch v2 --width-mult 0.5 --resolution 32 --data digits --backend numba \
+		--epochs 4 --seed 0 --out runs/demo-digits
+	$(BIN)/mobilenet evaluate --checkpoint runs/demo-digits/checkpoint.npz
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_depthwise --batch 1 8 --versions
@@ -36,4 +40,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis runs

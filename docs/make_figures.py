@@ -230,7 +230,87 @@ def kernel_results() -> str:
     return _md(("target", "goal", "measured", "status"), out) + note
 
 
+# --- training chapters: rendered from docs/results/*.json (docs/make_training_results.py) ----
+
+TRAIN_RESULTS = DOCS / "results"
+
+
+def _train_result(name):
+    import json
+
+    path = TRAIN_RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _machine_line(r) -> str:
+    m = r["machine"]
+    return (
+        f"Measured on {m['cpus']} cores, {m['threads']} Numba threads; Python {m['python']}, "
+        f"NumPy {m['numpy']}, Numba {m['numba']}, torch {m['torch']}."
+    )
+
+
+NOT_RUN = "(not run yet: `python docs/make_training_results.py`)"
+
+
+def training_run() -> str:
+    r = _train_result("train")
+    if r is None:
+        return NOT_RUN
+    rows = [
+        (h["epoch"], f"{h['lr']:.4f}", f"{h['train_loss']:.3f}", f"{h['train_accuracy']:.3f}",
+         f"{h['test_loss']:.3f}", f"{h['test_accuracy']:.3f}", f"{h['images_per_second']:.0f}")
+        for h in r["history"]
+    ]  # fmt: skip
+    header = ("epoch", "lr (end)", "train loss", "train acc", "test loss", "test acc", "images/s")
+    head = (
+        f"`{r['command']}`: test accuracy **{r['test_accuracy']:.4f}** after {r['epochs']} epochs, "
+        f"{r['seconds']:.0f} s of training ({r['images_per_second']:.0f} images/s). {_machine_line(r)}"
+    )
+    return head + "\n\n" + _md(header, rows)
+
+
+def loss_overlay() -> str:
+    r = _train_result("overlay")
+    if r is None:
+        return NOT_RUN
+    c, first = r["config"], r["first_step_rel_diff_above_1e-2"]
+    drift = "never" if first is None else f"first at step {first}"
+    acc = r["test_accuracy"]
+    return (
+        f"{r['steps']} steps of batch {c['batch_size']}, MobileNetV2-{c['width_mult']:g} at "
+        f"{c['resolution']} px, float32. Relative loss difference: at most "
+        f"{r['max_rel_diff_first_10_steps']:.1e} over the first 10 steps, "
+        f"median {r['median_rel_diff']:.1e} over the run, above 1e-2 {drift}. Test accuracy after "
+        f"the run: NumPy model {acc['numba']:.3f}, torch {acc['torch']:.3f}. {_machine_line(r)}"
+    )
+
+
+def transfer_results() -> str:
+    r = _train_result("transfer")
+    if r is None:
+        return NOT_RUN
+    from mobilenet.apps import transfer_table
+
+    steps = sorted({row["steps"] for row in r["rows"]})
+    tail = f"`{r['command']}`; each adaptation runs {steps[0]}-{steps[-1]} SGD steps. {_machine_line(r)}"
+    return transfer_table(r).rstrip() + "\n\n" + tail
+
+
+def embed_results() -> str:
+    r = _train_result("embed")
+    if r is None:
+        return NOT_RUN
+    from mobilenet.apps import embed_table
+
+    return embed_table(r).rstrip() + f"\n\n`{r['command']}`. {_machine_line(r)}"
+
+
 TABLES = {
+    "training_run": training_run,
+    "loss_overlay": loss_overlay,
+    "transfer_results": transfer_results,
+    "embed_results": embed_results,
     "depthwise_road": depthwise_road,
     "kernel_results": kernel_results,
     "table3": table3,

@@ -158,6 +158,45 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _shots(text):
+    try:
+        v = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected images per class like 5,20, got {text!r}") from None
+    if not v or any(c < 1 for c in v):
+        raise argparse.ArgumentTypeError(f"images per class must be >= 1, got {text!r}")
+    return v
+
+
+def cmd_transfer(args) -> int:
+    from .apps import transfer, transfer_table
+
+    try:
+        report = transfer(args.out, args.arch, args.width_mult, args.resolution, args.backend, args.shots,
+                          args.pretrain_epochs, args.steps, args.lr, args.seed, args.pretrained,
+                          quiet=args.no_progress)  # fmt: skip
+    except USER_ERRORS as e:
+        return _fail("transfer", e)
+    print(transfer_table(report))
+    print(f"wrote {args.out}/transfer.json, transfer.md and transfer.png")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from .apps import embed, embed_table
+
+    try:
+        summary = embed(
+            args.checkpoint, args.out, args.backend, args.enrol, args.seed, quiet=args.no_progress
+        )
+    except USER_ERRORS as e:
+        return _fail("embed", e)
+    print(json.dumps(summary, indent=2) if args.json else embed_table(summary))
+    if not args.json:
+        print(f"wrote {args.out}/embed.json, embed.md and embed.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilenet", description="MobileNet V1/V2 from scratch.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -225,6 +264,35 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--width-mult", type=_positive_float, default=None, help="expected width (checked)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+
+    tr = sub.add_parser("transfer", help="few-shot transfer: pretrain on digits 0-4, adapt to 5-9, four ways")
+    tr.add_argument("--arch", choices=("v1", "v2"), default="v2")
+    tr.add_argument("--width-mult", type=_positive_float, default=0.5)
+    tr.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=32)
+    tr.add_argument("--backend", choices=("numpy", "numba", "torch"), default="numba")
+    tr.add_argument("--shots", type=_shots, default=(5, 20), help="labelled images per class (default 5,20)")
+    tr.add_argument("--pretrain-epochs", type=_int_at_least(1), default=15)
+    tr.add_argument("--steps", type=_int_at_least(1), default=150, help="SGD steps of each adaptation")
+    tr.add_argument("--lr", type=_positive_float, default=TRAIN_DEFAULTS.lr)
+    tr.add_argument("--seed", type=_int_at_least(0), default=0)
+    tr.add_argument(
+        "--pretrained", default=None, help="a digits 0-4 checkpoint (default: train one in OUT/pretrain)"
+    )
+    tr.add_argument("--out", required=True)
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=cmd_transfer)
+
+    em = sub.add_parser("embed", help="embeddings of unseen classes: identification and verification")
+    em.add_argument(
+        "--checkpoint", required=True, help="a model trained on some digits, e.g. OUT/pretrain/checkpoint.npz"
+    )
+    em.add_argument("--backend", choices=("numpy", "numba", "torch"), default=None)
+    em.add_argument("--enrol", type=_int_at_least(1), default=5, help="gallery images per class (default 5)")
+    em.add_argument("--seed", type=_int_at_least(0), default=0)
+    em.add_argument("--out", required=True)
+    em.add_argument("--json", action="store_true")
+    em.add_argument("--no-progress", action="store_true")
+    em.set_defaults(func=cmd_embed)
     return p
 
 

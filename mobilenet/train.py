@@ -363,6 +363,7 @@ class Trainer:
         self.schedule = make_schedule(cfg, self.steps_per_epoch)
         self.flip = train.flips_preserve_label if cfg.flip is None else cfg.flip
         self.epoch, self.step, self.history, self.seconds = 0, 0, [], 0.0
+        self.step_losses = []  # this process's per-step training losses (for plots; not checkpointed)
         self.partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
 
     # --- checkpoints ---------------------------------------------------------------------------
@@ -444,6 +445,7 @@ class Trainer:
                     raise FloatingPointError(
                         f"training diverged: loss {loss} at {where}; lower --lr (now {cfg.lr})"
                     )
+                self.step_losses.append(float(loss))
                 p = self.partial
                 p["loss"] += loss * len(y)
                 p["correct"] += correct

@@ -1,0 +1,139 @@
+"""The long runs behind the training chapters (about 10 minutes on 2 cores).
+
+    python docs/make_training_results.py            # all of them
+    python docs/make_training_results.py --only overlay train
+
+Each writes ``docs/results/<name>.json`` and a figure in ``docs/figures/``; then
+``docs/make_figures.py`` renders the tables of chapters 5-7 from those JSON files.
+
+* ``overlay``: float32 loss curves, step by step, of the NumPy model (numba backend) and the
+  torch model from the same weights and batches (dropout 0).
+* ``train``: ``mobilenet train --arch v2 --width-mult 0.5 --resolution 32 --data digits
+  --backend numba --epochs 15 --seed 0``.
+* ``transfer``: ``mobilenet transfer`` (pretrain on digits 0-4, adapt to 5-9, k = 5 and 20).
+* ``embed``: ``mobilenet embed`` on the transfer run's digits 0-4 model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+RESULTS = DOCS / "results"
+FIGURES = DOCS / "figures"
+sys.path.insert(0, str(DOCS.parent))
+
+
+def _machine() -> dict:
+    import numba
+    import numpy as np
+    import torch
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+            "torch": torch.__version__, "cpus": len(__import__("os").sched_getaffinity(0)),
+            "threads": numba.get_num_threads()}  # fmt: skip
+
+
+def overlay(work: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from mobilenet.train import TrainConfig, Trainer, load_split, make_runner
+
+    cfg = TrainConfig(
+        width_mult=0.5, resolution=32, backend="numba", epochs=4, dropout=0.0, train_limit=1280, seed=0
+    )
+    train, test = load_split(cfg)
+    curves, acc = {}, {}
+    for backend in ("numba", "torch"):
+        c = dataclasses.replace(cfg, backend=backend)
+        trainer = Trainer(c, make_runner(c, 10), train, test, progress=True)
+        m = trainer.fit()
+        curves[backend], acc[backend] = trainer.step_losses, m["test_accuracy"]
+    a, b = np.array(curves["numba"]), np.array(curves["torch"])
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.plot(b, lw=2.5, alpha=0.5, label=f"torch (test accuracy {acc['torch']:.3f})")
+    ax.plot(a, lw=1, label=f"NumPy model, numba backend (test accuracy {acc['numba']:.3f})")
+    ax.set(
+        xlabel="step",
+        ylabel="training loss (float32)",
+        title="same weights, same batches: the curves overlay",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(FIGURES / "loss_overlay.png", dpi=110)
+    plt.close(fig)
+    rel = np.abs(a - b) / b
+    first = int(np.argmax(rel > 1e-2)) if np.any(rel > 1e-2) else None
+    return {"config": cfg.to_dict(), "steps": len(a), "losses": {"numba": a.tolist(), "torch": b.tolist()},
+            "test_accuracy": acc, "max_rel_diff_first_10_steps": float(rel[:10].max()),
+            "first_step_rel_diff_above_1e-2": first, "median_rel_diff": float(np.median(rel))}  # fmt: skip
+
+
+def train(work: Path) -> dict:
+    from mobilenet import cli
+
+    out = work / "train"
+    args = ["train", "--arch", "v2", "--width-mult", "0.5", "--resolution", "32", "--data", "digits",
+            "--backend", "numba", "--epochs", "15", "--seed", "0", "--out", str(out)]  # fmt: skip
+    assert cli.main(args) == 0
+    shutil.copy(out / "training_curves.png", FIGURES / "digits_training.png")
+    m = json.loads((out / "metrics.json").read_text())
+    m["command"] = "mobilenet " + " ".join(args[:-1]) + " DIR"
+    return m
+
+
+def transfer(work: Path) -> dict:
+    from mobilenet import apps
+
+    report = apps.transfer(work / "transfer", backend="numba")
+    shutil.copy(work / "transfer" / "transfer.png", FIGURES / "transfer.png")
+    report["command"] = "mobilenet transfer --out DIR"
+    return report
+
+
+def embed(work: Path) -> dict:
+    from mobilenet import apps
+
+    ckpt = work / "transfer" / "pretrain" / "checkpoint.npz"
+    if not ckpt.exists():
+        apps.pretrain(apps.TrainConfig(classes=apps.SOURCE), ckpt.parent)
+    s = apps.embed(ckpt, work / "embed")
+    shutil.copy(work / "embed" / "embed.png", FIGURES / "embed.png")
+    s["command"] = "mobilenet embed --checkpoint DIR/pretrain/checkpoint.npz --out DIR2"
+    return s
+
+
+JOBS = {"overlay": overlay, "train": train, "transfer": transfer, "embed": embed}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=list(JOBS), default=list(JOBS))
+    p.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
+    args = p.parse_args(argv)
+    RESULTS.mkdir(exist_ok=True)
+    FIGURES.mkdir(exist_ok=True)
+    work = Path(args.work or tempfile.mkdtemp(prefix="mobilenet-results-"))
+    for name in args.only:
+        print(f"== {name} ({work})", file=sys.stderr, flush=True)
+        result = JOBS[name](work)
+        result["machine"] = _machine()
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print("now run: python docs/make_figures.py", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Transfer learning and embeddings: the metrics against scikit-learn, the commands end to end."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from mobilenet import apps, cli
+
+
+@given(seed=st.integers(0, 2**16), n=st.integers(2, 60), levels=st.sampled_from([3, 10, 1000]))
+def test_roc_and_auc_match_scikit_learn(seed, n, levels):
+    rng = np.random.default_rng(seed)
+    same = rng.random(n) < 0.4
+    if same.all() or not same.any():
+        same[0] = not same[0]
+    scores = rng.integers(0, levels, n) / levels + 0.3 * same  # ties included
+    fpr, tpr, thr = apps.roc(scores, same)
+    assert apps.auc(fpr, tpr) == pytest.approx(roc_auc_score(same, scores), abs=1e-12)
+    sk_fpr, sk_tpr, _ = roc_curve(same, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr, atol=1e-12)
+    np.testing.assert_allclose(tpr, sk_tpr, atol=1e-12)
+    assert np.all(np.diff(thr) < 0)
+
+
+def test_embedding_report_separates_clusters_and_not_noise():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 30)
+    centres = np.eye(4, 16) * 5
+    clustered = apps.l2_normalize(centres[y] + rng.standard_normal((120, 16)) * 0.3)
+    r = apps.embedding_report(clustered, y, enrol=3)
+    assert r["identification_top1"] == 1.0 and r["auc"] > 0.999 and r["balanced_accuracy"] > 0.99
+    assert r["probes"] == 120 - 12
+    noise = apps.l2_normalize(rng.standard_normal((120, 16)))
+    r = apps.embedding_report(noise, y, enrol=3)
+    assert r["identification_top1"] < 0.5 and abs(r["auc"] - 0.5) < 0.1
+
+
+@pytest.fixture(scope="module")
+def transfer_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("transfer")
+    args = ["transfer", "--width-mult", "0.35", "--pretrain-epochs", "1", "--steps", "2", "--shots", "2,3",
+            "--out", str(out), "--no-progress"]  # fmt: skip
+    assert cli.main(args) == 0
+    return out
+
+
+def test_transfer_writes_table_json_and_plot(transfer_run, capsys):
+    report = json.loads((transfer_run / "transfer.json").read_text())
+    assert [(r["k"], r["method"]) for r in report["rows"]] == [(k, m) for k in (2, 3) for m in apps.METHODS]
+    assert {r["test_images"] for r in report["rows"]} == {896 - 10, 896 - 15}  # every unused 5-9 image
+    assert all(0 <= r["test_accuracy"] <= 1 and r["steps"] >= 2 for r in report["rows"])
+    table = (transfer_run / "transfer.md").read_text()
+    assert "| linear probe (frozen backbone, BN in eval) |" in table and "k = 3 (881 test images)" in table
+    assert (transfer_run / "transfer.png").stat().st_size > 5000
+    # a second call reuses the finished pretraining run instead of training again
+    before = (transfer_run / "pretrain" / "checkpoint.npz").stat().st_mtime_ns
+    assert cli.main(["transfer", "--width-mult", "0.35", "--pretrain-epochs", "1", "--steps", "1", "--shots", "2",
+                     "--out", str(transfer_run / "again"), "--no-progress",
+                     "--pretrained", str(transfer_run / "pretrain" / "checkpoint.npz")]) == 0  # fmt: skip
+    assert (transfer_run / "pretrain" / "checkpoint.npz").stat().st_mtime_ns == before
+
+
+def test_embed_reports_three_embeddings(transfer_run, tmp_path, capsys):
+    ck = str(transfer_run / "pretrain" / "checkpoint.npz")
+    assert cli.main(["embed", "--checkpoint", ck, "--out", str(tmp_path), "--json", "--no-progress"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["unseen_classes"] == [5, 6, 7, 8, 9] and s["images"] == 896
+    assert set(s["results"]) == {"trained network", "random network", "raw pixels"}
+    for r in s["results"].values():
+        assert 0 <= r["identification_top1"] <= 1 and 0 <= r["auc"] <= 1 and r["probes"] == 896 - 25
+    assert (tmp_path / "embed.png").stat().st_size > 5000 and "| raw pixels |" in (
+        tmp_path / "embed.md"
+    ).read_text()
+
+
+def test_transfer_and_embed_reject_wrong_checkpoints(transfer_run, tmp_path, capsys):
+    ck = str(transfer_run / "pretrain" / "checkpoint.npz")
+    assert cli.main(["transfer", "--width-mult", "0.5", "--pretrained", ck, "--out", str(tmp_path)]) == 2
+    assert "holds a MobileNetV2 width 0.35, expected width 0.5" in capsys.readouterr().err
+    assert (
+        cli.main(
+            ["transfer", "--arch", "v1", "--width-mult", "0.35", "--pretrained", ck, "--out", str(tmp_path)]
+        )
+        == 2
+    )
+    assert "expected arch v1" in capsys.readouterr().err
+    full = tmp_path / "full"
+    assert cli.main(["train", "--width-mult", "0.35", "--epochs", "1", "--train-limit", "32", "--out", str(full),
+                     "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert cli.main(["embed", "--checkpoint", str(full / "checkpoint.npz"), "--out", str(tmp_path)]) == 2
+    assert "must be trained on a subset of the digits classes" in capsys.readouterr().err
+    assert cli.main(["transfer", "--width-mult", "0.35", "--pretrained", str(full / "checkpoint.npz"),
+                     "--out", str(tmp_path)]) == 2  # fmt: skip
+    assert "must be trained on digits (0, 1, 2, 3, 4)" in capsys.readouterr().err
