@@ -282,7 +282,9 @@ def loss_overlay() -> str:
         f"{c['resolution']} px, float32. Relative loss difference: at most "
         f"{r['max_rel_diff_first_10_steps']:.1e} over the first 10 steps, "
         f"median {r['median_rel_diff']:.1e} over the run, above 1e-2 {drift}. Test accuracy after "
-        f"the run: NumPy model {acc['numba']:.3f}, torch {acc['torch']:.3f}. {_machine_line(r)}"
+        f"the run: NumPy model {acc['numba']:.3f}, torch {acc['torch']:.3f}. In float64 after 200 warm-up "
+        f"steps, {r['float64_warm']['steps']} steps: at most {r['float64_warm']['max_rel_diff']:.1e}. "
+        + _machine_line(r)
     )
 
 

@@ -41,6 +41,37 @@ def _machine() -> dict:
             "threads": numba.get_num_threads()}  # fmt: skip
 
 
+def _float64_warm_run() -> dict:
+    """The whole-run equivalence test's setting (tests/test_train.py): 200 float32 warm-up
+    steps, then 50 float64 steps of the NumPy model and of torch from the same weights."""
+    import numpy as np
+    import torch
+
+    from mobilenet.train import TrainConfig, Trainer, load_split, make_runner
+    from torch_impl import state_dict_to_numpy
+
+    warm_cfg = TrainConfig(width_mult=0.35, backend="torch", batch_size=8, lr=0.02, dropout=0.0,
+                           epochs=1, train_limit=1600, seed=1)  # fmt: skip
+    train, test = load_split(warm_cfg)
+    runner = make_runner(warm_cfg, 10)
+    Trainer(warm_cfg, runner, train, test.subset(np.arange(8)), progress=False).fit()
+    warm = {k: v.astype(np.float64) if v.dtype.kind == "f" else v
+            for k, v in state_dict_to_numpy(runner.model.state_dict()).items()}  # fmt: skip
+    cfg = dataclasses.replace(warm_cfg, dtype="float64", lr=1e-3, warmup_epochs=0.0, train_limit=400, seed=2)
+    train, test = load_split(cfg)
+    curves = {}
+    for backend in ("numpy", "torch"):
+        c = dataclasses.replace(cfg, backend=backend)
+        r = make_runner(c, 10)
+        r.model.load_state_dict(
+            warm if backend == "numpy" else {k: torch.from_numpy(v) for k, v in warm.items()}
+        )
+        trainer = Trainer(c, r, train, test.subset(np.arange(8)), progress=False)
+        trainer.fit()
+        curves[backend] = trainer.step_losses
+    return curves
+
+
 def overlay(work: Path) -> dict:
     import matplotlib
 
@@ -61,24 +92,30 @@ def overlay(work: Path) -> dict:
         m = trainer.fit()
         curves[backend], acc[backend] = trainer.step_losses, m["test_accuracy"]
     a, b = np.array(curves["numba"]), np.array(curves["torch"])
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    rel = np.abs(a - b) / b
+    c64 = _float64_warm_run()
+    a64, b64 = np.array(c64["numpy"]), np.array(c64["torch"])
+    rel64 = np.abs(a64 - b64) / b64
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.6))
     ax.plot(b, lw=2.5, alpha=0.5, label=f"torch (test accuracy {acc['torch']:.3f})")
-    ax.plot(a, lw=1, label=f"NumPy model, numba backend (test accuracy {acc['numba']:.3f})")
-    ax.set(
-        xlabel="step",
-        ylabel="training loss (float32)",
-        title="same weights, same batches: the curves overlay",
-    )
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.plot(a, lw=1, label=f"NumPy model, numba backend ({acc['numba']:.3f})")
+    ax.set(xlabel="step", ylabel="training loss", title="float32 from torchvision's init, same batches")
+    ax.legend(fontsize=8)
+    bx.semilogy(np.maximum(rel, 1e-17), label="float32 from init (MobileNetV2-0.5)")
+    bx.semilogy(np.maximum(rel64, 1e-17), label="float64 after 200 warm-up steps (V2-0.35)")
+    bx.set(xlabel="step", ylabel="|loss NumPy - loss torch| / loss", title="how far apart, step by step")
+    bx.legend(fontsize=8)
+    for x in (ax, bx):
+        x.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(FIGURES / "loss_overlay.png", dpi=110)
     plt.close(fig)
-    rel = np.abs(a - b) / b
     first = int(np.argmax(rel > 1e-2)) if np.any(rel > 1e-2) else None
     return {"config": cfg.to_dict(), "steps": len(a), "losses": {"numba": a.tolist(), "torch": b.tolist()},
             "test_accuracy": acc, "max_rel_diff_first_10_steps": float(rel[:10].max()),
-            "first_step_rel_diff_above_1e-2": first, "median_rel_diff": float(np.median(rel))}  # fmt: skip
+            "first_step_rel_diff_above_1e-2": first, "median_rel_diff": float(np.median(rel)),
+            "float64_warm": {"steps": len(a64), "max_rel_diff": float(rel64.max()),
+                             "losses": {"numpy": a64.tolist(), "torch": b64.tolist()}}}  # fmt: skip
 
 
 def train(work: Path) -> dict:

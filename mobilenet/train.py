@@ -42,14 +42,14 @@ class TrainConfig:
     epochs: int = 15
     batch_size: int = 32
     optimizer: str = "sgd"  # "sgd" or "rmsprop"
-    lr: float = 0.1
+    lr: float = 0.01  # at 0.05 and above the first epochs diverge (docs/05-training.md)
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
     exempt_bn_dw: bool = True  # no weight decay on BN and depthwise weights (V1 paper, 3.2)
     schedule: str = "cosine"  # "cosine" (with warm-up), "step", "exponential", "constant"
     warmup_epochs: float = 1.0
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     dropout: float = 0.2
     max_shift: int = 2  # augmentation: random shift in px (0: none)
     flip: bool | None = None  # None: flip when the dataset's labels allow it

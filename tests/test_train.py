@@ -71,8 +71,16 @@ def test_whole_run_float64_numpy_and_torch_stay_together():
     (m_np, sd_np), (m_t, sd_t) = results["numpy"], results["torch"]
     assert sd_np.keys() == sd_t.keys() == warm.keys()
     errors = {k: _rel(sd_np[k], sd_t[k]) for k in sd_np}
+    # A running mean is used as (x - mean) / sqrt(var): its error counts in units of the running
+    # std. Relative to itself it can be meaningless: the BN after a 1x1 conv whose input is a
+    # training-mode BN output has a running mean of pure rounding noise (~1e-8 here, since the
+    # input's batch mean is 0), which two correct implementations do not share to 1e-8.
+    for k in errors:
+        if k.endswith("running_mean"):
+            std = np.sqrt(sd_t[k.replace("running_mean", "running_var")])
+            errors[k] = float(np.max(np.abs(sd_np[k] - sd_t[k]) / std))
     worst = max(errors, key=errors.get)
-    assert errors[worst] <= 1e-8, (worst, errors[worst])
+    assert errors[worst] <= 1e-8, (worst, errors[worst])  # measured: 2.4e-10 (a BN bias), median 3e-16
     # the run must have moved the weights far more than 1e-8, or agreeing proves nothing
     moved = {k: _rel(sd_t[k], warm[k]) for k in sd_t if k.endswith("weight")}
     assert np.median(list(moved.values())) > 1e-4, moved
