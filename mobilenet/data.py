@@ -82,11 +82,36 @@ def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 def resize(x: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of (N, C, H, W) to (N, C, size, size), as ``F.interpolate(mode="bilinear")``."""
-    _, _, h, w = x.shape
+    _, _, h, w = _check_images("resize", x).shape
+    size = _check_int("resize", "size", size, 1)
     if (h, w) == (size, size):
         return x.astype(np.float32)
     rh, rw = _interp_matrix(h, size), _interp_matrix(w, size)
     return np.einsum("oh,nchw,pw->ncop", rh, x, rw, optimize=True).astype(np.float32)  # (N, C, S, S)
+
+
+def _check_int(fn, name, v, lo):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__}")
+    if v < lo:
+        raise ValueError(f"{fn}: {name} must be >= {lo}, got {v}")
+    return int(v)
+
+
+def _check_images(fn, x):
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
+        raise ValueError(f"{fn}: x must be a numpy array of shape (N, C, H, W), got {got}")
+    return x
+
+
+def _check_labels(fn, y):
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"{fn}: y must be a 1-D array of integer labels, got shape {y.shape} dtype {y.dtype}"
+        )
+    return y
 
 
 def _check_resolution(fn, resolution):
@@ -235,6 +260,7 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(train, test)``: each class split in the same proportion, shuffled with ``seed``."""
     test_fraction = check_number("stratified_split", "test_fraction", test_fraction, 0.0, 1.0)
+    y = _check_labels("stratified_split", y)
     rng = np.random.default_rng(seed)
     train, test = [], []
     for c in np.unique(y):
@@ -247,6 +273,7 @@ def stratified_split(
 
 def few_shot(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """Indices of ``k`` images of each class (the first k of a seeded shuffle)."""
+    y, k = _check_labels("few_shot", y), _check_int("few_shot", "k", k, 1)
     rng = np.random.default_rng(seed)
     picks = []
     for c in np.unique(y):
@@ -288,7 +315,8 @@ def load_data(
 
 def random_shift(x: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
     """Shift each image by up to ``max_shift`` px in each direction, zero-filled (a padded random crop)."""
-    if max_shift <= 0:
+    _check_images("random_shift", x)
+    if _check_int("random_shift", "max_shift", max_shift, 0) == 0:
         return x
     n, _, h, w = x.shape
     s = max_shift
@@ -299,6 +327,7 @@ def random_shift(x: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.
 
 def random_flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Mirror a random half of the images left-right."""
+    _check_images("random_flip", x)
     flip = rng.random(len(x)) < 0.5
     out = x.copy()
     out[flip] = x[flip, :, :, ::-1]
@@ -312,19 +341,30 @@ def augment(x: np.ndarray, rng: np.random.Generator, max_shift: int, flip: bool)
 
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std over (N, H, W), for :func:`normalize`."""
+    if len(_check_images("channel_stats", x)) == 0:
+        raise ValueError("channel_stats: x holds no images")
     return x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3)) + 1e-8
 
 
 def normalize(x: np.ndarray, mean, std, dtype=np.float32) -> np.ndarray:
     """``(x - mean) / std`` per channel, in ``dtype``, NCHW."""
-    mean = np.asarray(mean, np.float64)[:, None, None]
-    std = np.asarray(std, np.float64)[:, None, None]
+    c = _check_images("normalize", x).shape[1]
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    if mean.shape != (c,) or std.shape != (c,):
+        raise ValueError(f"normalize: mean and std must have shape ({c},), got {mean.shape} and {std.shape}")
+    if not np.all(std > 0):
+        raise ValueError(f"normalize: std must be > 0, got {std.tolist()}")
+    mean, std = mean[:, None, None], std[:, None, None]
     return ((x - mean) / std).astype(dtype)
 
 
 def batch_indices(n: int, batch_size: int, seed, epoch: int, shuffle: bool = True, drop_last: bool = True):
     """The batches of one epoch as index arrays: a permutation drawn from ``(seed, epoch)``, so
     any epoch can be regenerated without replaying the ones before it."""
+    n, batch_size = (
+        _check_int("batch_indices", "n", n, 0),
+        _check_int("batch_indices", "batch_size", batch_size, 1),
+    )
     order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     return [order[i : i + batch_size] for i in range(0, stop, batch_size)]

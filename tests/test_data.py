@@ -183,3 +183,41 @@ def test_normalize_uses_channel_stats():
     assert z.dtype == np.float32
     np.testing.assert_allclose(z.mean(axis=(0, 2, 3)), 0, atol=1e-5)
     np.testing.assert_allclose(z.std(axis=(0, 2, 3)), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (
+            lambda: D.resize(np.zeros((3, 8, 8)), 16),
+            ValueError,
+            r"x must be a numpy array of shape \(N, C, H, W\)",
+        ),
+        (lambda: D.resize(np.zeros((1, 3, 8, 8)), 0), ValueError, "size must be >= 1"),
+        (lambda: D.stratified_split(np.zeros((4, 2), int)), ValueError, "1-D array of integer labels"),
+        (lambda: D.stratified_split(np.zeros(4), 0.2), ValueError, "integer labels"),
+        (lambda: D.stratified_split(np.zeros(4, int), 1.5), ValueError, "test_fraction"),
+        (lambda: D.few_shot(np.zeros(4, int), 0), ValueError, "k must be >= 1"),
+        (
+            lambda: D.random_shift(np.zeros((1, 3, 8, 8)), np.random.default_rng(0), -1),
+            ValueError,
+            "max_shift",
+        ),
+        (
+            lambda: D.random_shift(np.zeros((1, 3, 8, 8)), np.random.default_rng(0), 1.5),
+            TypeError,
+            "max_shift",
+        ),
+        (lambda: D.random_flip([1, 2], np.random.default_rng(0)), ValueError, "got list"),
+        (lambda: D.channel_stats(np.zeros((0, 3, 8, 8))), ValueError, "no images"),
+        (lambda: D.normalize(np.zeros((1, 3, 2, 2)), [0, 0], [1, 1]), ValueError, r"shape \(3,\)"),
+        (lambda: D.normalize(np.zeros((1, 3, 2, 2)), [0, 0, 0], [1, 0, 1]), ValueError, "std must be > 0"),
+        (lambda: D.batch_indices(10, 0, 0, 0), ValueError, "batch_size must be >= 1"),
+        (lambda: D.batch_indices(10.0, 2, 0, 0), TypeError, "n must be an int"),
+        (lambda: D.make_shapes(0), ValueError, "n must be an int >= 1"),
+        (lambda: D.make_shapes(6, noise=2), ValueError, "noise"),
+    ],
+)
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
