@@ -269,16 +269,29 @@ def embed(checkpoint, out, backend=None, enrol=5, seed=0, quiet=False) -> dict:
     ds = D.load_digits(cfg.resolution).select_classes(unseen)
     x = D.normalize(ds.x, meta["mean"], meta["std"], np.dtype(cfg.dtype))
     _log(f"embedding {len(ds)} images of the unseen digits {unseen}", quiet)
-    reports = {}
     random_runner = make_runner(dataclasses.replace(cfg, seed=cfg.seed + 1), meta["num_classes"])
-    for name, emb in [
-        ("trained network", lambda: l2_normalize(runner.features(x).astype(np.float64))),
-        ("random network", lambda: l2_normalize(random_runner.features(x).astype(np.float64))),
-        ("raw pixels", lambda: l2_normalize((x - x.mean(0)).reshape(len(x), -1).astype(np.float64))),
-    ]:
-        reports[name] = embedding_report(emb(), ds.y, enrol, seed)
+    stages = runner.features(x, every_stage=True)  # pooled output of each feature stage
+    random_stages = random_runner.features(x, every_stage=True)
+    pixels = (x - x.mean(0)).reshape(len(x), -1)
+    reports = {
+        name: embedding_report(l2_normalize(f.astype(np.float64)), ds.y, enrol, seed)
+        for name, f in [
+            ("trained network", stages[-1]),
+            ("random network", random_stages[-1]),
+            ("raw pixels", pixels),
+        ]
+    }
+    # the same measurement at every depth: where do features stop being about strokes in general?
+    by_stage = []
+    for i, (f, fr) in enumerate(zip(stages, random_stages)):
+        r = embedding_report(l2_normalize(f.astype(np.float64)), ds.y, enrol, seed)
+        rr = embedding_report(l2_normalize(fr.astype(np.float64)), ds.y, enrol, seed)
+        by_stage.append({
+            "stage": i, "channels": int(f.shape[1]), "top1": r["identification_top1"], "auc": r["auc"],
+            "random_top1": rr["identification_top1"], "random_auc": rr["auc"],
+        })  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    plot_embed(reports, out / "embed.png", f"unseen digits {unseen[0]}-{unseen[-1]}")
+    plot_embed(reports, by_stage, out / "embed.png", f"unseen digits {unseen[0]}-{unseen[-1]}")
     summary = {
         "checkpoint": str(checkpoint),
         "model": f"MobileNet{cfg.arch.upper()}-{cfg.width_mult:g} {cfg.resolution}px",
@@ -289,6 +302,7 @@ def embed(checkpoint, out, backend=None, enrol=5, seed=0, quiet=False) -> dict:
             n: {k: v for k, v in r.items() if not k.startswith("scores") and k != "roc"}
             for n, r in reports.items()
         },  # fmt: skip
+        "by_stage": by_stage,
     }
     (out / "embed.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "embed.md").write_text(embed_table(summary))
@@ -307,6 +321,13 @@ def embed_table(summary: dict) -> str:
         lines.append(f"| {name} | {r['identification_top1']:.3f} | {r['balanced_accuracy']:.3f} | "
                      f"{r['true_positive_rate']:.3f} | {r['false_positive_rate']:.3f} | {r['auc']:.3f} | "
                      f"{r['threshold']:.3f} |")  # fmt: skip
+    if summary.get("by_stage"):
+        lines += ["", "The same measurement after each feature stage (pooled, L2-normalised):", "",
+                  "| stage | channels | top-1 trained | top-1 random | AUC trained | AUC random |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for b in summary["by_stage"]:
+            lines.append(f"| {b['stage']} | {b['channels']} | {b['top1']:.3f} | {b['random_top1']:.3f} | "
+                         f"{b['auc']:.3f} | {b['random_auc']:.3f} |")  # fmt: skip
     r = next(iter(summary["results"].values()))
     lines += [
         "",
@@ -317,25 +338,37 @@ def embed_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_embed(reports: dict, path, title):
+def plot_embed(reports: dict, by_stage: list, path, title):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.8))
     for name, r in reports.items():
         a.plot(r["roc"]["fpr"], r["roc"]["tpr"], label=f"{name} (AUC {r['auc']:.3f})")
     a.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     a.set(xlabel="false positive rate", ylabel="true positive rate", title=f"verification ROC, {title}")
     a.legend(fontsize=8)
     r = reports["trained network"]
-    bins = np.linspace(-1, 1, 81)
+    lowest = min(r["scores_same"].min(), r["scores_different"].min())
+    bins = np.linspace(min(0.0, lowest), 1, 81)  # ReLU6 features: cosines are >= 0
     b.hist(r["scores_different"], bins, alpha=0.6, density=True, label="different digit")
     b.hist(r["scores_same"], bins, alpha=0.6, density=True, label="same digit")
     b.axvline(r["threshold"], color="k", lw=1, label=f"threshold {r['threshold']:.2f}")
     b.set(xlabel="cosine similarity", ylabel="density", title="trained network: pair similarities")
     b.legend(fontsize=8)
+    st = [s["stage"] for s in by_stage]
+    c.plot(st, [s["top1"] for s in by_stage], "o-", label="top-1, trained")
+    c.plot(st, [s["random_top1"] for s in by_stage], "o--", label="top-1, random")
+    c.plot(st, [s["auc"] for s in by_stage], "s-", label="AUC, trained")
+    c.plot(st, [s["random_auc"] for s in by_stage], "s--", label="AUC, random")
+    c.axhline(
+        reports["raw pixels"]["identification_top1"], color="grey", lw=0.8, ls=":", label="top-1, raw pixels"
+    )
+    c.set(xlabel="feature stage (pooled)", ylabel="score", title="embedding depth", ylim=(0, 1))
+    c.grid(alpha=0.3)
+    c.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

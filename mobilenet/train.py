@@ -152,15 +152,22 @@ class NumpyRunner:
         self.model.train()
         return out  # (N, K) logits
 
-    def features(self, x, batch_size=256):
-        """Penultimate features (after global pooling), eval mode: (N, C_last)."""
+    def features(self, x, batch_size=256, every_stage=False):
+        """Penultimate features (after global pooling), eval mode: (N, C_last). With
+        ``every_stage``, a list: the globally pooled output of each ``features`` entry."""
         m = self.model
         m.eval()
-        parts = m._children
-        out = [parts["pool"].forward(parts["features"].forward(self._prepare(x[i : i + batch_size])))
-               for i in range(0, len(x), batch_size)]  # fmt: skip
+        stages = list(m._children["features"]._children.values())
+        out = []
+        for i in range(0, len(x), batch_size):
+            h, pooled = self._prepare(x[i : i + batch_size]), []
+            for stage in stages:
+                h = stage.forward(h)
+                pooled.append(np.asarray(h).mean(axis=(2, 3)))  # (B, C_i)
+            out.append(pooled)
         m.train()
-        return np.concatenate(out)
+        per_stage = [np.concatenate([o[j] for o in out]) for j in range(len(stages))]
+        return per_stage if every_stage else per_stage[-1]
 
     def _prepare(self, x):
         if self.model.F.MEMORY_FORMAT == "channels_last":
@@ -241,16 +248,22 @@ class TorchRunner:
         self.model.train()
         return np.concatenate(out)
 
-    def features(self, x, batch_size=256):
+    def features(self, x, batch_size=256, every_stage=False):
         import torch
 
         m = self.model
         m.eval()
+        out = []
         with torch.no_grad():
-            out = [m.pool(m.features(torch.from_numpy(x[i : i + batch_size]))).numpy()
-                   for i in range(0, len(x), batch_size)]  # fmt: skip
+            for i in range(0, len(x), batch_size):
+                h, pooled = torch.from_numpy(x[i : i + batch_size]), []
+                for stage in m.features:
+                    h = stage(h)
+                    pooled.append(h.mean(dim=(2, 3)).numpy())  # (B, C_i)
+                out.append(pooled)
         m.train()
-        return np.concatenate(out)
+        per_stage = [np.concatenate([o[j] for o in out]) for j in range(len(m.features))]
+        return per_stage if every_stage else per_stage[-1]
 
     def state_arrays(self) -> dict:
         out = {f"model/{k}": v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}

@@ -72,9 +72,26 @@ def test_embed_reports_three_embeddings(transfer_run, tmp_path, capsys):
     assert set(s["results"]) == {"trained network", "random network", "raw pixels"}
     for r in s["results"].values():
         assert 0 <= r["identification_top1"] <= 1 and 0 <= r["auc"] <= 1 and r["probes"] == 896 - 25
-    assert (tmp_path / "embed.png").stat().st_size > 5000 and "| raw pixels |" in (
-        tmp_path / "embed.md"
-    ).read_text()
+    assert (tmp_path / "embed.png").stat().st_size > 5000
+    assert "| raw pixels |" in (tmp_path / "embed.md").read_text()
+    assert [b["stage"] for b in s["by_stage"]] == list(range(19)) and s["by_stage"][-1]["channels"] == 1280
+    last = s["by_stage"][-1]  # the last stage is the penultimate embedding of the main table
+    assert last["top1"] == s["results"]["trained network"]["identification_top1"]
+
+
+def test_stage_features_agree_between_numpy_and_torch():
+    from mobilenet.train import TrainConfig, make_runner
+
+    cfg = TrainConfig(width_mult=0.35, backend="numpy", dtype="float64")
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32))
+    a = make_runner(cfg, 10).features(x, every_stage=True)
+    b = make_runner(TrainConfig(width_mult=0.35, backend="torch", dtype="float64"), 10).features(
+        x, every_stage=True
+    )
+    assert len(a) == len(b) == 19
+    for i, (p, q) in enumerate(zip(a, b)):  # eval-mode BN: well conditioned, float64 rounding only
+        np.testing.assert_allclose(p, q, rtol=1e-9, atol=1e-12, err_msg=f"stage {i}")
+    np.testing.assert_array_equal(make_runner(cfg, 10).features(x), a[-1])
 
 
 def test_transfer_and_embed_reject_wrong_checkpoints(transfer_run, tmp_path, capsys):
