@@ -18,7 +18,9 @@ value) so E[d^2] - E[d]^2 does not cancel.
 Layouts: channels-last memory is a (M, C) matrix of rows: the inner loop runs
 over C (contiguous, SIMD) and the rows are split into one chunk per thread, each
 chunk summing into its own (C,) buffers, reduced afterwards (race-free). NCHW is
-(N, C, P) planes: prange over channels, one writer per channel.
+(N, C, P) planes: prange over channels, one writer per channel. Arrays smaller than
+``SERIAL_BELOW`` elements run the same loop bodies on serial drivers (waking the thread
+pool costs more than the work there).
 """
 
 from __future__ import annotations
@@ -56,102 +58,208 @@ def _live(y, act):
 
 
 # --- rows: (M, C), channels-last ---------------------------------------------------------
+# Each kernel is a body over a range of rows [r0, r1), run either by a parallel driver (one
+# chunk of rows per thread) or by a serial one. The serial drivers exist for small layers:
+# right after a BLAS call, waking Numba's OpenMP workers while OpenBLAS's threads still spin
+# costs ~0.7 ms on 2 cores, against a few microseconds of work (a 32 x 640 batch norm: 1 ms
+# parallel, 3 us serial; docs/04-kernels.md).
+
+SERIAL_BELOW = 1 << 17  # elements; smaller arrays take the serial drivers
+
+
+@njit(inline="always", **_opts)
+def _stats_chunk(x, k, s, q, r0, r1):
+    s[:] = 0
+    q[:] = 0
+    for r in range(r0, r1):
+        for c in range(x.shape[1]):
+            d = np.float64(x[r, c]) - k[c]
+            s[c] += d
+            q[c] += d * d
+
+
+@njit(inline="always", **_opts)
+def _normalize_chunk(x, scale, shift, act, out, r0, r1):
+    for r in range(r0, r1):
+        for c in range(x.shape[1]):
+            out[r, c] = _act(x[r, c] * scale[c] + shift[c], act)
+
+
+@njit(inline="always", **_opts)
+def _grad_sums_chunk(dy, x, y, mu, inv_std, act, s1, s2, r0, r1):
+    s1[:] = 0
+    s2[:] = 0
+    for r in range(r0, r1):
+        for c in range(x.shape[1]):
+            g = np.float64(dy[r, c]) if _live(y[r, c], act) else 0.0
+            s1[c] += g
+            s2[c] += g * ((x[r, c] - mu[c]) * inv_std[c])
+
+
+@njit(inline="always", **_opts)
+def _dx_chunk(dy, x, y, mu, inv_std, act, a, b1, b2, dx, r0, r1):
+    for r in range(r0, r1):
+        for c in range(x.shape[1]):
+            g = dy[r, c] if _live(y[r, c], act) else dy.dtype.type(0)
+            dx[r, c] = a[c] * (g - b1[c] - (x[r, c] - mu[c]) * inv_std[c] * b2[c])
 
 
 @njit(parallel=True, **_opts)
 def _stats_rows(x, k, part):
     """part[t] = (sum(x - k), sum((x - k)^2)) over chunk t of the rows, float64."""
-    M, C = x.shape
-    T = part.shape[0]
+    M, T = x.shape[0], part.shape[0]
     for t in prange(T):
-        s, q = part[t, 0], part[t, 1]
-        s[:] = 0
-        q[:] = 0
-        for r in range(t * M // T, (t + 1) * M // T):
-            for c in range(C):
-                d = np.float64(x[r, c]) - k[c]
-                s[c] += d
-                q[c] += d * d
+        _stats_chunk(x, k, part[t, 0], part[t, 1], t * M // T, (t + 1) * M // T)
+
+
+@njit(**_opts)
+def _stats_rows_serial(x, k, part):
+    _stats_chunk(x, k, part[0, 0], part[0, 1], 0, x.shape[0])
 
 
 @njit(parallel=True, **_opts)
 def _normalize_rows(x, scale, shift, act, out):
-    M, C = x.shape
-    for r in prange(M):
-        for c in range(C):
-            out[r, c] = _act(x[r, c] * scale[c] + shift[c], act)
+    for r in prange(x.shape[0]):
+        _normalize_chunk(x, scale, shift, act, out, r, r + 1)
+
+
+@njit(**_opts)
+def _normalize_rows_serial(x, scale, shift, act, out):
+    _normalize_chunk(x, scale, shift, act, out, 0, x.shape[0])
 
 
 @njit(parallel=True, **_opts)
 def _grad_sums_rows(dy, x, y, mu, inv_std, act, part):
-    M, C = x.shape
-    T = part.shape[0]
+    M, T = x.shape[0], part.shape[0]
     for t in prange(T):
-        s1, s2 = part[t, 0], part[t, 1]
-        s1[:] = 0
-        s2[:] = 0
-        for r in range(t * M // T, (t + 1) * M // T):
-            for c in range(C):
-                g = np.float64(dy[r, c]) if _live(y[r, c], act) else 0.0
-                s1[c] += g
-                s2[c] += g * ((x[r, c] - mu[c]) * inv_std[c])
+        _grad_sums_chunk(dy, x, y, mu, inv_std, act, part[t, 0], part[t, 1], t * M // T, (t + 1) * M // T)
+
+
+@njit(**_opts)
+def _grad_sums_rows_serial(dy, x, y, mu, inv_std, act, part):
+    _grad_sums_chunk(dy, x, y, mu, inv_std, act, part[0, 0], part[0, 1], 0, x.shape[0])
 
 
 @njit(parallel=True, **_opts)
 def _dx_rows(dy, x, y, mu, inv_std, act, a, b1, b2, dx):
-    M, C = x.shape
-    for r in prange(M):
-        for c in range(C):
-            g = dy[r, c] if _live(y[r, c], act) else dy.dtype.type(0)
-            dx[r, c] = a[c] * (g - b1[c] - (x[r, c] - mu[c]) * inv_std[c] * b2[c])
+    for r in prange(x.shape[0]):
+        _dx_chunk(dy, x, y, mu, inv_std, act, a, b1, b2, dx, r, r + 1)
+
+
+@njit(**_opts)
+def _dx_rows_serial(dy, x, y, mu, inv_std, act, a, b1, b2, dx):
+    _dx_chunk(dy, x, y, mu, inv_std, act, a, b1, b2, dx, 0, x.shape[0])
+
+
+ROWS = {  # parallel driver, serial driver
+    "stats": (_stats_rows, _stats_rows_serial),
+    "normalize": (_normalize_rows, _normalize_rows_serial),
+    "grad_sums": (_grad_sums_rows, _grad_sums_rows_serial),
+    "dx": (_dx_rows, _dx_rows_serial),
+}
 
 
 # --- planes: (N, C, P), NCHW -------------------------------------------------------------
+# The same split: a body per channel (sums) or per (n, c) plane (elementwise), run by a
+# parallel driver (prange over channels / planes, one writer each) or a serial one.
+
+
+@njit(inline="always", **_opts)
+def _stats_plane(x, k, sums, c):
+    s, q = 0.0, 0.0
+    for n in range(x.shape[0]):
+        for p in range(x.shape[2]):
+            d = np.float64(x[n, c, p]) - k[c]
+            s += d
+            q += d * d
+    sums[0, c], sums[1, c] = s, q
+
+
+@njit(inline="always", **_opts)
+def _normalize_plane(x, scale, shift, act, out, nc):
+    n, c = nc // x.shape[1], nc % x.shape[1]
+    for p in range(x.shape[2]):
+        out[n, c, p] = _act(x[n, c, p] * scale[c] + shift[c], act)
+
+
+@njit(inline="always", **_opts)
+def _grad_sums_plane(dy, x, y, mu, inv_std, act, sums, c):
+    s1, s2 = 0.0, 0.0
+    for n in range(x.shape[0]):
+        for p in range(x.shape[2]):
+            g = np.float64(dy[n, c, p]) if _live(y[n, c, p], act) else 0.0
+            s1 += g
+            s2 += g * ((x[n, c, p] - mu[c]) * inv_std[c])
+    sums[0, c], sums[1, c] = s1, s2
+
+
+@njit(inline="always", **_opts)
+def _dx_plane(dy, x, y, mu, inv_std, act, a, b1, b2, dx, nc):
+    n, c = nc // x.shape[1], nc % x.shape[1]
+    for p in range(x.shape[2]):
+        g = dy[n, c, p] if _live(y[n, c, p], act) else dy.dtype.type(0)
+        dx[n, c, p] = a[c] * (g - b1[c] - (x[n, c, p] - mu[c]) * inv_std[c] * b2[c])
 
 
 @njit(parallel=True, **_opts)
 def _stats_planes(x, k, sums):
-    N, C, P = x.shape
-    for c in prange(C):
-        s, q = 0.0, 0.0
-        for n in range(N):
-            for p in range(P):
-                d = np.float64(x[n, c, p]) - k[c]
-                s += d
-                q += d * d
-        sums[0, c], sums[1, c] = s, q
+    for c in prange(x.shape[1]):
+        _stats_plane(x, k, sums, c)
+
+
+@njit(**_opts)
+def _stats_planes_serial(x, k, sums):
+    for c in range(x.shape[1]):
+        _stats_plane(x, k, sums, c)
 
 
 @njit(parallel=True, **_opts)
 def _normalize_planes(x, scale, shift, act, out):
-    N, C, P = x.shape
-    for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        for p in range(P):
-            out[n, c, p] = _act(x[n, c, p] * scale[c] + shift[c], act)
+    for nc in prange(x.shape[0] * x.shape[1]):
+        _normalize_plane(x, scale, shift, act, out, nc)
+
+
+@njit(**_opts)
+def _normalize_planes_serial(x, scale, shift, act, out):
+    for nc in range(x.shape[0] * x.shape[1]):
+        _normalize_plane(x, scale, shift, act, out, nc)
 
 
 @njit(parallel=True, **_opts)
 def _grad_sums_planes(dy, x, y, mu, inv_std, act, sums):
-    N, C, P = x.shape
-    for c in prange(C):
-        s1, s2 = 0.0, 0.0
-        for n in range(N):
-            for p in range(P):
-                g = np.float64(dy[n, c, p]) if _live(y[n, c, p], act) else 0.0
-                s1 += g
-                s2 += g * ((x[n, c, p] - mu[c]) * inv_std[c])
-        sums[0, c], sums[1, c] = s1, s2
+    for c in prange(x.shape[1]):
+        _grad_sums_plane(dy, x, y, mu, inv_std, act, sums, c)
+
+
+@njit(**_opts)
+def _grad_sums_planes_serial(dy, x, y, mu, inv_std, act, sums):
+    for c in range(x.shape[1]):
+        _grad_sums_plane(dy, x, y, mu, inv_std, act, sums, c)
 
 
 @njit(parallel=True, **_opts)
 def _dx_planes(dy, x, y, mu, inv_std, act, a, b1, b2, dx):
-    N, C, P = x.shape
-    for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        for p in range(P):
-            g = dy[n, c, p] if _live(y[n, c, p], act) else dy.dtype.type(0)
-            dx[n, c, p] = a[c] * (g - b1[c] - (x[n, c, p] - mu[c]) * inv_std[c] * b2[c])
+    for nc in prange(x.shape[0] * x.shape[1]):
+        _dx_plane(dy, x, y, mu, inv_std, act, a, b1, b2, dx, nc)
+
+
+@njit(**_opts)
+def _dx_planes_serial(dy, x, y, mu, inv_std, act, a, b1, b2, dx):
+    for nc in range(x.shape[0] * x.shape[1]):
+        _dx_plane(dy, x, y, mu, inv_std, act, a, b1, b2, dx, nc)
+
+
+PLANES = {  # parallel driver, serial driver
+    "stats": (_stats_planes, _stats_planes_serial),
+    "normalize": (_normalize_planes, _normalize_planes_serial),
+    "grad_sums": (_grad_sums_planes, _grad_sums_planes_serial),
+    "dx": (_dx_planes, _dx_planes_serial),
+}
+
+
+def _kernel(name, a, rows: bool):
+    """The driver for ``a``'s layout and size (serial below ``SERIAL_BELOW`` elements)."""
+    return (ROWS if rows else PLANES)[name][a.size < SERIAL_BELOW]
 
 
 # --- public ------------------------------------------------------------------------------
@@ -164,14 +272,15 @@ def _view(a, rows: bool):
     return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1]) if rows else a.reshape(a.shape[0], a.shape[1], -1)
 
 
-def _sums(kernel, a, *args, rows):
-    """Run a per-channel sums kernel; returns float64 (2, C)."""
-    c = a.shape[-1] if rows else a.shape[1]
-    if rows:
-        part = np.empty((max(1, min(numba.get_num_threads(), a.shape[0])), 2, c))
+def _sums(name, a, *args, rows):
+    """Run a per-channel sums kernel ("stats" or "grad_sums"); returns float64 (2, C)."""
+    kernel = _kernel(name, a, rows)
+    if rows:  # one (2, C) buffer per chunk of rows, reduced here
+        serial = a.size < SERIAL_BELOW
+        part = np.empty((1 if serial else max(1, min(numba.get_num_threads(), a.shape[0])), 2, a.shape[1]))
         kernel(a, *args, part)
         return part.sum(axis=0)
-    sums = np.empty((2, c))
+    sums = np.empty((2, a.shape[1]))
     kernel(a, *args, sums)
     return sums
 
@@ -206,7 +315,7 @@ def batch_norm(
                 f"{fn}: expected more than 1 value per channel when training, got input of shape {x.shape}"
             )
         k = (xv[0] if rows else xv[0, :, 0]).astype(np.float64)  # shift: one sample per channel
-        s, q = _sums(_stats_rows if rows else _stats_planes, xv, k, rows=rows)
+        s, q = _sums("stats", xv, k, rows=rows)
         mu = k + s / m
         var = np.maximum(q / m - (s / m) ** 2, 0.0)  # biased
         if running_mean is not None:
@@ -223,7 +332,7 @@ def batch_norm(
     shift = (0.0 if bias is None else bias.astype(np.float64)) - mu * scale
     y = np.empty_like(x)  # same memory format as x
     act = ACTIVATIONS[activation]
-    kernel = _normalize_rows if rows else _normalize_planes
+    kernel = _kernel("normalize", xv, rows)
     kernel(xv, scale.astype(x.dtype), shift.astype(x.dtype), act, _view(y, rows))
     cache = {
         "x": x,
@@ -248,7 +357,7 @@ def batch_norm_replay(x, stats):
     rows = stats["rows"]
     x = x if rows else np.ascontiguousarray(x)
     y = np.empty_like(x)
-    kernel = _normalize_rows if rows else _normalize_planes
+    kernel = _kernel("normalize", x, rows)
     kernel(_view(x, rows), stats["scale"].astype(x.dtype), np.asarray(stats["shift"]).astype(x.dtype),
            stats["act"], _view(y, rows))  # fmt: skip
     return y, {**stats, "x": x, "y": y}
@@ -271,11 +380,11 @@ def batch_norm_backward(dy, cache):
         dy = np.ascontiguousarray(dy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     dyv, xv, yv = _view(dy, rows), _view(x, rows), _view(y, rows)
     mu, inv_std = cache["mu"].astype(x.dtype), cache["inv_std"].astype(x.dtype)
-    s1, s2 = _sums(_grad_sums_rows if rows else _grad_sums_planes, dyv, xv, yv, mu, inv_std, act, rows=rows)
+    s1, s2 = _sums("grad_sums", dyv, xv, yv, mu, inv_std, act, rows=rows)
     m = x.size // x.shape[1]
     b1, b2 = (s1 / m, s2 / m) if cache["training"] else (np.zeros_like(s1), np.zeros_like(s2))
     dx = np.empty_like(x)
-    kernel = _dx_rows if rows else _dx_planes
+    kernel = _kernel("dx", xv, rows)
     kernel(dyv, xv, yv, mu, inv_std, act, cache["scale"].astype(x.dtype), b1.astype(x.dtype),
            b2.astype(x.dtype), _view(dx, rows))  # fmt: skip
     dweight = s2.astype(x.dtype) if cache["has_weight"] else None
