@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from numpy_impl.functional._checks import check_number
+from numpy_impl.functional._checks import check_int, check_number
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond")
@@ -83,19 +83,11 @@ def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
 def resize(x: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of (N, C, H, W) to (N, C, size, size), as ``F.interpolate(mode="bilinear")``."""
     _, _, h, w = _check_images("resize", x).shape
-    size = _check_int("resize", "size", size, 1)
+    size = check_int("resize", "size", size, 1)
     if (h, w) == (size, size):
         return x.astype(np.float32)
     rh, rw = _interp_matrix(h, size), _interp_matrix(w, size)
     return np.einsum("oh,nchw,pw->ncop", rh, x, rw, optimize=True).astype(np.float32)  # (N, C, S, S)
-
-
-def _check_int(fn, name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__}")
-    if v < lo:
-        raise ValueError(f"{fn}: {name} must be >= {lo}, got {v}")
-    return int(v)
 
 
 def _check_images(fn, x):
@@ -273,7 +265,7 @@ def stratified_split(
 
 def few_shot(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """Indices of ``k`` images of each class (the first k of a seeded shuffle)."""
-    y, k = _check_labels("few_shot", y), _check_int("few_shot", "k", k, 1)
+    y, k = _check_labels("few_shot", y), check_int("few_shot", "k", k, 1)
     rng = np.random.default_rng(seed)
     picks = []
     for c in np.unique(y):
@@ -316,7 +308,7 @@ def load_data(
 def random_shift(x: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
     """Shift each image by up to ``max_shift`` px in each direction, zero-filled (a padded random crop)."""
     _check_images("random_shift", x)
-    if _check_int("random_shift", "max_shift", max_shift, 0) == 0:
+    if check_int("random_shift", "max_shift", max_shift, 0) == 0:
         return x
     n, _, h, w = x.shape
     s = max_shift
@@ -362,8 +354,8 @@ def batch_indices(n: int, batch_size: int, seed, epoch: int, shuffle: bool = Tru
     """The batches of one epoch as index arrays: a permutation drawn from ``(seed, epoch)``, so
     any epoch can be regenerated without replaying the ones before it."""
     n, batch_size = (
-        _check_int("batch_indices", "n", n, 0),
-        _check_int("batch_indices", "batch_size", batch_size, 1),
+        check_int("batch_indices", "n", n, 0),
+        check_int("batch_indices", "batch_size", batch_size, 1),
     )
     order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n

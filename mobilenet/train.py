@@ -163,10 +163,11 @@ class NumpyRunner:
             h, pooled = self._prepare(x[i : i + batch_size]), []
             for stage in stages:
                 h = stage.forward(h)
-                pooled.append(np.asarray(h).mean(axis=(2, 3)))  # (B, C_i)
+                if every_stage or stage is stages[-1]:
+                    pooled.append(np.asarray(h).mean(axis=(2, 3)))  # (B, C_i)
             out.append(pooled)
         m.train()
-        per_stage = [np.concatenate([o[j] for o in out]) for j in range(len(stages))]
+        per_stage = [np.concatenate([o[j] for o in out]) for j in range(len(out[0]))]
         return per_stage if every_stage else per_stage[-1]
 
     def _prepare(self, x):
@@ -257,12 +258,13 @@ class TorchRunner:
         with torch.no_grad():
             for i in range(0, len(x), batch_size):
                 h, pooled = torch.from_numpy(x[i : i + batch_size]), []
-                for stage in m.features:
+                for j, stage in enumerate(m.features):
                     h = stage(h)
-                    pooled.append(h.mean(dim=(2, 3)).numpy())  # (B, C_i)
+                    if every_stage or j == len(m.features) - 1:
+                        pooled.append(h.mean(dim=(2, 3)).numpy())  # (B, C_i)
                 out.append(pooled)
         m.train()
-        per_stage = [np.concatenate([o[j] for o in out]) for j in range(len(m.features))]
+        per_stage = [np.concatenate([o[j] for o in out]) for j in range(len(out[0]))]
         return per_stage if every_stage else per_stage[-1]
 
     def state_arrays(self) -> dict:
@@ -346,14 +348,12 @@ def step_seed(seed: int, epoch: int, step: int, stream: int) -> int:
 
 def evaluate(runner, ds: D.Dataset, mean, std, batch_size=256) -> dict:
     x = D.normalize(ds.x, mean, std, np.dtype(runner.cfg.dtype))
+    from numpy_impl import functional as F
+
     logits = runner.predict(x, batch_size).astype(np.float64)
-    shifted = logits - logits.max(1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
-    return {
-        "loss": float(-logp[np.arange(len(ds)), ds.y].mean()),
-        "accuracy": float((logits.argmax(1) == ds.y).mean()),
-        "predictions": logits.argmax(1),
-    }
+    loss, _ = F.softmax_cross_entropy(logits, ds.y)  # plain cross-entropy, no smoothing
+    pred = logits.argmax(1)
+    return {"loss": float(loss), "accuracy": float((pred == ds.y).mean()), "predictions": pred}
 
 
 class Trainer:

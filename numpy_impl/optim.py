@@ -30,11 +30,10 @@ inside, which matters only while v is tiny.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from .functional._checks import check_number
+from .functional._checks import check_int, check_number
 
 
 def _check_params(fn, params):
@@ -212,14 +211,6 @@ def decay_groups(model, weight_decay: float, exempt_bn_and_depthwise: bool = Tru
 # --- learning-rate schedules: pure functions of the step ---------------------------------
 
 
-def _check_count(fn, name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__}")
-    if v < lo:
-        raise ValueError(f"{fn}: {name} must be >= {lo}, got {v}")
-    return int(v)
-
-
 class CosineWithWarmup:
     """Linear warm-up from ``warmup_start * base_lr`` over ``warmup_steps``, then a half cosine
     down to ``min_lr`` at ``total_steps`` (torch: ``SequentialLR([LinearLR, CosineAnnealingLR])``).
@@ -233,8 +224,8 @@ class CosineWithWarmup:
     def __init__(self, base_lr, total_steps, warmup_steps=0, min_lr=0.0, warmup_start=0.1):
         fn = "CosineWithWarmup"
         self.base_lr = check_number(fn, "base_lr", base_lr, 0.0, None)
-        self.total = _check_count(fn, "total_steps", total_steps, 1)
-        self.warmup = _check_count(fn, "warmup_steps", warmup_steps, 0)
+        self.total = check_int(fn, "total_steps", total_steps, 1)
+        self.warmup = check_int(fn, "warmup_steps", warmup_steps, 0)
         if self.warmup >= self.total:
             raise ValueError(f"{fn}: warmup_steps must be < total_steps ({self.total}), got {self.warmup}")
         self.min_lr = check_number(fn, "min_lr", min_lr, 0.0, self.base_lr)
@@ -252,7 +243,7 @@ class StepDecay:
 
     def __init__(self, base_lr, step_size, gamma=0.1):
         self.base_lr = check_number("StepDecay", "base_lr", base_lr, 0.0, None)
-        self.step_size = _check_count("StepDecay", "step_size", step_size, 1)
+        self.step_size = check_int("StepDecay", "step_size", step_size, 1)
         self.gamma = check_number("StepDecay", "gamma", gamma, 0.0, None)
 
     def __call__(self, t: int) -> float:
@@ -266,7 +257,7 @@ class ExponentialDecay:
     def __init__(self, base_lr, gamma, every=1, staircase=True):
         self.base_lr = check_number("ExponentialDecay", "base_lr", base_lr, 0.0, None)
         self.gamma = check_number("ExponentialDecay", "gamma", gamma, 0.0, None)
-        self.every = _check_count("ExponentialDecay", "every", every, 1)
+        self.every = check_int("ExponentialDecay", "every", every, 1)
         self.staircase = bool(staircase)
 
     def __call__(self, t: int) -> float:

@@ -63,3 +63,12 @@ def check_number(fn: str, name: str, v, lo=None, hi=None) -> float:
     if (lo is not None and v < lo) or (hi is not None and v > hi) or v != v:
         raise ValueError(f"{fn}: {name} must be in [{lo}, {hi}], got {v}")
     return float(v)
+
+
+def check_int(fn: str, name: str, v, lo: int) -> int:
+    """An int (numpy integers too, not bool) >= ``lo``."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__}")
+    if v < lo:
+        raise ValueError(f"{fn}: {name} must be >= {lo}, got {v}")
+    return int(v)
