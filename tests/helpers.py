@@ -10,6 +10,19 @@ U32 = float(np.finfo(np.float32).eps) / 2  # unit roundoff, 6e-8
 U64 = float(np.finfo(np.float64).eps) / 2
 
 DTYPES = st.sampled_from([np.float32, np.float64])
+MOMENTA = st.sampled_from([0.1, 0.0, 1.0, 0.37])  # batch norm's momentum: torch's default, both ends, other
+EPSILONS = st.sampled_from([1e-5, 1e-3, 0.25])  # batch norm's eps: torch's default and two larger ones
+MEMORY = st.sampled_from(["nchw", "channels_last", "strided"])
+
+
+def in_memory(a, memory):
+    """The values of the (N, C, H, W) array ``a`` laid out as NCHW, channels-last (NHWC memory,
+    torch's channels_last) or "strided": a view that is neither (every other element of a wider array)."""
+    if memory == "channels_last":
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    if memory == "strided":
+        return np.repeat(a, 2, axis=-1)[..., ::2]  # (contiguous after all when W == 1: numpy's rule)
+    return np.ascontiguousarray(a)
 
 
 def t64(a):
@@ -19,6 +32,12 @@ def t64(a):
 
 def leaf(a):
     return t64(a).requires_grad_(True)
+
+
+def bound_tolerance(bound, k, dtype):
+    """The elementwise tolerance :func:`assert_within_bound` allows: ``2 * gamma_{k+2} * bound``."""
+    u = U32 if np.dtype(dtype) == np.float32 else U64
+    return 2 * (k + 2) * u * np.asarray(bound, np.float64) + np.finfo(np.float64).tiny
 
 
 def assert_within_bound(actual, exact, bound, k, dtype, what=""):
@@ -33,8 +52,7 @@ def assert_within_bound(actual, exact, bound, k, dtype, what=""):
     exact = np.asarray(exact, np.float64)
     bound = np.asarray(bound, np.float64)
     assert actual.shape == exact.shape, f"{what}: shape {actual.shape} != {exact.shape}"
-    u = U32 if np.dtype(dtype) == np.float32 else U64
-    tol = 2 * (k + 2) * u * bound + np.finfo(np.float64).tiny
+    tol = bound_tolerance(bound, k, dtype)
     err = np.abs(actual - exact)
     worst = np.unravel_index(np.argmax(err - tol), err.shape) if err.size else ()
     assert np.all(err <= tol), (
@@ -106,3 +124,56 @@ def conv_cases(draw, depthwise=False, max_hw=12):
     cin, cout = groups * draw(st.integers(1, 4)), groups * draw(st.integers(1, 4))
     return {"x": (n, cin, h, w), "w": (cout, cin // groups, kh, kw), "stride": stride, "padding": padding,
             "dilation": dilation, "groups": groups}  # fmt: skip
+
+
+def batch_norm_bounds(x, weight, bias, dy, mean, var, eps, training):
+    """Per-element magnitudes of the terms of batch norm's formulas, for assert_within_bound.
+
+    ``mean, var`` are the (C,) statistics x is normalised with (the batch's in training,
+    the running ones in eval). Returns a dict of bounds and ``k`` (the reduction length).
+    Where the formulas cancel, the bound carries the terms before cancellation:
+    ``x*inv - mu*inv`` for xhat, ``|x - mu|`` for the variance. A one-pass variance
+    (sum of squares around a shift taken from the data, as the Numba kernel computes it)
+    has an error of ~M*u*range^2 instead of ~M*u*var: the factor ``1 + range^2/var``
+    covers every quantity that depends on 1/sqrt(var + eps).
+    """
+    x64 = np.asarray(x, np.float64)
+    c = x64.shape[1]
+    axes = (0,) + tuple(range(2, x64.ndim))
+    shape = (1, c) + (1,) * (x64.ndim - 2)
+    m = x64.size // c
+    mu = np.asarray(mean, np.float64).reshape(shape)
+    inv = 1 / np.sqrt(np.asarray(var, np.float64).reshape(shape) + eps)
+    xhat = np.abs(x64 - mu) * inv + np.abs(x64 * inv)  # x*inv - mu*inv cancels
+    spread = 1.0
+    if training:
+        rng2 = (x64.max(axis=axes, keepdims=True) - x64.min(axis=axes, keepdims=True)) ** 2
+        spread = 1 + rng2 * inv**2
+    w_abs = np.ones(shape) if weight is None else np.abs(np.asarray(weight, np.float64)).reshape(shape)
+    b_abs = 0 if bias is None else np.abs(np.asarray(bias, np.float64)).reshape(shape)
+    dyw = np.abs(np.asarray(dy, np.float64)) * w_abs
+    mean_abs = np.abs(x64).mean(axis=axes, keepdims=True) * inv  # mu * scale inside the shift
+    out = {"k": m + 6}
+    out["y"] = (xhat * spread + mean_abs) * w_abs + b_abs
+    if training:
+        out["dx"] = (
+            inv
+            * spread
+            * (dyw + dyw.mean(axes, keepdims=True) + xhat * (dyw * xhat).mean(axes, keepdims=True))
+        )
+    else:
+        out["dx"] = inv * spread * dyw
+    out["dweight"] = (np.abs(dy) * xhat * spread).sum(axes)
+    out["dbias"] = np.abs(dy).sum(axes)
+    return out
+
+
+def running_stat_bounds(x, running_mean, running_var):
+    """Bounds of the updated running statistics' formulas (mean of x; unbiased variance)."""
+    x64 = np.asarray(x, np.float64)
+    axes = (0,) + tuple(range(2, x64.ndim))
+    m = x64.size // x64.shape[1]
+    rng2 = (x64.max(axis=axes) - x64.min(axis=axes)) ** 2  # (x - shift)^2 for any shift in the data
+    mean_b = np.abs(running_mean) + np.abs(x64).max(axis=axes)
+    var_b = np.abs(running_var) + rng2 * m / max(m - 1, 1)
+    return mean_b, var_b, m + 6

@@ -10,27 +10,32 @@ from kernels import batchnorm as KB
 from kernels._prep import is_channels_last
 from numpy_impl import functional as F
 
-from .helpers import DTYPES, assert_within_bound, conv_cases, rng_arrays
+from .helpers import (
+    DTYPES,
+    EPSILONS,
+    MEMORY,
+    MOMENTA,
+    assert_within_bound,
+    batch_norm_bounds,
+    bound_tolerance,
+    conv_cases,
+    in_memory,
+    rng_arrays,
+    running_stat_bounds,
+)
 
 
 def channels_last(a):
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-
-
-MEMORY = st.sampled_from(["nchw", "channels_last"])
-
-
-def layout(a, memory):
-    return channels_last(a) if memory == "channels_last" else a
+    return in_memory(a, "channels_last")
 
 
 @given(n=st.integers(1, 4), cin=st.integers(1, 40), cout=st.integers(1, 40), h=st.integers(1, 9),
        w=st.integers(1, 9), dtype=DTYPES, memory=MEMORY, seed=st.integers(0, 2**16))  # fmt: skip
 def test_pointwise_matches_reference(n, cin, cout, h, w, dtype, memory, seed):
     x, wt = rng_arrays(seed, dtype, (n, cin, h, w), (cout, cin, 1, 1))
-    out = K.pointwise_conv2d(layout(x, memory), wt)
+    out = K.pointwise_conv2d(in_memory(x, memory), wt)
     dout = rng_arrays(seed + 1, dtype, out.shape)[0]
-    dx, dw = K.pointwise_conv2d_backward(layout(dout, memory), layout(x, memory), wt)
+    dx, dw = K.pointwise_conv2d_backward(in_memory(dout, memory), in_memory(x, memory), wt)
     x64, w64, d64 = x.astype(np.float64), wt.astype(np.float64), dout.astype(np.float64)
     assert_within_bound(
         out, F.pointwise_conv2d(x64, w64), F.pointwise_conv2d(np.abs(x64), np.abs(w64)), cin, dtype
@@ -39,59 +44,96 @@ def test_pointwise_matches_reference(n, cin, cout, h, w, dtype, memory, seed):
     b_dx, b_dw = F.pointwise_conv2d_backward(np.abs(d64), np.abs(x64), np.abs(w64))
     assert_within_bound(dx, e_dx, b_dx, cout, dtype, "dx")
     assert_within_bound(dw, e_dw, b_dw, n * h * w, dtype, "dw")
-    if memory == "channels_last" and is_channels_last(layout(x, memory)):
+    if memory == "channels_last" and is_channels_last(in_memory(x, memory)):
         assert is_channels_last(out) or cout == 1
+
+
+ACTIVATION = {None: (lambda v: v, lambda y: np.ones(y.shape, bool)),  # forward, torch's "passes the gradient"
+              "relu": (F.relu, lambda y: y > 0),  # threshold_backward: zero at 0
+              "relu6": (F.relu6, lambda y: (y > 0) & (y < 6))}  # hardtanh_backward: zero at 0 and 6  # fmt: skip
+
+
+def bn_inputs(seed, dtype, shape, affine, kinks):
+    """x, weight, bias, running mean and var, dy. Weights of |2-6| and biases of +-2 push a good share
+    of the normalised values past 0 and 6. ``kinks``: small integers and var + eps == 4, so that eval
+    mode computes exactly and lands values exactly on 0 and 6 (eps must then be 0.25)."""
+    c = shape[1]
+    rng = np.random.default_rng(seed)
+    dy = rng.standard_normal(shape)
+    if kinks:
+        x = rng.integers(-12, 13, shape).astype(float)
+        w = rng.choice([-2.0, 2.0], c)  # scale = w / 2 = +-1
+        b, rm = rng.integers(-3, 4, c).astype(float), rng.integers(-2, 3, c).astype(float)
+        rv = np.full(c, 3.75)  # + eps 0.25 = 4: 1/sqrt is exact
+        if not affine:
+            w, b = np.ones(c), np.zeros(c)  # what the kernel uses for None
+        scale, shift = w / 2, b - rm * w / 2
+        x[0, :, 0, 0], x[-1, :, -1, -1] = -shift / scale, (6 - shift) / scale  # exactly onto 0 and 6
+    else:
+        x = rng.standard_normal(shape) * 3 + 1
+        w = rng.choice([-1, 1], c) * (2 + 4 * rng.random(c))
+        b, rm = rng.standard_normal(c) * 2, rng.standard_normal(c)
+        rv = rng.random(c) + 0.5
+    w, b = (w, b) if affine else (None, None)
+    return [None if a is None else a.astype(dtype) for a in (x, w, b, rm, rv, dy)]
 
 
 @given(shape=st.tuples(st.integers(1, 4), st.integers(1, 24), st.integers(1, 6), st.integers(1, 6)),
        dtype=DTYPES, training=st.booleans(), act=st.sampled_from([None, "relu", "relu6"]), memory=MEMORY,
-       affine=st.booleans(), seed=st.integers(0, 2**16), parallel=st.booleans())  # fmt: skip
-def test_batch_norm_matches_reference(shape, dtype, training, act, memory, affine, seed, parallel):
+       dy_memory=MEMORY, affine=st.booleans(), momentum=MOMENTA, eps=EPSILONS, kinks=st.booleans(),
+       seed=st.integers(0, 2**16), parallel=st.booleans())  # fmt: skip
+def test_batch_norm_matches_reference(shape, dtype, training, act, memory, dy_memory, affine, momentum, eps,
+                                      kinks, seed, parallel):  # fmt: skip
+    if kinks:
+        training, eps = False, 0.25
     assume(not training or shape[0] * shape[2] * shape[3] > 1)
     old = KB.SERIAL_BELOW
     KB.SERIAL_BELOW = 0 if parallel else 1 << 62  # both drivers of the channels-last kernels
     try:
-        _check_batch_norm(shape, dtype, training, act, memory, affine, seed)
+        _check_batch_norm(shape, dtype, training, act, memory, dy_memory, affine, momentum, eps, kinks, seed)
     finally:
         KB.SERIAL_BELOW = old
 
 
-def _check_batch_norm(shape, dtype, training, act, memory, affine, seed):
-    c = shape[1]
-    x, w, b, rm, dy = rng_arrays(seed, dtype, shape, (c,), (c,), (c,), shape)
-    x = (x * 3 + 1).astype(dtype)
-    rv = (np.random.default_rng(seed).random(c) + 0.5).astype(dtype)
-    w, b = (w, b) if affine else (None, None)
-    rm_ref, rv_ref = rm.copy(), rv.copy()
-    pre, cache = F.batch_norm(x, w, b, rm_ref, rv_ref, training)
-    y_ref = {None: pre, "relu": F.relu(pre), "relu6": F.relu6(pre)}[act]
-    g = {None: dy, "relu": F.relu_backward(dy, pre), "relu6": F.relu6_backward(dy, pre)}[act]
-    dx_ref, dw_ref, db_ref = F.batch_norm_backward(g, cache)
+def _check_batch_norm(shape, dtype, training, act, memory, dy_memory, affine, momentum, eps, kinks, seed):
+    x, w, b, rm, rv, dy = bn_inputs(seed, dtype, shape, affine, kinks)
+    f64 = [None if a is None else a.astype(np.float64) for a in (x, w, b, rm, rv, dy)]
+    rm_ref, rv_ref = f64[3].copy(), f64[4].copy()
+    # the float64 reference on the same values is the "exact" answer
+    pre, cache = F.batch_norm(f64[0], f64[1], f64[2], rm_ref, rv_ref, training, momentum, eps)
+    forward, passes = ACTIVATION[act]
 
-    y, kcache = K.batch_norm(layout(x, memory), w, b, rm, rv, training, activation=act)
-    dx, dw, db = K.batch_norm_backward(layout(dy, memory), kcache)
-    # Both sides reduce in float64 and differ by elementwise float32 rounding (a few ulps of
-    # the terms), except where the activation's mask flips on a value within rounding of a kink.
-    tol = 1e-10 if dtype == np.float64 else 2e-5
-    live = (
-        (y_ref > 1e-4) & (y_ref < 6 - 1e-4)
-        if act == "relu6"
-        else (y_ref > 1e-4 if act else np.ones(shape, bool))
-    )
-    scale = np.abs(x).max() + 1
-    assert np.all(np.abs(y - y_ref)[live] <= tol * scale * 10)
-    if live.all():
-        np.testing.assert_allclose(
-            dx, dx_ref, rtol=0, atol=tol * 10 * (np.abs(dx_ref).max() + np.abs(dy).max())
-        )
-        if affine:
-            np.testing.assert_allclose(
-                dw, dw_ref, rtol=0, atol=tol * np.abs(dy).sum(axis=(0, 2, 3)).max() * scale
-            )
-            np.testing.assert_allclose(db, db_ref, rtol=0, atol=tol * np.abs(dy).sum(axis=(0, 2, 3)).max())
-    np.testing.assert_allclose(rm, rm_ref, rtol=tol, atol=tol * scale)
-    np.testing.assert_allclose(rv, rv_ref, rtol=tol * 10, atol=tol * scale**2)
-    assert (dw is None) == (not affine)
+    y, kcache = K.batch_norm(in_memory(x, memory), w, b, rm, rv, training, momentum, eps, activation=act)
+    dx, dw, db = K.batch_norm_backward(in_memory(dy, dy_memory), kcache)
+
+    axes = (0, 2, 3)
+    mean, var = (f64[0].mean(axes), f64[0].var(axes)) if training else (f64[3], f64[4])
+    bnd = batch_norm_bounds(x, w, b, dy, mean, var, eps, training)
+    k = bnd["k"]
+    assert y.dtype == dx.dtype == dtype and y.shape == dx.shape == shape
+    # act is 1-Lipschitz: the bound of the normalised value holds after it
+    assert_within_bound(y, forward(pre), bnd["y"], k, dtype, "y")
+    if act is not None:  # clipped outputs are exact: a value clearly past a kink gives 0 or 6 itself
+        tol = bound_tolerance(bnd["y"], k, dtype)
+        assert np.all(y[pre < -tol] == 0), "values below 0 must give exactly 0"
+        if act == "relu6":
+            assert np.all(y[pre > 6 + tol] == 6), "values above 6 must give exactly 6"
+    if kinks:
+        np.testing.assert_array_equal(y, forward(pre))  # exact arithmetic: values exactly on 0 and 6
+        assert (pre == 6).any() and ((pre == 0).any() or x.size == shape[1]), "the inputs miss the kinks"
+    # Which elements pass the gradient is decided per element on the kernel's own output by torch's
+    # rule: where a value lies within rounding of a kink either side is right, and the checks above
+    # tie y to the reference everywhere else.
+    g = np.where(passes(y.astype(np.float64)), f64[5], 0.0)
+    dx_ref, dw_ref, db_ref = F.batch_norm_backward(g, cache)
+    assert_within_bound(dx, dx_ref, bnd["dx"], k, dtype, "dx")
+    assert (dw is None) == (db is None) == (not affine)
+    if affine:
+        assert_within_bound(dw, dw_ref, bnd["dweight"], k, dtype, "dweight")
+        assert_within_bound(db, db_ref, bnd["dbias"], k, dtype, "dbias")
+    mean_b, var_b, k_run = running_stat_bounds(x, f64[3], f64[4])
+    assert_within_bound(rm, rm_ref, mean_b, k_run, dtype, "running_mean")
+    assert_within_bound(rv, rv_ref, var_b, k_run, dtype, "running_var")
 
 
 @given(case=conv_cases(), dtype=DTYPES, seed=st.integers(0, 2**16))

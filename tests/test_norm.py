@@ -8,7 +8,18 @@ from hypothesis import strategies as st
 
 from numpy_impl import functional as F
 
-from .helpers import DTYPES, assert_within_bound, directional_check, leaf, rng_arrays, t64
+from .helpers import (
+    DTYPES,
+    EPSILONS,
+    MOMENTA,
+    assert_within_bound,
+    batch_norm_bounds,
+    directional_check,
+    leaf,
+    rng_arrays,
+    running_stat_bounds,
+    t64,
+)
 
 shapes = st.tuples(st.integers(1, 4), st.integers(1, 9), st.integers(1, 6), st.integers(1, 6))
 
@@ -21,50 +32,41 @@ def make(seed, dtype, shape):
     return x, w, b, rm, rv, dy
 
 
-@given(shape=shapes, dtype=DTYPES, training=st.booleans(), affine=st.booleans(),
-       momentum=st.sampled_from([0.1, 0.0, 1.0, 0.37]), seed=st.integers(0, 2**16))  # fmt: skip
-def test_batch_norm_matches_torch(shape, dtype, training, affine, momentum, seed):
+@given(shape=shapes, dtype=DTYPES, training=st.booleans(), affine=st.booleans(), momentum=MOMENTA,
+       eps=EPSILONS, seed=st.integers(0, 2**16))  # fmt: skip
+def test_batch_norm_matches_torch(shape, dtype, training, affine, momentum, eps, seed):
     assume(not training or shape[0] * shape[2] * shape[3] > 1)
     x, w, b, rm, rv, dy = make(seed, dtype, shape)
     w, b = (w, b) if affine else (None, None)
     rm_t, rv_t = t64(rm), t64(rv)
-    y, cache = F.batch_norm(x, w, b, rm, rv, training, momentum, 1e-5)
+    rm0, rv0 = rm.astype(np.float64), rv.astype(np.float64)
+    y, cache = F.batch_norm(x, w, b, rm, rv, training, momentum, eps)
     dx, dw, db = F.batch_norm_backward(dy, cache)
 
     xt = leaf(x)
     wt, bt = (leaf(w), leaf(b)) if affine else (None, None)
-    yt = TF.batch_norm(xt, rm_t, rv_t, wt, bt, training, momentum, 1e-5)
+    yt = TF.batch_norm(xt, rm_t, rv_t, wt, bt, training, momentum, eps)
     yt.backward(t64(dy))
 
-    # Error bounds: magnitudes of the terms of each formula (reductions are float64).
-    m = x.size // x.shape[1]
-    axes = (0, 2, 3)
     x64 = x.astype(np.float64)
-    mu = x64.mean(axes, keepdims=True) if training else rm_t.numpy().reshape(1, -1, 1, 1)
-    var = x64.var(axes, keepdims=True) if training else rv_t.numpy().reshape(1, -1, 1, 1)
-    inv = 1 / np.sqrt(var + 1e-5)
-    xhat = np.abs(x64 - mu) * inv + np.abs(x64 * inv)  # x*inv - mu*inv cancels
-    w_abs = np.ones((1, shape[1], 1, 1)) if w is None else np.abs(w.astype(np.float64)).reshape(1, -1, 1, 1)
-    b_abs = 0 if b is None else np.abs(b.astype(np.float64)).reshape(1, -1, 1, 1)
-    dyw = np.abs(dy) * w_abs
-    dx_bound = inv * (dyw + dyw.mean(axes, keepdims=True) + xhat * (dyw * xhat).mean(axes, keepdims=True))
-
+    axes = (0, 2, 3)
+    mean, var = (x64.mean(axes), x64.var(axes)) if training else (rm0, rv0)
+    bnd = batch_norm_bounds(x, w, b, dy, mean, var, eps, training)
+    k = bnd["k"]
     assert y.dtype == dx.dtype == dtype
-    # y and dx depend on length-M reductions (mean, variance, the two gradient sums): the
-    # bounds carry their terms, |x| for the mean, with k = M + a few elementwise roundings.
-    mean_abs = np.abs(x64).mean(axes, keepdims=True) * inv
-    assert_within_bound(y, yt.detach().numpy(), (xhat + mean_abs) * w_abs + b_abs, m + 4, dtype, "y")
-    assert_within_bound(dx, xt.grad.numpy(), dx_bound, m + 6, dtype, "dx")
+    assert_within_bound(y, yt.detach().numpy(), bnd["y"], k, dtype, "y")
+    assert_within_bound(dx, xt.grad.numpy(), bnd["dx"], k, dtype, "dx")
     if affine:
-        assert_within_bound(dw, wt.grad.numpy(), (np.abs(dy) * xhat).sum(axes), 4, dtype, "dweight")
-        assert_within_bound(db, bt.grad.numpy(), np.abs(dy).sum(axes), 4, dtype, "dbias")
+        assert_within_bound(dw, wt.grad.numpy(), bnd["dweight"], k, dtype, "dweight")
+        assert_within_bound(db, bt.grad.numpy(), bnd["dbias"], k, dtype, "dbias")
     else:
         assert dw is None and db is None
     # running statistics: updated in place in training (unbiased variance), untouched in eval
-    mu_b = np.abs(x64).mean(axes)
-    assert_within_bound(rm, rm_t.numpy(), np.abs(rm_t.numpy()) + mu_b, 4, dtype, "running_mean")
-    var_b = (x64**2).mean(axes) * m / max(m - 1, 1) + np.abs(rv_t.numpy())
-    assert_within_bound(rv, rv_t.numpy(), var_b, 6, dtype, "running_var")
+    mean_b, var_b, k_run = running_stat_bounds(x, rm0, rv0)
+    assert_within_bound(rm, rm_t.numpy(), mean_b, k_run, dtype, "running_mean")
+    assert_within_bound(rv, rv_t.numpy(), var_b, k_run, dtype, "running_var")
+    if not training:
+        assert np.array_equal(rm, rm0) and np.array_equal(rv, rv0)
 
 
 @given(shape=shapes, training=st.booleans(), seed=st.integers(0, 2**16))
