@@ -25,6 +25,12 @@ def in_memory(a, memory):
     return np.ascontiguousarray(a)
 
 
+def strided(a, on=True):
+    """The values of ``a`` as a view that is not contiguous in any order (every other element of a
+    wider array along axis 0), or ``a`` itself when ``on`` is False."""
+    return np.repeat(a, 2, axis=0)[::2] if on else a
+
+
 def t64(a):
     """A float64 tensor holding exactly the values of ``a`` (float32 values are exact in float64)."""
     return torch.tensor(np.asarray(a, dtype=np.float64), dtype=torch.float64)

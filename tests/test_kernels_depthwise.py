@@ -11,12 +11,13 @@ from kernels import depthwise as K
 from kernels import depthwise_versions as V
 from kernels._prep import is_channels_last
 from numpy_impl import functional as F
+from numpy_impl.functional.conv import geometry
 
-from .helpers import DTYPES, assert_within_bound, conv_cases, rng_arrays
+from .helpers import DTYPES, MEMORY, assert_within_bound, conv_cases, in_memory, rng_arrays, strided
 
 
 def channels_last(a):
-    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    return in_memory(a, "channels_last")
 
 
 def exact(x, w, dout, kw):
@@ -46,14 +47,14 @@ def dw_cases(draw, only_3x3=False):
     return case
 
 
-def check_version(case, dtype, seed, fwd_version, bwd_version, memory):
+def check_version(case, dtype, seed, fwd_version, bwd_version, memory, dout_memory=None, w_strided=False):
     x, w, dout_seed = *rng_arrays(seed, dtype, case["x"], case["w"]), seed + 1
     kw = {k: case[k] for k in ("stride", "padding", "dilation")}
-    x_in = channels_last(x) if memory == "channels_last" else x
-    out = K.depthwise_conv2d(x_in, w, **kw, version=fwd_version)
+    x_in = in_memory(x, memory)
+    out = K.depthwise_conv2d(x_in, strided(w, w_strided), **kw, version=fwd_version)
     dout = rng_arrays(dout_seed, dtype, out.shape)[0]
-    d_in = channels_last(dout) if memory == "channels_last" else dout
-    dx, dw = K.depthwise_conv2d_backward(d_in, x_in, w, **kw, version=bwd_version)
+    d_in = in_memory(dout, dout_memory or memory)
+    dx, dw = K.depthwise_conv2d_backward(d_in, x_in, strided(w, w_strided), **kw, version=bwd_version)
     (e_out, e_dx, e_dw), (b_out, b_dx, b_dw) = exact(x, w, dout, kw)
     kh, kwid = w.shape[2:]
     assert out.dtype == dx.dtype == dw.dtype == dtype
@@ -65,15 +66,11 @@ def check_version(case, dtype, seed, fwd_version, bwd_version, memory):
     return out, dx
 
 
-@given(
-    case=dw_cases(),
-    dtype=DTYPES,
-    seed=st.integers(0, 2**16),
-    memory=st.sampled_from(["nchw", "channels_last"]),
-)
-def test_public_kernels_match_reference(case, dtype, seed, memory):
-    out, dx = check_version(case, dtype, seed, None, None, memory)
-    if memory == "channels_last" and is_channels_last(channels_last(np.empty(case["x"]))):
+@given(case=dw_cases(), dtype=DTYPES, seed=st.integers(0, 2**16), memory=MEMORY, dout_memory=MEMORY,
+       w_strided=st.booleans())  # fmt: skip
+def test_public_kernels_match_reference(case, dtype, seed, memory, dout_memory, w_strided):
+    out, dx = check_version(case, dtype, seed, None, None, memory, dout_memory, w_strided)
+    if memory == dout_memory == "channels_last" and is_channels_last(channels_last(np.empty(case["x"]))):
         assert is_channels_last(out) or out.shape[2] * out.shape[3] == 1  # output keeps the memory format
         assert is_channels_last(dx)
 
@@ -91,6 +88,29 @@ def test_every_version_matches_reference(fwd, bwd, case, dtype, seed):
 @given(case=dw_cases(only_3x3=True), dtype=DTYPES, seed=st.integers(0, 2**16))
 def test_3x3_kernels_on_awkward_shapes(case, dtype, seed):
     check_version(case, dtype, seed, 7, 4, "channels_last")
+
+
+@given(case=dw_cases(), version=st.sampled_from([3, 4]), chunks=st.integers(1, 7), dtype=DTYPES,
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_weight_gradient_is_the_same_for_any_number_of_chunks(case, version, chunks, dtype, seed):
+    """The channels-last backward sums dw over chunks of output rows (one per thread by default):
+    every chunk count, not only this machine's thread count, must give the reference's dw."""
+    if version == 4:
+        case = dict(case, w=(case["w"][0], 1, 3, 3), dilation=(1, 1), padding=1)
+    x, w = rng_arrays(seed, dtype, case["x"], case["w"])
+    kw = {k: case[k] for k in ("stride", "padding", "dilation")}
+    out = F.depthwise_conv2d(x, w, **kw)
+    dout = rng_arrays(seed + 1, dtype, out.shape)[0]
+    g = geometry("t", x.shape[2:], w.shape[2:], kw["stride"], kw["padding"], kw["dilation"])
+    wk = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # (kh, kw, C)
+    dx, dwk = np.empty(x.transpose(0, 2, 3, 1).shape, dtype), np.empty_like(wk)
+    V.BACKWARD[version](np.ascontiguousarray(dout.transpose(0, 2, 3, 1)), np.ascontiguousarray(x.transpose(0, 2, 3, 1)), wk,
+                        dx, dwk, *g.stride, g.pads[0], g.pads[2], *g.dilation, chunks=chunks)  # fmt: skip
+    (_, e_dx, e_dw), (_, b_dx, b_dw) = exact(x, w, dout, kw)
+    k = w.shape[2] * w.shape[3]
+    assert_within_bound(dx.transpose(0, 3, 1, 2), e_dx, b_dx, k, dtype, "dx")
+    assert_within_bound(dwk.transpose(2, 0, 1)[:, None], e_dw, b_dw, out.shape[0] * out.shape[2] * out.shape[3],
+                        dtype, f"dw with {chunks} chunks")  # fmt: skip
 
 
 @pytest.mark.parametrize("c,h,s", [(17, 1, 1), (33, 2, 2), (1, 9, 2), (40, 7, 2), (3, 16, 1)])

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
 import kernels as K
@@ -22,20 +22,20 @@ from .helpers import (
     in_memory,
     rng_arrays,
     running_stat_bounds,
+    strided,
 )
 
 
-def channels_last(a):
-    return in_memory(a, "channels_last")
-
-
 @given(n=st.integers(1, 4), cin=st.integers(1, 40), cout=st.integers(1, 40), h=st.integers(1, 9),
-       w=st.integers(1, 9), dtype=DTYPES, memory=MEMORY, seed=st.integers(0, 2**16))  # fmt: skip
-def test_pointwise_matches_reference(n, cin, cout, h, w, dtype, memory, seed):
+       w=st.integers(1, 9), dtype=DTYPES, memory=MEMORY, dout_memory=MEMORY, w_strided=st.booleans(),
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_pointwise_matches_reference(n, cin, cout, h, w, dtype, memory, dout_memory, w_strided, seed):
     x, wt = rng_arrays(seed, dtype, (n, cin, h, w), (cout, cin, 1, 1))
-    out = K.pointwise_conv2d(in_memory(x, memory), wt)
+    out = K.pointwise_conv2d(in_memory(x, memory), strided(wt, w_strided))
     dout = rng_arrays(seed + 1, dtype, out.shape)[0]
-    dx, dw = K.pointwise_conv2d_backward(in_memory(dout, memory), in_memory(x, memory), wt)
+    dx, dw = K.pointwise_conv2d_backward(
+        in_memory(dout, dout_memory), in_memory(x, memory), strided(wt, w_strided)
+    )
     x64, w64, d64 = x.astype(np.float64), wt.astype(np.float64), dout.astype(np.float64)
     assert_within_bound(
         out, F.pointwise_conv2d(x64, w64), F.pointwise_conv2d(np.abs(x64), np.abs(w64)), cin, dtype
@@ -136,13 +136,16 @@ def _check_batch_norm(shape, dtype, training, act, memory, dy_memory, affine, mo
     assert_within_bound(rv, rv_ref, var_b, k_run, dtype, "running_var")
 
 
-@given(case=conv_cases(), dtype=DTYPES, seed=st.integers(0, 2**16))
-def test_conv2d_channels_last_matches_reference(case, dtype, seed):
+@given(case=conv_cases(), dtype=DTYPES, memory=MEMORY, dout_memory=MEMORY, w_strided=st.booleans(),
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_conv2d_matches_reference(case, dtype, memory, dout_memory, w_strided, seed):
     x, w, b = rng_arrays(seed, dtype, case["x"], case["w"], (case["w"][0],))
     kw = {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
-    out = K.conv2d(channels_last(x), w, b, **kw)
+    out = K.conv2d(in_memory(x, memory), strided(w, w_strided), strided(b, w_strided), **kw)
     dout = rng_arrays(seed + 1, dtype, out.shape)[0]
-    dx, dw, db = K.conv2d_backward(channels_last(dout), channels_last(x), w, **kw)
+    dx, dw, db = K.conv2d_backward(
+        in_memory(dout, dout_memory), in_memory(x, memory), strided(w, w_strided), **kw
+    )
     x64, w64, b64, d64 = (a.astype(np.float64) for a in (x, w, b, dout))
     k = w.shape[1] * w.shape[2] * w.shape[3]
     assert_within_bound(out, F.conv2d(x64, w64, b64, **kw), F.conv2d(np.abs(x64), np.abs(w64), np.abs(b64), **kw),
@@ -155,50 +158,151 @@ def test_conv2d_channels_last_matches_reference(case, dtype, seed):
         assert_within_bound(got, ex, bo, kk, dtype, name)
 
 
-# --- fuzzing: malformed input never crashes, it raises ValueError/TypeError ------------------
+# --- fuzzing: any input either raises ValueError/TypeError or gives the reference's answer ---
 
-ARRAYS = st.one_of(
-    st.builds(lambda s, d: np.zeros(s, d), st.lists(st.integers(0, 5), max_size=5).map(tuple),
-              st.sampled_from([np.float32, np.float64, np.int32, np.float16, np.bool_, np.complex64])),
-    st.sampled_from([None, 3, "x", [1.0, 2.0], np.float32(1.0)]),
-)  # fmt: skip
-PARAMS = st.one_of(st.integers(-2, 4), st.tuples(st.integers(-1, 3), st.integers(-1, 3)),
-                   st.sampled_from(["same", "valid", "full", 1.5, None, (1, 2, 3)]))  # fmt: skip
+JUNK = st.sampled_from([None, 3, "x", [1.0, 2.0], np.float32(1.0)])
+BAD_DTYPES = st.sampled_from([np.int32, np.float16, np.bool_, np.complex64])
+ANY_SHAPE = st.lists(st.integers(0, 5), max_size=5).map(tuple)
+BAD_PARAMS = st.one_of(st.integers(-2, 0), st.tuples(st.integers(-1, 3), st.integers(-1, 3)),
+                       st.sampled_from(["same", "valid", "full", 1.5, None, (1, 2, 3)]))  # fmt: skip
 
 
-@given(x=ARRAYS, w=ARRAYS, dout=ARRAYS, stride=PARAMS, padding=PARAMS, dilation=PARAMS)
-def test_fuzz_convolution_kernels(x, w, dout, stride, padding, dilation):
-    calls = [
-        lambda: K.depthwise_conv2d(x, w, stride, padding, dilation),
-        lambda: K.depthwise_conv2d_backward(dout, x, w, stride, padding, dilation),
-        lambda: K.pointwise_conv2d(x, w),
-        lambda: K.pointwise_conv2d_backward(dout, x, w),
-        lambda: K.conv2d(x, w, None, stride, padding, dilation),
-        lambda: K.conv2d_backward(dout, x, w, stride, padding, dilation),
-    ]
-    for call in calls:
-        try:
-            call()
-        except (ValueError, TypeError):
-            pass
+def values(shape, dtype, seed):
+    """Normal values (scaled by 2, so that casts to int and bool are not all zero) of any dtype."""
+    return (np.random.default_rng(seed).standard_normal(shape) * 2).astype(dtype)
 
 
-@given(x=ARRAYS, p=ARRAYS, training=st.sampled_from([True, False, 1, None]),
-       act=st.sampled_from([None, "relu", "relu6", "gelu", 3]), dy=ARRAYS)  # fmt: skip
-def test_fuzz_batch_norm_kernel(x, p, training, act, dy):
+def corrupt(draw, broken, name, good):
+    """``good``, or when ``name`` is the broken one, something drawn to be wrong for it."""
+    if broken != name:
+        return good
+    if isinstance(good, np.ndarray):
+        bad = st.builds(values, ANY_SHAPE, DTYPES, st.integers(0, 99))
+        return draw(st.one_of(JUNK, bad, st.just(good.astype(draw(BAD_DTYPES)))))
+    return draw(BAD_PARAMS | JUNK)
+
+
+@st.composite
+def fuzz_convolution_case(draw):
+    """Valid arguments for one of the convolutions, or the same with one of them broken (the
+    valid case comes often enough for the answers to be compared: see the test's events)."""
+    broken = draw(st.sampled_from([None, None, "x", "w", "dout", "stride", "padding", "dilation"]))
+    kind = draw(st.sampled_from(["depthwise", "pointwise", "conv"]))
+    dtype, seed = draw(DTYPES), draw(st.integers(0, 2**16))
+    n, c, h, w_ = (draw(st.integers(1, 5)) for _ in range(4))
+    k = draw(st.integers(1, 3))
+    ws = {"depthwise": (c, 1, k, k), "pointwise": (k, c, 1, 1), "conv": (k + 1, c, k, k)}[kind]
+    geo = [corrupt(draw, broken, name, draw(st.integers(lo, 2))) for name, lo in
+           (("stride", 1), ("padding", 0), ("dilation", 1))]  # fmt: skip
+    x = corrupt(draw, broken, "x", values((n, c, h, w_), dtype, seed))
+    w = corrupt(draw, broken, "w", values(ws, dtype, seed + 1))
+    return kind, x, w, geo, broken, seed
+
+
+def agree(kernel, reference, args, what):
+    """``kernel(*args)`` raises ValueError/TypeError, or gives the reference's answer within the
+    error bound: the reference on the float64 values, the bound the reference on their absolute
+    values, k the largest operand's size (no reduction is longer)."""
     try:
-        _, cache = K.batch_norm(x, p, p, p, p, training, activation=act)
+        got = kernel(*args)
+    except (ValueError, TypeError):
+        return None
+    event(f"{what} ran")  # --hypothesis-show-statistics: how often the happy path is reached
+    got = got if isinstance(got, tuple) else (got,)
+    same = reference(*args)  # the reference accepts what the kernel accepts, in the same dtype
+    same = same if isinstance(same, tuple) else (same,)
+    f64 = [a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args]
+    exact, bound = reference(*f64), reference(*[np.abs(a) if isinstance(a, np.ndarray) else a for a in f64])
+    exact, bound = (exact, bound) if isinstance(exact, tuple) else ((exact,), (bound,))
+    k = max(a.size for a in args if isinstance(a, np.ndarray))
+    for g, s_, e, b in zip(got, same, exact, bound):
+        assert g.dtype == s_.dtype and g.shape == s_.shape, (
+            f"{what}: {g.dtype}{g.shape} vs {s_.dtype}{s_.shape}"
+        )
+        assert_within_bound(g, e, b, k, g.dtype, what)
+    return got[0]
+
+
+@given(case=fuzz_convolution_case(), data=st.data())
+def test_fuzz_convolution_kernels(case, data):
+    kind, x, w, geo, broken, seed = case
+    calls = {  # kernel forward, kernel backward, reference forward, reference backward, geometry
+        "depthwise": (K.depthwise_conv2d, K.depthwise_conv2d_backward, F.depthwise_conv2d,
+                      F.depthwise_conv2d_backward, geo),
+        "pointwise": (K.pointwise_conv2d, K.pointwise_conv2d_backward, F.pointwise_conv2d,
+                      F.pointwise_conv2d_backward, []),
+        "conv": (lambda x_, w_, *g: K.conv2d(x_, w_, None, *g), K.conv2d_backward,
+                 lambda x_, w_, *g: F.conv2d(x_, w_, None, *g), F.conv2d_backward, geo),
+    }  # fmt: skip
+    kernel, kernel_bwd, ref, ref_bwd, g = calls[kind]
+    out = agree(kernel, ref, (x, w, *g), f"{kind} forward")
+    dtype = x.dtype if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64) else np.float32
+    dout = values(out.shape if out is not None else (1, 1, 1, 1), dtype, seed + 2)
+    dout = corrupt(data.draw, broken, "dout", dout)
+    agree(kernel_bwd, ref_bwd, (dout, x, w, *g), f"{kind} backward")
+
+
+@st.composite
+def fuzz_batch_norm_case(draw):
+    broken = draw(st.sampled_from([None, None, "x", "p", "training", "act", "momentum", "eps"]))
+    dtype, seed = draw(DTYPES), draw(st.integers(0, 2**16))
+    shape = draw(st.tuples(*[st.integers(1, 4)] * 4) | st.tuples(st.integers(2, 6), st.integers(1, 5)))
+    x = corrupt(draw, broken, "x", values(shape, dtype, seed))
+    p = corrupt(draw, broken, "p", np.abs(values(shape[1], dtype, seed + 1)) + 0.5)  # running_var > 0
+    training = corrupt(draw, broken, "training", draw(st.booleans()))
+    act = (
+        draw(st.sampled_from(["gelu", 3, "RELU"]))
+        if broken == "act"
+        else draw(st.sampled_from(list(ACTIVATION)))
+    )
+    momentum = (
+        draw(st.sampled_from([-0.1, 1.5, float("nan"), "a"])) if broken == "momentum" else draw(MOMENTA)
+    )
+    eps = draw(st.sampled_from([0.0, -1e-5, float("nan"), "e"])) if broken == "eps" else draw(EPSILONS)
+    return x, p, training, act, momentum, eps, seed
+
+
+@given(case=fuzz_batch_norm_case())
+def test_fuzz_batch_norm_kernel(case):
+    x, p, training, act, momentum, eps, seed = case
+    args = [x, *(p.copy() if isinstance(p, np.ndarray) else p for _ in range(4)), training, momentum, eps]
+    ref_args = [a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args]  # before the update
+    try:
+        y, cache = K.batch_norm(*args, activation=act)
     except (ValueError, TypeError):
         return
-    try:
-        K.batch_norm_backward(dy, cache)
-    except (ValueError, TypeError):
-        pass
+    event("batch norm ran")  # --hypothesis-show-statistics: how often the happy path is reached
+    dtype = x.dtype
+    pre, ref_cache = F.batch_norm(*ref_args)
+    forward, passes = ACTIVATION[act]
+    x64 = x.astype(np.float64)
+    axes = (0,) + tuple(range(2, x.ndim))
+    mean, var = (x64.mean(axes), x64.var(axes)) if training else (ref_args[3], ref_args[4])
+    dy = values(x.shape, dtype, seed + 2)
+    bnd = batch_norm_bounds(x, p, p, dy, mean, var, eps, training)
+    assert_within_bound(y, forward(pre), bnd["y"], bnd["k"], dtype, "y")
+    dx, dw, db = K.batch_norm_backward(dy, cache)
+    g = np.where(passes(y.astype(np.float64)), dy.astype(np.float64), 0.0)
+    e_dx, e_dw, e_db = F.batch_norm_backward(g, ref_cache)
+    assert_within_bound(dx, e_dx, bnd["dx"], bnd["k"], dtype, "dx")
+    if p is None:  # no affine parameters and no running statistics (torch's training-only call)
+        assert dw is None and db is None
+        return
+    assert_within_bound(dw, e_dw, bnd["dweight"], bnd["k"], dtype, "dweight")
+    assert_within_bound(db, e_db, bnd["dbias"], bnd["k"], dtype, "dbias")
+    mean_b, var_b, k_run = running_stat_bounds(x, p, p)
+    for got, want, b, name in zip(args[3:5], ref_args[3:5], (mean_b, var_b), ("running_mean", "running_var")):
+        assert_within_bound(got, want, b, k_run, dtype, name)
 
 
 def test_valid_fuzz_shapes_really_run():
-    # the fuzzers above mostly hit errors; make sure the happy path of the same calls works
-    x, w = np.zeros((1, 4, 3, 3), np.float32), np.zeros((4, 1, 3, 3), np.float32)
-    assert K.depthwise_conv2d(x, w, 1, 1, 1).shape == (1, 4, 3, 3)
+    # the fuzzers above mostly hit errors; the happy path of the same calls gives the reference's answer
+    x, w = rng_arrays(0, np.float32, (1, 4, 3, 3), (4, 1, 3, 3))
+    got, want = (
+        K.depthwise_conv2d(x, w, 1, 1, 1),
+        F.depthwise_conv2d(x.astype(np.float64), w.astype(np.float64), 1, 1),
+    )
+    bound = F.depthwise_conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), 1, 1)
+    assert_within_bound(got, want, bound, 9, np.float32, "depthwise")
     with pytest.raises(ValueError, match="channel multiplier 1 only"):
         K.depthwise_conv2d(x, np.zeros((8, 1, 3, 3), np.float32))
