@@ -266,13 +266,14 @@ def fuzz_batch_norm_case(draw):
 def test_fuzz_batch_norm_kernel(case):
     x, p, training, act, momentum, eps, seed = case
     args = [x, *(p.copy() if isinstance(p, np.ndarray) else p for _ in range(4)), training, momentum, eps]
-    ref_args = [a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args]  # before the update
+    ref_args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]  # before the update
     try:
         y, cache = K.batch_norm(*args, activation=act)
     except (ValueError, TypeError):
         return
     event("batch norm ran")  # --hypothesis-show-statistics: how often the happy path is reached
     dtype = x.dtype
+    ref_args = [a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in ref_args]
     pre, ref_cache = F.batch_norm(*ref_args)
     forward, passes = ACTIVATION[act]
     x64 = x.astype(np.float64)
