@@ -158,17 +158,24 @@ def test_non_contiguous_inputs_give_the_same_answer():
     x, w, wd, wp = rng_arrays(2, np.float64, (2, 9, 8, 6), (6, 9, 3, 3), (9, 1, 3, 3), (5, 9, 1, 1))
     x_nc = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # channels-last memory
     x_sl = np.repeat(x, 2, axis=3)[..., ::2]  # strided view
+    w_nc = np.asfortranarray(w)  # the same values, neither C-contiguous nor a copy of w's memory
+    wp_nc = np.repeat(wp, 2, axis=1)[:, ::2]  # a strided view
+    assert not w_nc.flags.c_contiguous and not wp_nc.flags.c_contiguous
     for xv in (x_nc, x_sl):
         assert not xv.flags.c_contiguous
-        np.testing.assert_allclose(F.conv2d(xv, w[:, :, ::-1][:, :, ::-1], padding=1),
-                                   F.conv2d(x, w.copy(), padding=1), rtol=1e-13, atol=1e-13)  # fmt: skip
+        np.testing.assert_allclose(
+            F.conv2d(xv, w_nc, padding=1), F.conv2d(x, w, padding=1), rtol=1e-13, atol=1e-13
+        )
         np.testing.assert_allclose(
             F.depthwise_conv2d(xv, wd, 2, 1), F.depthwise_conv2d(x, wd, 2, 1), rtol=1e-13
         )
-        np.testing.assert_allclose(F.pointwise_conv2d(xv, wp[:, ::-1][:, ::-1]), F.pointwise_conv2d(x, wp),
-                                   rtol=1e-13, atol=1e-13)  # fmt: skip
+        np.testing.assert_allclose(
+            F.pointwise_conv2d(xv, wp_nc), F.pointwise_conv2d(x, wp), rtol=1e-13, atol=1e-13
+        )
         dout = rng_arrays(3, np.float64, (2, 5, 8, 6))[0].transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)
-        for a, b in zip(F.pointwise_conv2d_backward(dout, xv, wp), F.pointwise_conv2d_backward(dout, x, wp)):
+        for a, b in zip(
+            F.pointwise_conv2d_backward(dout, xv, wp_nc), F.pointwise_conv2d_backward(dout, x, wp)
+        ):
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
 
 
