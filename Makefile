@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint format clean bench
+.PHONY: test demo lint format clean bench mutants
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_depthwise --batch 1 8 --versions
 	$(BIN)/python -m benchmarks.bench_kernels
 	$(BIN)/python docs/make_figures.py
+
+# The mutation check (~15-25 min, outside make test): each curated bug must fail its module's tests.
+mutants: $(STAMP)
+	$(BIN)/python -m tests.mutants
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

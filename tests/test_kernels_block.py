@@ -19,6 +19,7 @@ from .helpers import (
     bound_tolerance,
     in_memory,
     running_stat_bounds,
+    strided,
 )
 
 
@@ -150,9 +151,11 @@ cases = st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 9), st.i
 
 
 @given(case=cases, dtype=DTYPES, training=st.booleans(), tile=st.sampled_from([1, 4096, 1 << 20]),
-       memory=MEMORY, keep=st.sampled_from(["store", "recompute"]), momentum=MOMENTA, eps=EPSILONS,
-       seed=st.integers(0, 2**16))  # fmt: skip
-def test_fused_block_matches_composition(case, dtype, training, tile, memory, keep, momentum, eps, seed):
+       memory=MEMORY, w_strided=st.booleans(), keep=st.sampled_from(["store", "recompute"]), momentum=MOMENTA,
+       eps=EPSILONS, seed=st.integers(0, 2**16))  # fmt: skip
+def test_fused_block_matches_composition(
+    case, dtype, training, tile, memory, w_strided, keep, momentum, eps, seed
+):
     n, cin, h, w, t, cout, stride = case
     assume(not training or n * ((h - 1) // stride + 1) * ((w - 1) // stride + 1) > 1)  # BN needs 2 values
     rng = np.random.default_rng(seed)
@@ -176,6 +179,7 @@ def test_fused_block_matches_composition(case, dtype, training, tile, memory, ke
     )
 
     ws_k, bns_k = cast(ws, bns, dtype)
+    ws_k = [None if a is None else strided(a, w_strided) for a in ws_k]  # views that are not contiguous
     saved, FB.TILE_BYTES = FB.TILE_BYTES, tile  # from one row per tile to whole batches
     try:
         y, cache = FB.inverted_residual(in_memory(x.astype(dtype), memory), ws_k, bns_k, stride, None, training,

@@ -69,16 +69,16 @@ def test_batch_norm_matches_torch(shape, dtype, training, affine, momentum, eps,
         assert np.array_equal(rm, rm0) and np.array_equal(rv, rv0)
 
 
-@given(shape=shapes, training=st.booleans(), seed=st.integers(0, 2**16))
-def test_batch_norm_backward_finite_differences(shape, training, seed):
+@given(shape=shapes, training=st.booleans(), eps=EPSILONS, seed=st.integers(0, 2**16))
+def test_batch_norm_backward_finite_differences(shape, training, eps, seed):
     assume(shape[0] * shape[2] * shape[3] > 2)
     x, w, b, rm, rv, dy = make(seed, np.float64, shape)
 
     def loss(x_, w_, b_):
-        y, _ = F.batch_norm(x_, w_, b_, rm.copy(), rv.copy(), training)
+        y, _ = F.batch_norm(x_, w_, b_, rm.copy(), rv.copy(), training, 0.1, eps)
         return float(np.sum(dy * y))
 
-    _, cache = F.batch_norm(x, w, b, rm.copy(), rv.copy(), training)
+    _, cache = F.batch_norm(x, w, b, rm.copy(), rv.copy(), training, 0.1, eps)
     grads = F.batch_norm_backward(dy, cache)
     for i in range(3):
         directional_check(loss, (x, w, b), grads[i], i, seed + i)

@@ -1,0 +1,256 @@
+"""Mutation check: does each module's own test file catch the bugs a rewrite plausibly makes?
+
+``make mutants`` (or ``python -m tests.mutants [--only NAME ...] [--list]``) copies the
+working tree to a temporary folder, then for each mutant below: replaces one snippet of
+one file (the snippet must occur exactly once, so a mutant that no longer applies after a
+change is reported, not skipped), runs that module's unit tests with the derandomized
+``ci`` hypothesis profile, stops at the first failure, and restores the file. A mutant
+is *caught* when a test fails; it *survives* when its module's tests all pass. The exit
+status is 1 if any mutant survived or no longer applies.
+
+When a kernel changes, add the bugs its new code could have to ``MUTANTS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # the file, relative to the repository root
+    before: str  # a snippet occurring exactly once in the file
+    after: str
+    tests: tuple  # the module's own unit test files
+    why: str  # the bug, in words
+
+
+BN_K, DW_V, DW_K, BLOCK, PW_K = (
+    "kernels/batchnorm.py",
+    "kernels/depthwise_versions.py",
+    "kernels/depthwise.py",
+    "kernels/fused_block.py",
+    "kernels/pointwise.py",
+)
+T_OPS, T_DW, T_BLOCK = (
+    ("tests/test_kernels_ops.py",),
+    ("tests/test_kernels_depthwise.py",),
+    ("tests/test_kernels_block.py",),
+)
+
+MUTANTS = [
+    # --- kernels/batchnorm.py: batch norm with its activation fused ---------------------------------
+    Mutant("bn-relu6-mask-no-upper", BN_K, "return 0 < y < 6", "return 0 < y", T_OPS,
+           "ReLU6 backward passes the gradient at the upper clamp"),
+    Mutant("bn-relu-mask-at-zero", BN_K, "return y > 0\n", "return y >= 0\n", T_OPS,
+           "ReLU backward passes the gradient where the output is exactly 0"),
+    Mutant("bn-relu-no-clamp", BN_K, "return max(v, 0)", "return v", T_OPS,
+           "the fused ReLU does not clamp"),
+    Mutant("bn-relu6-no-upper-clamp", BN_K, "return min(max(v, 0), 6)", "return max(v, 0)", T_OPS,
+           "the fused ReLU6 forgets its upper clamp"),
+    Mutant("bn-momentum-ignored", BN_K, "running_mean *= 1 - momentum", "running_mean *= 0.9", T_OPS,
+           "the running mean decays with torch's default momentum whatever momentum is"),
+    Mutant("bn-eps-ignored", BN_K, "inv_std = 1.0 / np.sqrt(var + eps)", "inv_std = 1.0 / np.sqrt(var + 1e-5)",
+           T_OPS, "eps fixed at torch's default"),
+    Mutant("bn-biased-running-var", BN_K, "(momentum * var * (m / (m - 1)))", "(momentum * var)", T_OPS,
+           "the running variance is not the unbiased estimate"),
+    Mutant("bn-mean-without-shift", BN_K, "mu = k + s / m", "mu = s / m", T_OPS,
+           "the shift of the one-pass statistics is not added back"),
+    Mutant("bn-dx-drops-xhat-term", BN_K,
+           "dx[r, c] = a[c] * (g - b1[c] - (x[r, c] - mu[c]) * inv_std[c] * b2[c])",
+           "dx[r, c] = a[c] * (g - b1[c])", T_OPS, "channels-last dx loses the xhat * mean(g xhat) term"),
+    Mutant("bn-planes-dx-drops-mean", BN_K,
+           "dx[n, c, p] = a[c] * (g - b1[c] - (x[n, c, p] - mu[c]) * inv_std[c] * b2[c])",
+           "dx[n, c, p] = a[c] * (g - (x[n, c, p] - mu[c]) * inv_std[c] * b2[c])", T_OPS,
+           "NCHW dx loses the mean(g) term"),
+    Mutant("bn-sums-unmasked", BN_K, "            s1[c] += g\n", "            s1[c] += dy[r, c]\n", T_OPS,
+           "dbias and the mean term sum the gradient before the activation's mask"),
+    Mutant("bn-first-chunk-only", BN_K, "return part.sum(axis=0)", "return part[0]", T_OPS,
+           "the per-thread partial sums are not reduced"),
+    Mutant("bn-running-mean-not-in-place", BN_K, "            running_mean += (momentum * mu).astype(x.dtype)\n",
+           "            running_mean = running_mean + (momentum * mu).astype(x.dtype)\n", T_OPS,
+           "the running mean is updated in a copy, not in place"),
+    # --- kernels/depthwise_versions.py and depthwise.py ----------------------------------------------
+    Mutant("dw7-row-padding-off-by-one", DW_V, "        h0 = ho * sh - ph\n        x0 = x[n, h0] if 0 <= h0 < H else zero  # (W, C)",
+           "        h0 = ho * sh - ph + 1\n        x0 = x[n, h0] if 0 <= h0 < H else zero  # (W, C)", T_DW,
+           "the 3x3 forward reads its rows one below"),
+    Mutant("dw7-edge-column", DW_V, "                    if 0 <= a + j < W:\n                        for c in range(C):\n                            orow[wo, c] +=",
+           "                    if 0 <= a + j < W - 1:\n                        for c in range(C):\n                            orow[wo, c] +=",
+           T_DW, "the 3x3 forward drops the last column at the border"),
+    Mutant("dw4-flip-pads-swapped", DW_V, "1, 1, 2 - ph, 2 - pw, 1, 1)", "1, 1, 2 - pw, 2 - ph, 1, 1)", T_DW,
+           "stride-1 dx uses the padding of the other axis"),
+    Mutant("dw4-tap-table-stride", DW_V, "if num >= 0 and num % stride == 0 and num // stride < n_out:",
+           "if num >= 0 and num // stride < n_out:", T_DW,
+           "the strided dx tap table ignores the stride's phase"),
+    Mutant("dw4-chunk-drops-a-row", DW_V,
+           "        for r in range(t * rows // T, (t + 1) * rows // T):\n            n, ho = r // Ho, r % Ho\n            h0 = ho * sh - ph",
+           "        for r in range(t * rows // T, max(t * rows // T, (t + 1) * rows // T - 1)):\n            n, ho = r // Ho, r % Ho\n            h0 = ho * sh - ph",
+           T_DW, "each chunk of the 3x3 dw reduction skips its last output row"),
+    Mutant("dw4-chunks-not-reduced", DW_V,
+           "    _bwd_dw_3x3(dout, x, partial, sh, sw, ph, pw)\n    np.sum(partial, axis=0, out=dw)",
+           "    _bwd_dw_3x3(dout, x, partial, sh, sw, ph, pw)\n    dw[...] = partial[0]", T_DW,
+           "the 3x3 dw keeps the first chunk's partial sum only"),
+    Mutant("dw-wo-range-short", DW_V, "hi = min(Wo, (W - 1 - off) // sw + 1)", "hi = min(Wo, (W - 1 - off) // sw)",
+           T_DW, "the in-bounds range of output columns misses its last column"),
+    Mutant("dw2-weight-grad-not-accumulated", DW_V, "                            acc += x[n, c, hi, wo * sw + base] * g",
+           "                            acc = x[n, c, hi, wo * sw + base] * g", T_DW,
+           "NCHW dw keeps the last product instead of the sum"),
+    Mutant("dw-filter-axes-swapped", DW_K, "wk.transpose(1, 2, 0) if cl else wk", "wk.transpose(2, 1, 0) if cl else wk",
+           T_DW, "the channels-last filter has kh and kw swapped"),
+    Mutant("dw-strides-swapped", DW_K, "args = (g.stride[0], g.stride[1],", "args = (g.stride[1], g.stride[0],", T_DW,
+           "vertical and horizontal strides swapped"),
+    # --- kernels/fused_block.py ----------------------------------------------------------------------
+    Mutant("block-eval-no-residual", BLOCK, "            o += xr[n0:n1, ho0:ho1].reshape(-1, c)",
+           "            pass", T_BLOCK, "the eval path forgets the residual"),
+    Mutant("block-backward-no-residual", BLOCK, "        g = g + dy\n", "        g = g\n", T_BLOCK,
+           "the backward forgets the residual's gradient"),
+    Mutant("block-dw-bn-default-momentum-eps", BLOCK,
+           'h, cache["bn1"] = batch_norm(h, *bns[1], True, momentum, eps, activation="relu6")',
+           'h, cache["bn1"] = batch_norm(h, *bns[1], True, activation="relu6")', T_BLOCK,
+           "the depthwise BN of the training path uses the default momentum and eps"),
+    Mutant("block-eval-eps-default", BLOCK, "sd, bd = _bn_affine(bns[1], eps, dt)", "sd, bd = _bn_affine(bns[1], 1e-5, dt)",
+           T_BLOCK, "the eval path's depthwise BN ignores eps"),
+    Mutant("block-eval-eps-outside-sqrt", BLOCK, "scale = weight / np.sqrt(var + eps)", "scale = weight / (np.sqrt(var) + eps)",
+           T_BLOCK, "eps added outside the square root"),
+    Mutant("block-tile-halo-short", BLOCK, "min(h, (ho1 - 1) * stride + 2)", "min(h, (ho1 - 1) * stride + 1)", T_BLOCK,
+           "a band of output rows reads one input row too few"),
+    Mutant("block-eval-dw-relu6-no-upper", BLOCK,
+           "                    orow[wo, c] = min(max(v * scale[c] + shift[c], 0), 6)\n            else:",
+           "                    orow[wo, c] = max(v * scale[c] + shift[c], 0)\n            else:", T_BLOCK,
+           "the eval depthwise ReLU6 forgets its upper clamp in the interior"),
+    Mutant("block-recompute-stride", BLOCK, 'depthwise_conv2d(h, dw_w, cache["stride"], 1), cache["bn1"]',
+           'depthwise_conv2d(h, dw_w, 1, 1), cache["bn1"]', T_BLOCK,
+           "the recompute path replays the depthwise at stride 1"),
+    # --- kernels/pointwise.py ------------------------------------------------------------------------
+    Mutant("pw-nchw-dw-wrong-axes", PW_K, "np.tensordot(d3, x3, axes=([0, 2], [0, 2]))",
+           "np.tensordot(d3, x3, axes=([0, 2], [0, 2])).T.reshape(-1, x3.shape[1])", T_OPS,
+           "the NCHW weight gradient comes out transposed (and reshaped to fit)"),
+    # --- the NumPy reference -------------------------------------------------------------------------
+    Mutant("ref-bn-eps-ignored", "numpy_impl/functional/norm.py", "inv_std = 1.0 / np.sqrt(var + eps)",
+           "inv_std = 1.0 / np.sqrt(var + 1e-5)", ("tests/test_norm.py",), "reference BN with eps fixed"),
+    Mutant("ref-bn-momentum-ignored", "numpy_impl/functional/norm.py", "running_var *= 1 - momentum",
+           "running_var *= 0.9", ("tests/test_norm.py",), "reference running variance ignores momentum"),
+    Mutant("ref-relu6-mask", "numpy_impl/functional/basic.py", "np.where((x > 0) & (x < 6), dout, 0)",
+           "np.where((x >= 0) & (x < 6), dout, 0)", ("tests/test_basic.py",),
+           "reference ReLU6 backward passes the gradient at 0"),
+    Mutant("ref-conv-output-size", "numpy_impl/functional/conv.py", "out_hw = ((hp - span[0]) // stride[0] + 1,",
+           "out_hw = ((hp - span[0] + 1) // stride[0] + 1,", ("tests/test_conv.py",),
+           "output height off by one for some strides"),
+    Mutant("ref-model-no-residual-grad", "numpy_impl/nn.py", "return dx + dout if self.residual else dx",
+           "return dx", ("tests/test_models.py",), "the V2 block's backward forgets the residual"),
+    Mutant("ref-sgd-nesterov", "numpy_impl/optim.py", "grad = grad + mu * buf if g[\"nesterov\"] else buf",
+           "grad = buf", ("tests/test_optim.py",), "SGD ignores nesterov"),
+]  # fmt: skip
+
+
+def _copy_tree(dest: Path) -> None:
+    """The working tree's files that git knows or would add (tracked and untracked, not ignored)."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           check=True, capture_output=True).stdout.decode().split("\0")  # fmt: skip
+    for f in filter(None, files):
+        src = ROOT / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+
+
+def _run_tests(copy: Path, tests, timeout: int) -> tuple[int, str]:
+    env = dict(os.environ, HYPOTHESIS_PROFILE="ci", PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
+    try:
+        p = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, "timed out"
+    return p.returncode, p.stdout + p.stderr
+
+
+def _first_failure(output: str) -> str:
+    m = re.search(r"^(?:FAILED|ERROR) (\S+)", output, re.M)
+    return m.group(1) if m else "?"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tests.mutants", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--timeout", type=int, default=900, help="seconds per test run (default 900)")
+    args = ap.parse_args(argv)
+    mutants = MUTANTS
+    if args.only:
+        unknown = set(args.only) - {m.name for m in MUTANTS}
+        if unknown:
+            ap.error(f"no mutant named {', '.join(sorted(unknown))}; see --list")
+        mutants = [m for m in MUTANTS if m.name in args.only]
+    if args.list:
+        for m in mutants:
+            print(f"{m.name:34s} {m.path:32s} {m.why}")
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
+        copy = Path(tmp)
+        _copy_tree(copy)
+        check = subprocess.run([sys.executable, "-c", "import kernels, numpy_impl; print(kernels.__file__)"],
+                               cwd=copy, env=dict(os.environ, PYTHONPATH=str(copy)), capture_output=True, text=True)  # fmt: skip
+        if not check.stdout.startswith(str(copy)):
+            print(
+                f"mutants: the copy's modules do not import first ({check.stdout or check.stderr})",
+                file=sys.stderr,
+            )
+            return 2
+        files = sorted({t for m in mutants for t in m.tests})
+        print(f"baseline: {' '.join(files)} (compiles the kernels into the copy) ...", flush=True)
+        rc, out = _run_tests(copy, files, args.timeout)
+        if rc != 0:
+            print(out[-3000:])
+            print("mutants: the unmutated tests fail; fix them first", file=sys.stderr)
+            return 2
+        results = []
+        for i, m in enumerate(mutants, 1):
+            target = copy / m.path
+            original = target.read_text()
+            count = original.count(m.before)
+            if count != 1:
+                results.append((m, "NO LONGER APPLIES", f"snippet found {count} times", 0.0))
+                print(f"[{i}/{len(mutants)}] {m.name}: snippet found {count} times", flush=True)
+                continue
+            target.write_text(original.replace(m.before, m.after))
+            t0 = time.monotonic()
+            try:
+                rc, out = _run_tests(copy, m.tests, args.timeout)
+            finally:
+                target.write_text(original)
+            dt = time.monotonic() - t0
+            if rc == 0:
+                verdict, by = "SURVIVED", "-"
+            elif rc == 1:
+                verdict, by = "caught", _first_failure(out)
+            else:
+                verdict, by = (
+                    "caught",
+                    f"pytest exit {rc} ({'timeout' if rc == -1 else 'crash or collection error'})",
+                )
+            results.append((m, verdict, by, dt))
+            print(f"[{i}/{len(mutants)}] {m.name}: {verdict} by {by} ({dt:.0f} s)", flush=True)
+
+    print("\n| mutant | file | bug | result | caught by |\n|---|---|---|---|---|")
+    for m, verdict, by, _ in results:
+        print(f"| {m.name} | {m.path} | {m.why} | {verdict} | {by} |")
+    bad = [r for r in results if r[1] != "caught"]
+    print(f"\n{len(results) - len(bad)} of {len(results)} mutants caught by their own module's tests")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
