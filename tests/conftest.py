@@ -1,15 +1,18 @@
 """Hypothesis profiles: ``dev`` (random, a few more examples) and ``ci`` (derandomized).
 
-CI sets CI=true; choose explicitly with HYPOTHESIS_PROFILE=dev|ci|thorough.
+CI sets CI=true; choose explicitly with HYPOTHESIS_PROFILE=dev|ci|thorough|mutants.
 """
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 # deadline=None: a first call may compile (Numba) or warm up BLAS/oneDNN.
 _common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
 settings.register_profile("dev", max_examples=30, **_common)
 settings.register_profile("ci", max_examples=20, derandomize=True, print_blob=True, **_common)
 settings.register_profile("thorough", max_examples=400, **_common)  # a local stress run before a release
+# make mutants: ci's examples, reported at the first failure (no shrinking: only "caught" matters)
+settings.register_profile("mutants", max_examples=20, derandomize=True, phases=[Phase.explicit, Phase.generate],
+                          **_common)  # fmt: skip
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

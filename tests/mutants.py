@@ -4,7 +4,7 @@
 working tree to a temporary folder, then for each mutant below: replaces one snippet of
 one file (the snippet must occur exactly once, so a mutant that no longer applies after a
 change is reported, not skipped), runs that module's unit tests with the derandomized
-``ci`` hypothesis profile, stops at the first failure, and restores the file. A mutant
+``mutants`` hypothesis profile (ci's examples, no shrinking), stops at the first failure, and restores the file. A mutant
 is *caught* when a test fails; it *survives* when its module's tests all pass. The exit
 status is 1 if any mutant survived or no longer applies.
 
@@ -167,7 +167,7 @@ def _copy_tree(dest: Path) -> None:
 
 
 def _run_tests(copy: Path, tests, timeout: int) -> tuple[int, str]:
-    env = dict(os.environ, HYPOTHESIS_PROFILE="ci", PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, HYPOTHESIS_PROFILE="mutants", PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
     try:
         p = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
