@@ -65,6 +65,7 @@ def _live(y, act):
 # parallel, 3 us serial; docs/04-kernels.md).
 
 SERIAL_BELOW = 1 << 17  # elements; smaller arrays take the serial drivers
+ROW_CHUNKS = None  # chunks of rows the parallel sums split into (None: one per thread; tests set it)
 
 
 @njit(inline="always", **_opts)
@@ -277,7 +278,8 @@ def _sums(name, a, *args, rows):
     kernel = _kernel(name, a, rows)
     if rows:  # one (2, C) buffer per chunk of rows, reduced here
         serial = a.size < SERIAL_BELOW
-        part = np.empty((1 if serial else max(1, min(numba.get_num_threads(), a.shape[0])), 2, a.shape[1]))
+        chunks = ROW_CHUNKS or numba.get_num_threads()
+        part = np.empty((1 if serial else max(1, min(chunks, a.shape[0])), 2, a.shape[1]))
         kernel(a, *args, part)
         return part.sum(axis=0)
     sums = np.empty((2, a.shape[1]))

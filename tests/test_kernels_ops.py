@@ -81,23 +81,29 @@ def bn_inputs(seed, dtype, shape, affine, kinks):
 @given(shape=st.tuples(st.integers(1, 4), st.integers(1, 24), st.integers(1, 6), st.integers(1, 6)),
        dtype=DTYPES, training=st.booleans(), act=st.sampled_from([None, "relu", "relu6"]), memory=MEMORY,
        dy_memory=MEMORY, affine=st.booleans(), momentum=MOMENTA, eps=EPSILONS, kinks=st.booleans(),
-       seed=st.integers(0, 2**16), parallel=st.booleans())  # fmt: skip
+       p_strided=st.booleans(), seed=st.integers(0, 2**16), parallel=st.booleans(), chunks=st.integers(1, 5))  # fmt: skip
 def test_batch_norm_matches_reference(shape, dtype, training, act, memory, dy_memory, affine, momentum, eps,
-                                      kinks, seed, parallel):  # fmt: skip
+                                      kinks, p_strided, seed, parallel, chunks):  # fmt: skip
     if kinks:
         training, eps = False, 0.25
     assume(not training or shape[0] * shape[2] * shape[3] > 1)
-    old = KB.SERIAL_BELOW
-    KB.SERIAL_BELOW = 0 if parallel else 1 << 62  # both drivers of the channels-last kernels
+    old = KB.SERIAL_BELOW, KB.ROW_CHUNKS
+    # both drivers of the channels-last kernels, and any number of partial sums (not only one per thread)
+    KB.SERIAL_BELOW, KB.ROW_CHUNKS = (0 if parallel else 1 << 62), chunks
     try:
-        _check_batch_norm(shape, dtype, training, act, memory, dy_memory, affine, momentum, eps, kinks, seed)
+        _check_batch_norm(shape, dtype, training, act, memory, dy_memory, affine, momentum, eps, kinks, p_strided,
+                          seed)  # fmt: skip
     finally:
-        KB.SERIAL_BELOW = old
+        KB.SERIAL_BELOW, KB.ROW_CHUNKS = old
 
 
-def _check_batch_norm(shape, dtype, training, act, memory, dy_memory, affine, momentum, eps, kinks, seed):
+def _check_batch_norm(
+    shape, dtype, training, act, memory, dy_memory, affine, momentum, eps, kinks, p_strided, seed
+):
     x, w, b, rm, rv, dy = bn_inputs(seed, dtype, shape, affine, kinks)
     f64 = [None if a is None else a.astype(np.float64) for a in (x, w, b, rm, rv, dy)]
+    # parameters and running statistics as views that are not contiguous (updated in place through the view)
+    w, b, rm, rv = (None if a is None else strided(a, p_strided) for a in (w, b, rm, rv))
     rm_ref, rv_ref = f64[3].copy(), f64[4].copy()
     # the float64 reference on the same values is the "exact" answer
     pre, cache = F.batch_norm(f64[0], f64[1], f64[2], rm_ref, rv_ref, training, momentum, eps)
