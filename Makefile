@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_kernels
 	$(BIN)/python docs/make_figures.py
 
-# The mutation check (~15-25 min, outside make test): each curated bug must fail its module's tests.
+# The mutation check (slow, outside make test): each curated bug must fail its module's tests.
 mutants: $(STAMP)
 	$(BIN)/python -m tests.mutants
 

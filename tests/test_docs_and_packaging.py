@@ -36,3 +36,17 @@ def test_readme_python_examples_run():
         exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["y"].shape == (4, 8, 48, 48)
     assert namespace["model"].grads["features.2.conv.1.0.weight"].shape == (48, 1, 3, 3)
+
+
+def test_every_mutant_still_applies():
+    """make mutants needs each mutant's snippet exactly once in its file; a kernel change that
+    breaks one must update the list (tests/mutants.py) in the same commit."""
+    from .mutants import MUTANTS, ROOT
+
+    assert len({m.name for m in MUTANTS}) == len(MUTANTS) >= 25
+    for m in MUTANTS:
+        text = (ROOT / m.path).read_text()
+        assert text.count(m.before) == 1, (
+            f"mutant {m.name}: snippet found {text.count(m.before)} times in {m.path}"
+        )
+        assert m.before != m.after and all((ROOT / t).is_file() for t in m.tests), m.name
