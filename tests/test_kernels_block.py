@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from kernels import fused_block as FB
@@ -147,13 +147,21 @@ class Tolerance:
 
 
 cases = st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 9), st.integers(1, 9),
-                  st.sampled_from([1, 6]), st.integers(1, 12), st.sampled_from([1, 2]))  # fmt: skip
+                  st.sampled_from([1, 6]), st.integers(0, 12), st.sampled_from([1, 2]))  # fmt: skip
 
 
+# Always covered, whatever the draws: training with the residual (t = 6 and t = 1), and stride 2.
+@example(case=(2, 4, 5, 6, 6, 4, 1), dtype=np.float64, training=True, tile=1, memory="channels_last",
+         w_strided=False, momentum=0.37, eps=1e-3, seed=1)  # fmt: skip
+@example(case=(2, 3, 4, 5, 1, 3, 1), dtype=np.float32, training=True, tile=1 << 20, memory="nchw",
+         w_strided=True, momentum=0.1, eps=1e-5, seed=2)  # fmt: skip
+@example(case=(2, 4, 7, 6, 6, 5, 2), dtype=np.float64, training=True, tile=1, memory="strided",
+         w_strided=False, momentum=1.0, eps=0.25, seed=3)  # fmt: skip
 @given(case=cases, dtype=DTYPES, training=st.booleans(), tile=st.sampled_from([1, 4096, 1 << 20]),
        memory=MEMORY, w_strided=st.booleans(), momentum=MOMENTA, eps=EPSILONS, seed=st.integers(0, 2**16))  # fmt: skip
 def test_fused_block_matches_composition(case, dtype, training, tile, memory, w_strided, momentum, eps, seed):
     n, cin, h, w, t, cout, stride = case
+    cout = cout or cin  # 0 draws C_out == C_in: the residual, at stride 1
     assume(not training or n * ((h - 1) // stride + 1) * ((w - 1) // stride + 1) > 1)  # BN needs 2 values
     rng = np.random.default_rng(seed)
     ws, bns = make_block(rng, cin, t, cout)
