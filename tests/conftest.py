@@ -15,4 +15,7 @@ settings.register_profile("thorough", max_examples=400, **_common)  # a local st
 # make mutants: ci's examples, reported at the first failure (no shrinking: only "caught" matters)
 settings.register_profile("mutants", max_examples=20, derandomize=True, phases=[Phase.explicit, Phase.generate],
                           **_common)  # fmt: skip
+settings.register_profile(
+    "mutants-random", max_examples=20, phases=[Phase.explicit, Phase.generate], **_common
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

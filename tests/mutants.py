@@ -166,8 +166,8 @@ def _copy_tree(dest: Path) -> None:
             shutil.copy2(src, dest / f)
 
 
-def _run_tests(copy: Path, tests, timeout: int) -> tuple[int, str]:
-    env = dict(os.environ, HYPOTHESIS_PROFILE="mutants", PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
+def _run_tests(copy: Path, tests, timeout: int, profile: str = "mutants") -> tuple[int, str]:
+    env = dict(os.environ, HYPOTHESIS_PROFILE=profile, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
     try:
         p = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
@@ -186,6 +186,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per test run (default 900)")
+    ap.add_argument("--random", action="store_true",
+                    help="fresh random examples instead of ci's fixed ones: is a catch robust or lucky?")  # fmt: skip
     args = ap.parse_args(argv)
     mutants = MUTANTS
     if args.only:
@@ -228,7 +230,9 @@ def main(argv=None) -> int:
             target.write_text(original.replace(m.before, m.after))
             t0 = time.monotonic()
             try:
-                rc, out = _run_tests(copy, m.tests, args.timeout)
+                rc, out = _run_tests(
+                    copy, m.tests, args.timeout, "mutants-random" if args.random else "mutants"
+                )
             finally:
                 target.write_text(original)
             dt = time.monotonic() - t0
