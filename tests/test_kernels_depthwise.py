@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kernels import depthwise as K
@@ -90,15 +90,21 @@ def test_3x3_kernels_on_awkward_shapes(case, dtype, seed):
     check_version(case, dtype, seed, 7, 4, "channels_last")
 
 
+@example(case={"x": (2, 3, 5, 6), "w": (3, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
+         version=4, chunks=3, dtype=np.float64, pads=(0, 2), strides=(1, 1), seed=0)  # fmt: skip
 @given(case=dw_cases(), version=st.sampled_from([3, 4]), chunks=st.integers(1, 7), dtype=DTYPES,
-       pads=st.tuples(st.integers(0, 2), st.integers(0, 2)), seed=st.integers(0, 2**16))  # fmt: skip
-def test_weight_gradient_is_the_same_for_any_number_of_chunks(case, version, chunks, dtype, pads, seed):
+       pads=st.tuples(st.integers(0, 2), st.integers(0, 2)), strides=st.tuples(*[st.sampled_from([1, 2])] * 2),
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_weight_gradient_is_the_same_for_any_number_of_chunks(
+    case, version, chunks, dtype, pads, strides, seed
+):
     """The channels-last backward sums dw over chunks of output rows (one per thread by default):
     every chunk count, not only this machine's thread count, must give the reference's dw. For the
     3x3 version, unequal vertical and horizontal paddings (its stride-1 dx flips the filter)."""
     if version == 4:
         n, c, h, w_ = case["x"]
-        case = dict(case, x=(n, c, max(h, 3), max(w_, 3)), w=(c, 1, 3, 3), dilation=(1, 1), padding=pads)
+        case = dict(case, x=(n, c, max(h, 3), max(w_, 3)), w=(c, 1, 3, 3), dilation=(1, 1), padding=pads,
+                    stride=strides)  # fmt: skip
     x, w = rng_arrays(seed, dtype, case["x"], case["w"])
     kw = {k: case[k] for k in ("stride", "padding", "dilation")}
     out = F.depthwise_conv2d(x, w, **kw)
