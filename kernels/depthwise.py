@@ -27,7 +27,7 @@ BEST_FORWARD = {False: 3, True: 6, "3x3": 7}  # channels_last -> version
 BEST_BACKWARD = {False: 2, True: 3, "3x3": 4}
 
 
-def _prepare(fn, x, w, stride, padding, dilation, version, table, nhwc_versions, best):
+def _prepare(fn, x, w, stride, padding, dilation, version, table, nhwc_versions, only_3x3, best):
     x, w, unbatched = check_depthwise(fn, x, w)
     if w.shape[0] != x.shape[1]:
         raise ValueError(
@@ -41,7 +41,7 @@ def _prepare(fn, x, w, stride, padding, dilation, version, table, nhwc_versions,
         version = best["3x3"] if cl and is_3x3 else best[cl]
     elif version not in table:
         raise ValueError(f"{fn}: version must be one of {sorted(table)}, got {version!r}")
-    elif V.ONLY_3X3.get(version) and not is_3x3:
+    elif version in only_3x3 and not is_3x3:
         raise ValueError(f"{fn}: version {version} needs a 3x3 kernel with dilation 1, got {w.shape[2:]}")
     else:
         cl = version in nhwc_versions
@@ -60,7 +60,17 @@ def depthwise_conv2d(x, w, stride=1, padding=0, dilation=1, *, version=None):
     """
     fn = "depthwise_conv2d"
     x, wk, g, cl, unbatched, kernel, args = _prepare(
-        fn, x, w, stride, padding, dilation, version, V.FORWARD, V.NHWC_FORWARD, BEST_FORWARD
+        fn,
+        x,
+        w,
+        stride,
+        padding,
+        dilation,
+        version,
+        V.FORWARD,
+        V.NHWC_FORWARD,
+        V.ONLY_3X3_FORWARD,
+        BEST_FORWARD,
     )
     n, c = x.shape[:2]
     out = np.empty((n, *g.out_hw, c) if cl else (n, c, *g.out_hw), dtype=x.dtype)
@@ -73,7 +83,17 @@ def depthwise_conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, *, ve
     """Gradients of :func:`depthwise_conv2d`: ``(dx, dw)``, dx in x's memory format."""
     fn = "depthwise_conv2d_backward"
     x, wk, g, cl, unbatched, kernel, args = _prepare(
-        fn, x, w, stride, padding, dilation, version, V.BACKWARD, V.NHWC_BACKWARD, BEST_BACKWARD
+        fn,
+        x,
+        w,
+        stride,
+        padding,
+        dilation,
+        version,
+        V.BACKWARD,
+        V.NHWC_BACKWARD,
+        V.ONLY_3X3_BACKWARD,
+        BEST_BACKWARD,
     )
     n, c = x.shape[:2]
     dout = check_dout(fn, dout, x, unbatched, (n, c, *g.out_hw))

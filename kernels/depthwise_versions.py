@@ -405,4 +405,5 @@ FORWARD = {1: fwd_v1, 2: fwd_v2, 3: fwd_v3, 4: fwd_v4, 5: fwd_v5, 6: fwd_v6, 7: 
 BACKWARD = {1: bwd_v1, 2: bwd_v2, 3: bwd_v3, 4: bwd_v4}
 NHWC_FORWARD = {4, 5, 6, 7}
 NHWC_BACKWARD = {3, 4}
-ONLY_3X3 = {7: True, 4: True}  # versions that need kh == kw == 3 and dilation 1
+ONLY_3X3_FORWARD = {7}  # versions that need kh == kw == 3 and dilation 1
+ONLY_3X3_BACKWARD = {4}

@@ -75,14 +75,33 @@ def test_public_kernels_match_reference(case, dtype, seed, memory, dout_memory, 
         assert is_channels_last(dx)
 
 
-@pytest.mark.parametrize("fwd,bwd", [(v, b) for v, b in zip(V.FORWARD, [1, 2, 3, 4, 1, 2, 3])])
+VERSIONS = [("forward", v) for v in V.FORWARD] + [("backward", v) for v in V.BACKWARD]
+
+
+@pytest.mark.parametrize("direction,version", VERSIONS)
 @given(case=dw_cases(), dtype=DTYPES, seed=st.integers(0, 2**16))
-def test_every_version_matches_reference(fwd, bwd, case, dtype, seed):
-    need_3x3 = V.ONLY_3X3.get(fwd) or V.ONLY_3X3.get(bwd)
-    if need_3x3 and (case["w"][2:] != (3, 3) or tuple(case["dilation"]) != (1, 1)):
+def test_every_version_matches_reference(direction, version, case, dtype, seed):
+    """Each numbered version on its own (the other direction runs the public kernel); only the
+    3x3 versions get their cases turned into 3x3 ones."""
+    only_3x3 = V.ONLY_3X3_FORWARD if direction == "forward" else V.ONLY_3X3_BACKWARD
+    if version in only_3x3 and (case["w"][2:] != (3, 3) or tuple(case["dilation"]) != (1, 1)):
         case = dict(case, w=(case["w"][0], 1, 3, 3), dilation=(1, 1), padding=1)
-        case["x"] = (*case["x"][:2], max(case["x"][2], 1), max(case["x"][3], 1))
+    fwd, bwd = (version, None) if direction == "forward" else (None, version)
     check_version(case, dtype, seed, fwd, bwd, "nchw")
+
+
+def test_only_the_3x3_versions_refuse_other_filters():
+    x, w = rng_arrays(3, np.float64, (2, 4, 9, 8), (4, 1, 5, 5))
+    out = K.depthwise_conv2d(x, w, 1, 2, version=4)  # the NHWC forward takes any filter
+    np.testing.assert_allclose(out, F.depthwise_conv2d(x, w, 1, 2), rtol=1e-12, atol=1e-12)
+    dx, dw = K.depthwise_conv2d_backward(out, x, w, 1, 2, version=3)
+    e_dx, e_dw = F.depthwise_conv2d_backward(out, x, w, 1, 2)
+    np.testing.assert_allclose(dx, e_dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, e_dw, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="version 7 needs a 3x3 kernel"):
+        K.depthwise_conv2d(x, w, 1, 2, version=7)
+    with pytest.raises(ValueError, match="version 4 needs a 3x3 kernel"):
+        K.depthwise_conv2d_backward(out, x, w, 1, 2, version=4)
 
 
 @given(case=dw_cases(only_3x3=True), dtype=DTYPES, seed=st.integers(0, 2**16))
