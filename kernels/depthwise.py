@@ -25,6 +25,9 @@ from ._prep import as_layout, from_layout, is_channels_last
 
 BEST_FORWARD = {False: 3, True: 6, "3x3": 7}  # channels_last -> version
 BEST_BACKWARD = {False: 2, True: 3, "3x3": 4}
+# what _prepare needs of each direction: versions, NHWC versions, 3x3-only versions, default choice
+_FORWARD = (V.FORWARD, V.NHWC_FORWARD, V.ONLY_3X3_FORWARD, BEST_FORWARD)
+_BACKWARD = (V.BACKWARD, V.NHWC_BACKWARD, V.ONLY_3X3_BACKWARD, BEST_BACKWARD)
 
 
 def _prepare(fn, x, w, stride, padding, dilation, version, table, nhwc_versions, only_3x3, best):
@@ -59,19 +62,7 @@ def depthwise_conv2d(x, w, stride=1, padding=0, dilation=1, *, version=None):
     of ``depthwise_versions.FORWARD`` (for tests and benchmarks).
     """
     fn = "depthwise_conv2d"
-    x, wk, g, cl, unbatched, kernel, args = _prepare(
-        fn,
-        x,
-        w,
-        stride,
-        padding,
-        dilation,
-        version,
-        V.FORWARD,
-        V.NHWC_FORWARD,
-        V.ONLY_3X3_FORWARD,
-        BEST_FORWARD,
-    )
+    x, wk, g, cl, unbatched, kernel, args = _prepare(fn, x, w, stride, padding, dilation, version, *_FORWARD)
     n, c = x.shape[:2]
     out = np.empty((n, *g.out_hw, c) if cl else (n, c, *g.out_hw), dtype=x.dtype)
     kernel(as_layout(x, cl), wk, out, *args)
@@ -82,19 +73,7 @@ def depthwise_conv2d(x, w, stride=1, padding=0, dilation=1, *, version=None):
 def depthwise_conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, *, version=None):
     """Gradients of :func:`depthwise_conv2d`: ``(dx, dw)``, dx in x's memory format."""
     fn = "depthwise_conv2d_backward"
-    x, wk, g, cl, unbatched, kernel, args = _prepare(
-        fn,
-        x,
-        w,
-        stride,
-        padding,
-        dilation,
-        version,
-        V.BACKWARD,
-        V.NHWC_BACKWARD,
-        V.ONLY_3X3_BACKWARD,
-        BEST_BACKWARD,
-    )
+    x, wk, g, cl, unbatched, kernel, args = _prepare(fn, x, w, stride, padding, dilation, version, *_BACKWARD)
     n, c = x.shape[:2]
     dout = check_dout(fn, dout, x, unbatched, (n, c, *g.out_hw))
     dx = np.empty((n, *x.shape[2:], c) if cl else x.shape, dtype=x.dtype)

@@ -12,10 +12,9 @@ _common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, Hea
 settings.register_profile("dev", max_examples=30, **_common)
 settings.register_profile("ci", max_examples=20, derandomize=True, print_blob=True, **_common)
 settings.register_profile("thorough", max_examples=400, **_common)  # a local stress run before a release
-# make mutants: ci's examples, reported at the first failure (no shrinking: only "caught" matters)
-settings.register_profile("mutants", max_examples=20, derandomize=True, phases=[Phase.explicit, Phase.generate],
-                          **_common)  # fmt: skip
-settings.register_profile(
-    "mutants-random", max_examples=20, phases=[Phase.explicit, Phase.generate], **_common
-)
+# make mutants: ci's examples (or fresh ones: --random), reported at the first failure (no
+# shrinking: only "caught" matters)
+_mutants = {"max_examples": 20, "phases": [Phase.explicit, Phase.generate], **_common}
+settings.register_profile("mutants", derandomize=True, **_mutants)
+settings.register_profile("mutants-random", **_mutants)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
