@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint format clean bench mutants
+.PHONY: test demo lint format clean bench bench-quick mutants
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,20 @@ demo: $(STAMP)
 		--epochs 4 --seed 0 --out runs/demo-digits
 	$(BIN)/mobilenet evaluate --checkpoint runs/demo-digits/checkpoint.npz
 
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks.bench_depthwise --batch 1 8 --versions
+# Each side alone in its process, alternating rounds (~30 min); bench-quick: a few minutes.
+bench: $(STAMP) $(VENV)/.bench
+	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.bench_kernels
 	$(BIN)/python docs/make_figures.py
+
+bench-quick: $(STAMP) $(VENV)/.bench
+	$(BIN)/python -m benchmarks.run --quick
+	$(BIN)/python docs/make_figures.py
+
+# onnxruntime (and onnx, for the export) is a third side of the benchmarks only
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]'
+	touch $@
 
 # The mutation check (slow, outside make test): each curated bug must fail its module's tests.
 mutants: $(STAMP)

@@ -1,4 +1,2 @@
-"""Timing benchmarks (never run by the tests)."""
-
-# First, before torch: kernels sets GOMP_SPINCOUNT, read once when libgomp loads.
-import kernels  # noqa: F401
+"""Timing benchmarks (never run by the tests). Imports nothing: a worker process loads
+only the library its side measures (``benchmarks/worker.py``)."""

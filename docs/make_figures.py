@@ -152,82 +152,50 @@ def _versions(kind):
 
 
 def depthwise_road() -> str:
-    res = _load("depthwise")
+    """Each numbered version's time at two layer shapes, from ``make bench`` (separate processes)."""
+    res = _load("bench")
+    s = (res or {}).get("summary", {})
+    road, dw = s.get("versions", {}).get("numba", {}), s.get("depthwise", {})
     shapes = [(144, 56, 1), (576, 14, 2)]
-    rows_by = {}
-    if res:
-        for r in res["rows"]:
-            if r["batch"] == 1 and "fwd_v1" in r:
-                rows_by[(r["C"], r["H"], r["stride"])] = r
+    keys = [f"b1 C{c} {h}x{h} s{st}" for c, h, st in shapes]
     out = []
     for kind, prefix in (("Forward", "fwd"), ("Backward", "bwd")):
         for v, text in _versions(kind):
-            t = [f"{rows_by[s][f'{prefix}_v{v}']:.0f}" if s in rows_by else "-" for s in shapes]
+            t = [
+                f"{road[f'{prefix} v{v} {k}']['us']:.0f}" if f"{prefix} v{v} {k}" in road else "-"
+                for k in keys
+            ]
             out.append((f"{prefix} v{v}", text, *t))
-        t = [f"{rows_by[s][f'torch_{prefix}_cl']:.0f}" if s in rows_by else "-" for s in shapes]
+        cl = dw.get("torch_cl", {})
+        t = [f"{cl[f'{prefix} {k}']['us']:.0f}" if f"{prefix} {k}" in cl else "-" for k in keys]
         out.append((f"torch {prefix}", "oneDNN, channels_last", *t))
     header = ("version", "what changed", *(f"C{c} {h}x{h} s{st} (us)" for c, h, st in shapes))
-    return _md(header, out)
+    note = f"\n\n{_bench_machine(res)}" if res else "\n\n(run `make bench` to time the versions)"
+    return _md(header, out) + note
+
+
+def _bench_machine(res) -> str:
+    m, v = res["machine"], res["versions"]
+    libs = ", ".join(f"{k} {v[k]}" for k in ("numpy", "numba", "torch", "onnxruntime") if k in v)
+    return (f"{m['cpu']} ({m['simd']}), {res['threads']} threads on every side, {libs}; each side alone in "
+            f"its process, {res['rounds']} alternating rounds, best round's median.")  # fmt: skip
 
 
 def kernel_results() -> str:
-    from math import exp, log
-
-    def gm(xs):
-        xs = list(xs)
-        return exp(sum(log(x) for x in xs) / len(xs)) if xs else float("nan")
-
-    dw, kr = _load("depthwise"), _load("kernels")
-    if not dw or not kr:
+    """The targets table of ``make bench`` (benchmarks/results/bench.json) and the kernels-only figures."""
+    res, kr = _load("bench"), _load("kernels")
+    if not res:
         return "(run `make bench` to produce benchmarks/results/)"
-    out = []
-    for b in (1, 8):
-        sel = [r for r in dw["rows"] if r["batch"] == b]
-        for d, name in (("fwd", "forward"), ("bwd", "backward (dx + dw)")):
-            sp = [r[f"speedup_{d}"] for r in sel]
-            ok = min(sp) >= 1 and gm(sp) >= 1.5
-            out.append(
-                (
-                    f"depthwise {name}, batch {b}",
-                    "every shape >= 1x, geo-mean >= 1.5x",
-                    f"geo-mean {gm(sp):.2f}x, min {min(sp):.2f}x, {sum(x < 1 for x in sp)}/{len(sp)} slower",
-                    "met" if ok else "not met",
-                )
-            )
-    for d in ("fwd", "bwd"):
-        ratios = [r[f"{d}_vs_gemm"] for r in kr["pointwise"]]
-        out.append((f"pointwise {'forward' if d == 'fwd' else 'backward'} vs the plain GEMM", "<= 1.15x",
-                    f"median {sorted(ratios)[len(ratios) // 2]:.2f}x, max {max(ratios):.2f}x",
-                    "met" if max(ratios) <= 1.15 else "not met"))  # fmt: skip
-    for b in (1, 8):
-        sel = [r for r in kr["blocks"] if r["batch"] == b]
-        sp = [r["speedup"] for r in sel]
-        mem = max(r["peak_fused"] / r["peak_unfused"] for r in sel)
-        out.append((f"fused block inference, batch {b}", ">= 1.3x torch eager, a fraction of the memory",
-                    f"geo-mean {gm(sp):.2f}x, min {min(sp):.2f}x; peak <= {mem:.0%} of unfused",
-                    "met" if min(sp) >= 1.3 else "not met"))  # fmt: skip
-    for r, target in zip(kr["model"], (">= 1x torch eager", ">= 1x torch eager")):
-        out.append(
-            (
-                r["case"],
-                target,
-                f"{r['ours'] / 1e3:.1f} ms vs {r['torch_nchw'] / 1e3:.1f} ms: {r['speedup']:.2f}x",
-                "met" if r["speedup"] >= 1 else "not met",
-            )
-        )
-    c = kr["compile"]
-    out.append(
-        (
-            "first-call compile (small model fwd+bwd+eval)",
-            "measured",
-            f"{c['empty_cache_s']:.0f} s empty cache, {c['warm_cache_s']:.2f} s cached",
-            "-",
-        )
-    )
-    m = kr["machine"]
-    note = (f"\n\n{m['cpu']}, {m['threads']} threads on both sides, numpy {m['numpy']}, numba {m['numba']}, "
-            f"torch {m['torch']}; medians of torch.utils.benchmark.")  # fmt: skip
-    return _md(("target", "goal", "measured", "status"), out) + note
+    out = [(t["target"], t["goal"], t["measured"], "met" if t["met"] else "not met") for t in res["targets"]]
+    roof = res["summary"].get("roofline", {}).get("numba", {})
+    if roof:
+        rates = f"{roof['copy 64MiB']['GBps']:.1f} GB/s / {roof['sgemm 1024']['GFLOPs']:.0f} GFLOP/s"
+        out.append(("this machine's copy bandwidth / float32 GEMM rate", "measured", rates, "-"))
+    if kr and "compile" in kr:
+        c = kr["compile"]
+        times = f"{c['empty_cache_s']:.0f} s empty cache, {c['warm_cache_s']:.2f} s cached"
+        out.append(("first-call compile (small model fwd+bwd+eval)", "measured", times, "-"))
+    return _md(("target", "goal", "measured", "status"), out) + f"\n\n{_bench_machine(res)}"
 
 
 # --- training chapters: rendered from docs/results/*.json (docs/make_training_results.py) ----

@@ -25,6 +25,12 @@ each timed by benchmarks/bench_depthwise.py):
     7  3x3 specialisation (MobileNet's only depthwise kernel): the nine taps in one
        expression per channel; rows above/below the input read a shared zero row, so
        only the first/last columns need bounds checks; the interior has no branch.
+    8  two output rows per step: at stride 1 rows ho and ho+1 read four input rows,
+       not six, and the two middle ones are loaded once for both (12 loads feed 18
+       multiply-adds instead of 18 feeding 9); stride 2 shares one row of five.
+    9  2x2 output pixels per step at stride 1 when C >= 128: 16 input loads feed 36
+       multiply-adds. Narrower C keeps version 8's rows: the longer loop body makes
+       LLVM's vectorised loop need more channels than there are, and it runs scalar.
 
 Backward versions:
 
@@ -38,6 +44,12 @@ Backward versions:
        precomputed (tap column -> output column or -1) table for any stride, and
        the three taps of a column in one expression; at stride 1, dx is the
        forward kernel (version 7) applied to dout with the filter flipped.
+    5  version 4 with the new forward: at stride 1 dx is forward version 9 on dout;
+       dw takes four output pixels per update of its accumulators (six input
+       columns, one read-modify-write of the 3x3xC partial sums instead of four).
+    6  stride 2 dx: an input pixel gets taps 0 and 2 of a row or tap 1 alone (by the
+       parity of its column and row), so it is written once from its one to four
+       products instead of read-modify-written per tap.
 
 Arguments: NCHW kernels take x (N, C, H, W), w (C, kh, kw); NHWC kernels take
 x (N, H, W, C), w (kh, kw, C). ``out``/``dx``/``dw`` are preallocated by the caller.
@@ -211,6 +223,162 @@ def fwd_v7(x, w, out, sh, sw, ph, pw, dh, dw_):
                                 + x1[a + j, c] * w[1, j, c]
                                 + x2[a + j, c] * w[2, j, c]
                             )
+
+
+@njit(**_opts)
+def _row(x, zero, n, h):
+    """Input row (n, h), or the shared zero row outside the input: no bounds test per tap."""
+    return x[n, h] if 0 <= h < x.shape[1] else zero
+
+
+@njit(**_opts)
+def _px3x3(x0, x1, x2, w, orow, wo, a, W):
+    """One output pixel at any column (taps outside [0, W) skipped): the borders."""
+    for c in range(orow.shape[1]):
+        orow[wo, c] = 0
+    for j in range(3):
+        if 0 <= a + j < W:
+            for c in range(orow.shape[1]):
+                orow[wo, c] += (
+                    x0[a + j, c] * w[0, j, c] + x1[a + j, c] * w[1, j, c] + x2[a + j, c] * w[2, j, c]
+                )
+
+
+@njit(**_opts)
+def _rows2_s1(x0, x1, x2, x3, w, o0, o1, lo, hi, sw, pw):
+    """Two output rows at stride 1 from four input rows: x1 and x2 are read once for both."""
+    for wo in range(lo, hi):
+        a = wo * sw - pw
+        for c in range(o0.shape[1]):
+            w00, w01, w02 = w[0, 0, c], w[0, 1, c], w[0, 2, c]
+            w10, w11, w12 = w[1, 0, c], w[1, 1, c], w[1, 2, c]
+            w20, w21, w22 = w[2, 0, c], w[2, 1, c], w[2, 2, c]
+            b0, b1, b2 = x1[a, c], x1[a + 1, c], x1[a + 2, c]
+            d0, d1, d2 = x2[a, c], x2[a + 1, c], x2[a + 2, c]
+            o0[wo, c] = (x0[a, c] * w00 + x0[a + 1, c] * w01 + x0[a + 2, c] * w02
+                         + b0 * w10 + b1 * w11 + b2 * w12 + d0 * w20 + d1 * w21 + d2 * w22)  # fmt: skip
+            o1[wo, c] = (b0 * w00 + b1 * w01 + b2 * w02 + d0 * w10 + d1 * w11 + d2 * w12
+                         + x3[a, c] * w20 + x3[a + 1, c] * w21 + x3[a + 2, c] * w22)  # fmt: skip
+
+
+@njit(**_opts)
+def _rows2_s2(x0, x1, x2, x3, x4, w, o0, o1, lo, hi, sw, pw):
+    """Two output rows at stride 2 from five input rows: x2 is read once for both."""
+    for wo in range(lo, hi):
+        a = wo * sw - pw
+        for c in range(o0.shape[1]):
+            d0, d1, d2 = x2[a, c], x2[a + 1, c], x2[a + 2, c]
+            o0[wo, c] = (x0[a, c] * w[0, 0, c] + x0[a + 1, c] * w[0, 1, c] + x0[a + 2, c] * w[0, 2, c]
+                         + x1[a, c] * w[1, 0, c] + x1[a + 1, c] * w[1, 1, c] + x1[a + 2, c] * w[1, 2, c]
+                         + d0 * w[2, 0, c] + d1 * w[2, 1, c] + d2 * w[2, 2, c])  # fmt: skip
+            o1[wo, c] = (d0 * w[0, 0, c] + d1 * w[0, 1, c] + d2 * w[0, 2, c]
+                         + x3[a, c] * w[1, 0, c] + x3[a + 1, c] * w[1, 1, c] + x3[a + 2, c] * w[1, 2, c]
+                         + x4[a, c] * w[2, 0, c] + x4[a + 1, c] * w[2, 1, c]
+                         + x4[a + 2, c] * w[2, 2, c])  # fmt: skip
+
+
+@njit(parallel=True, **_opts)
+def fwd_v8(x, w, out, sh, sw, ph, pw, dh, dw_):
+    N, H, W, C = x.shape
+    _, Ho, Wo, _ = out.shape
+    zero = np.zeros((W, C), dtype=x.dtype)
+    lo = min(Wo, (pw + sw - 1) // sw)  # first output column whose three taps are inside
+    hi = max(lo, min(Wo, (W - 3 + pw) // sw + 1))  # one past the last
+    pairs = (Ho + 1) // 2
+    for r in prange(N * pairs):
+        n, ho = r // pairs, 2 * (r % pairs)
+        h0 = ho * sh - ph  # input rows h0 .. h0 + sh + 2 feed output rows ho and ho + 1
+        x0, x1, x2 = _row(x, zero, n, h0), _row(x, zero, n, h0 + 1), _row(x, zero, n, h0 + 2)
+        y0, y1, y2 = _row(x, zero, n, h0 + sh), _row(x, zero, n, h0 + sh + 1), _row(x, zero, n, h0 + sh + 2)
+        o0 = out[n, ho]
+        o1 = out[n, ho + 1] if ho + 1 < Ho else np.empty((Wo, C), dtype=out.dtype)  # odd Ho: a spare row
+        if sh == 1:  # y0, y1 are x1, x2
+            _rows2_s1(x0, x1, x2, y2, w, o0, o1, lo, hi, sw, pw)
+        elif sh == 2:  # y0 is x2
+            _rows2_s2(x0, x1, x2, y1, y2, w, o0, o1, lo, hi, sw, pw)
+        else:
+            _row_3x3(x0, x1, x2, w, o0, lo, hi, sw, pw)
+            _row_3x3(y0, y1, y2, w, o1, lo, hi, sw, pw)
+        for k in range(lo + Wo - hi):  # the border columns
+            wo = k if k < lo else hi + k - lo
+            _px3x3(x0, x1, x2, w, o0, wo, wo * sw - pw, W)
+            _px3x3(y0, y1, y2, w, o1, wo, wo * sw - pw, W)
+
+
+@njit(**_opts)
+def _block2x2_s1(x0, x1, x2, x3, w, o0, o1, lo, hi, pw):
+    """2x2 output pixels per step at stride 1: 16 input loads feed 36 multiply-adds.
+
+    Ends at hi - (hi - lo) % 2; the caller finishes an odd last column."""
+    for wo in range(lo, hi - 1, 2):
+        a = wo - pw
+        for c in range(o0.shape[1]):
+            w00, w01, w02 = w[0, 0, c], w[0, 1, c], w[0, 2, c]
+            w10, w11, w12 = w[1, 0, c], w[1, 1, c], w[1, 2, c]
+            w20, w21, w22 = w[2, 0, c], w[2, 1, c], w[2, 2, c]
+            a0, a1, a2, a3 = x0[a, c], x0[a + 1, c], x0[a + 2, c], x0[a + 3, c]
+            b0, b1, b2, b3 = x1[a, c], x1[a + 1, c], x1[a + 2, c], x1[a + 3, c]
+            d0, d1, d2, d3 = x2[a, c], x2[a + 1, c], x2[a + 2, c], x2[a + 3, c]
+            e0, e1, e2, e3 = x3[a, c], x3[a + 1, c], x3[a + 2, c], x3[a + 3, c]
+            o0[wo, c] = (a0 * w00 + a1 * w01 + a2 * w02
+                         + b0 * w10 + b1 * w11 + b2 * w12 + d0 * w20 + d1 * w21 + d2 * w22)  # fmt: skip
+            o0[wo + 1, c] = (a1 * w00 + a2 * w01 + a3 * w02
+                             + b1 * w10 + b2 * w11 + b3 * w12 + d1 * w20 + d2 * w21 + d3 * w22)  # fmt: skip
+            o1[wo, c] = (b0 * w00 + b1 * w01 + b2 * w02
+                         + d0 * w10 + d1 * w11 + d2 * w12 + e0 * w20 + e1 * w21 + e2 * w22)  # fmt: skip
+            o1[wo + 1, c] = (b1 * w00 + b2 * w01 + b3 * w02
+                             + d1 * w10 + d2 * w11 + d3 * w12 + e1 * w20 + e2 * w21 + e3 * w22)  # fmt: skip
+
+
+@njit(**_opts)
+def _row_3x3(x0, x1, x2, w, orow, lo, hi, sw, pw):
+    """Output columns [lo, hi) of one row, all taps inside: version 7's interior."""
+    for wo in range(lo, hi):
+        a = wo * sw - pw
+        for c in range(orow.shape[1]):
+            orow[wo, c] = (
+                x0[a, c] * w[0, 0, c] + x0[a + 1, c] * w[0, 1, c] + x0[a + 2, c] * w[0, 2, c]
+                + x1[a, c] * w[1, 0, c] + x1[a + 1, c] * w[1, 1, c] + x1[a + 2, c] * w[1, 2, c]
+                + x2[a, c] * w[2, 0, c] + x2[a + 1, c] * w[2, 1, c] + x2[a + 2, c] * w[2, 2, c]
+            )  # fmt: skip
+
+
+WIDE_C = 128  # below this the 2x2 loop body runs mostly in its scalar remainder (measured)
+
+
+def fwd_v9(x, w, out, sh, sw, ph, pw, dh, dw_):
+    """Version 8 with 2x2 blocks when C >= WIDE_C (read per call: tests lower it to reach that path)."""
+    _fwd_v9(x, w, out, sh, sw, ph, pw, WIDE_C)
+
+
+@njit(parallel=True, **_opts)
+def _fwd_v9(x, w, out, sh, sw, ph, pw, wide_c):
+    N, H, W, C = x.shape
+    _, Ho, Wo, _ = out.shape
+    zero = np.zeros((W, C), dtype=x.dtype)
+    lo = min(Wo, (pw + sw - 1) // sw)
+    hi = max(lo, min(Wo, (W - 3 + pw) // sw + 1))
+    pairs = (Ho + 1) // 2
+    for r in prange(N * pairs):
+        n, ho = r // pairs, 2 * (r % pairs)
+        h0 = ho * sh - ph
+        x0, x1, x2 = _row(x, zero, n, h0), _row(x, zero, n, h0 + 1), _row(x, zero, n, h0 + 2)
+        y0, y1, y2 = _row(x, zero, n, h0 + sh), _row(x, zero, n, h0 + sh + 1), _row(x, zero, n, h0 + sh + 2)
+        o0 = out[n, ho]
+        o1 = out[n, ho + 1] if ho + 1 < Ho else np.empty((Wo, C), dtype=out.dtype)
+        if sh == 1 and sw == 1 and C >= wide_c:
+            _block2x2_s1(x0, x1, x2, y2, w, o0, o1, lo, hi, pw)
+            if (hi - lo) % 2:
+                _rows2_s1(x0, x1, x2, y2, w, o0, o1, hi - 1, hi, sw, pw)
+        elif sh == 1:
+            _rows2_s1(x0, x1, x2, y2, w, o0, o1, lo, hi, sw, pw)
+        else:  # stride 2 shares one input row of five: one row at a time is faster (measured)
+            _row_3x3(x0, x1, x2, w, o0, lo, hi, sw, pw)
+            _row_3x3(y0, y1, y2, w, o1, lo, hi, sw, pw)
+        for k in range(lo + Wo - hi):  # the border columns
+            wo = k if k < lo else hi + k - lo
+            _px3x3(x0, x1, x2, w, o0, wo, wo * sw - pw, W)
+            _px3x3(y0, y1, y2, w, o1, wo, wo * sw - pw, W)
 
 
 # --- backward ---------------------------------------------------------------------------
@@ -401,9 +569,139 @@ def bwd_v4(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks=None):
     np.sum(partial, axis=0, out=dw)
 
 
-FORWARD = {1: fwd_v1, 2: fwd_v2, 3: fwd_v3, 4: fwd_v4, 5: fwd_v5, 6: fwd_v6, 7: fwd_v7}
-BACKWARD = {1: bwd_v1, 2: bwd_v2, 3: bwd_v3, 4: bwd_v4}
-NHWC_FORWARD = {4, 5, 6, 7}
-NHWC_BACKWARD = {3, 4}
-ONLY_3X3_FORWARD = {7}  # versions that need kh == kw == 3 and dilation 1
-ONLY_3X3_BACKWARD = {4}
+@njit(**_opts)
+def _dw_px(g, x0, x1, x2, p, wo, a, W):
+    """dw of one output pixel at any column (taps outside [0, W) skipped): the borders."""
+    for j in range(3):
+        if 0 <= a + j < W:
+            for c in range(p.shape[2]):
+                p[0, j, c] += g[wo, c] * x0[a + j, c]
+                p[1, j, c] += g[wo, c] * x1[a + j, c]
+                p[2, j, c] += g[wo, c] * x2[a + j, c]
+
+
+@njit(**_opts)
+def _dw_4px_s1(g, xi, pi, wo, a):
+    """Row i of dw from four output pixels at stride 1: six input columns, one update of pi."""
+    for c in range(pi.shape[1]):
+        g0, g1, g2, g3 = g[wo, c], g[wo + 1, c], g[wo + 2, c], g[wo + 3, c]
+        u0, u1, u2 = xi[a, c], xi[a + 1, c], xi[a + 2, c]
+        u3, u4, u5 = xi[a + 3, c], xi[a + 4, c], xi[a + 5, c]
+        pi[0, c] += g0 * u0 + g1 * u1 + g2 * u2 + g3 * u3
+        pi[1, c] += g0 * u1 + g1 * u2 + g2 * u3 + g3 * u4
+        pi[2, c] += g0 * u2 + g1 * u3 + g2 * u4 + g3 * u5
+
+
+@njit(parallel=True, **_opts)
+def _bwd_dw_v5(dout, x, partial, sh, ph, pw):
+    """Stride 1 (either stride vertically); version 4's per-pixel updates stay faster at stride 2."""
+    N, H, W, C = x.shape
+    T = partial.shape[0]
+    _, Ho, Wo, _ = dout.shape
+    zero = np.zeros((W, C), dtype=x.dtype)
+    lo = min(Wo, pw)
+    hi = max(lo, min(Wo, W - 2 + pw))
+    rows = N * Ho
+    for t in prange(T):
+        p = partial[t]
+        p[...] = 0
+        for r in range(t * rows // T, (t + 1) * rows // T):
+            n, ho = r // Ho, r % Ho
+            h0 = ho * sh - ph
+            x0, x1, x2 = _row(x, zero, n, h0), _row(x, zero, n, h0 + 1), _row(x, zero, n, h0 + 2)
+            g = dout[n, ho]
+            wo = lo
+            while wo + 4 <= hi:
+                _dw_4px_s1(g, x0, p[0], wo, wo - pw)
+                _dw_4px_s1(g, x1, p[1], wo, wo - pw)
+                _dw_4px_s1(g, x2, p[2], wo, wo - pw)
+                wo += 4
+            for k in range(lo + Wo - wo):  # border columns and the interior's last few
+                c_ = k if k < lo else wo + k - lo
+                _dw_px(g, x0, x1, x2, p, c_, c_ - pw, W)
+
+
+def bwd_v5(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks=None):
+    """NHWC, 3x3, dilation 1: at stride 1 dx by forward version 9, dw four pixels per update."""
+    import numba
+
+    chunks = chunks or numba.get_num_threads()
+    chunks = max(1, min(chunks, dout.shape[0] * dout.shape[1]))
+    partial = np.empty((chunks, 3, 3, x.shape[3]), dtype=x.dtype)
+    if sh == sw == 1:
+        fwd_v9(dout, np.ascontiguousarray(w[::-1, ::-1]), dx, 1, 1, 2 - ph, 2 - pw, 1, 1)
+    else:
+        _bwd_dx_3x3(dout, w, dx, sh, sw, ph, pw)
+    if sw == 1:
+        _bwd_dw_v5(dout, x, partial, sh, ph, pw)
+    else:
+        _bwd_dw_3x3(dout, x, partial, sh, sw, ph, pw)
+    np.sum(partial, axis=0, out=dw)
+
+
+@njit(**_opts)
+def _dx_s2_row(ga, ia, gb, ib, w, drow, cols, pw):
+    """dx row at stride 2 from its (at most) two dout rows ga, gb with filter rows ia, ib.
+
+    Input column wi gets taps j = 0 and 2 when wi + pw is even, tap j = 1 when odd: two
+    or one products per dout row, each pixel written once (version 4 adds three times)."""
+    Wo = ga.shape[0]
+    for wi in range(drow.shape[0]):
+        q = wi + pw
+        if q % 2 == 0 and 1 <= q // 2 < Wo:
+            u, v = q // 2, q // 2 - 1  # tap 0 reads dout column u, tap 2 column v
+            for c in range(drow.shape[1]):
+                drow[wi, c] = (ga[u, c] * w[ia, 0, c] + ga[v, c] * w[ia, 2, c]
+                               + gb[u, c] * w[ib, 0, c] + gb[v, c] * w[ib, 2, c])  # fmt: skip
+        elif q % 2 == 1 and 0 <= (q - 1) // 2 < Wo:
+            u = (q - 1) // 2
+            for c in range(drow.shape[1]):
+                drow[wi, c] = ga[u, c] * w[ia, 1, c] + gb[u, c] * w[ib, 1, c]
+        else:  # a border column: one tap at most
+            for c in range(drow.shape[1]):
+                drow[wi, c] = 0
+            for j in range(3):
+                wo = cols[j, wi]
+                if wo >= 0:
+                    for c in range(drow.shape[1]):
+                        drow[wi, c] += ga[wo, c] * w[ia, j, c] + gb[wo, c] * w[ib, j, c]
+
+
+@njit(parallel=True, **_opts)
+def _bwd_dx_s2(dout, w, dx, ph, pw):
+    N, H, W, C = dx.shape
+    _, Ho, Wo, _ = dout.shape
+    zero = np.zeros((Wo, C), dtype=dx.dtype)
+    rows, cols = _tap_table(H, Ho, 2, ph), _tap_table(W, Wo, 2, pw)
+    for r in prange(N * H):
+        n, hi = r // H, r % H
+        if (hi + ph) % 2 == 0:  # filter rows 0 and 2 reach this input row
+            ga = dout[n, rows[0, hi]] if rows[0, hi] >= 0 else zero
+            gb = dout[n, rows[2, hi]] if rows[2, hi] >= 0 else zero
+            _dx_s2_row(ga, 0, gb, 2, w, dx[n, hi], cols, pw)
+        else:  # filter row 1 only
+            ga = dout[n, rows[1, hi]] if rows[1, hi] >= 0 else zero
+            _dx_s2_row(ga, 1, zero, 1, w, dx[n, hi], cols, pw)
+
+
+def bwd_v6(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks=None):
+    """Version 5 with a stride-2 dx that writes each input pixel once from its 1-4 taps."""
+    if sh == sw == 2:
+        import numba
+
+        chunks = chunks or numba.get_num_threads()
+        chunks = max(1, min(chunks, dout.shape[0] * dout.shape[1]))
+        partial = np.empty((chunks, 3, 3, x.shape[3]), dtype=x.dtype)
+        _bwd_dx_s2(dout, w, dx, ph, pw)
+        _bwd_dw_3x3(dout, x, partial, sh, sw, ph, pw)
+        np.sum(partial, axis=0, out=dw)
+    else:
+        bwd_v5(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks)
+
+
+FORWARD = {1: fwd_v1, 2: fwd_v2, 3: fwd_v3, 4: fwd_v4, 5: fwd_v5, 6: fwd_v6, 7: fwd_v7, 8: fwd_v8, 9: fwd_v9}
+BACKWARD = {1: bwd_v1, 2: bwd_v2, 3: bwd_v3, 4: bwd_v4, 5: bwd_v5, 6: bwd_v6}
+NHWC_FORWARD = {4, 5, 6, 7, 8, 9}
+NHWC_BACKWARD = {3, 4, 5, 6}
+ONLY_3X3_FORWARD = {7, 8, 9}  # versions that need kh == kw == 3 and dilation 1
+ONLY_3X3_BACKWARD = {4, 5, 6}

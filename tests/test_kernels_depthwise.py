@@ -104,14 +104,22 @@ def test_only_the_3x3_versions_refuse_other_filters():
         K.depthwise_conv2d_backward(out, x, w, 1, 2, version=4)
 
 
-@given(case=dw_cases(only_3x3=True), dtype=DTYPES, seed=st.integers(0, 2**16))
-def test_3x3_kernels_on_awkward_shapes(case, dtype, seed):
-    check_version(case, dtype, seed, 7, 4, "channels_last")
+@pytest.mark.parametrize("fwd,bwd", [(7, 4), (8, 5), (9, 6)])
+@given(case=dw_cases(only_3x3=True), dtype=DTYPES, seed=st.integers(0, 2**16), wide=st.booleans())
+def test_3x3_kernels_on_awkward_shapes(fwd, bwd, case, dtype, seed, wide):
+    """``wide`` lowers version 9's channel threshold so that its 2x2 blocks run on the few
+    channels drawn here (they also compute the stride-1 dx of backward versions 5 and 6)."""
+    old = V.WIDE_C
+    V.WIDE_C = 1 if wide else old
+    try:
+        check_version(case, dtype, seed, fwd, bwd, "channels_last")
+    finally:
+        V.WIDE_C = old
 
 
 @example(case={"x": (2, 3, 5, 6), "w": (3, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
          version=4, chunks=3, dtype=np.float64, pads=(0, 2), strides=(1, 1), seed=0)  # fmt: skip
-@given(case=dw_cases(), version=st.sampled_from([3, 4]), chunks=st.integers(1, 7), dtype=DTYPES,
+@given(case=dw_cases(), version=st.sampled_from([3, 4, 5, 6]), chunks=st.integers(1, 7), dtype=DTYPES,
        pads=st.tuples(st.integers(0, 2), st.integers(0, 2)), strides=st.tuples(*[st.sampled_from([1, 2])] * 2),
        seed=st.integers(0, 2**16))  # fmt: skip
 def test_weight_gradient_is_the_same_for_any_number_of_chunks(
@@ -120,7 +128,7 @@ def test_weight_gradient_is_the_same_for_any_number_of_chunks(
     """The channels-last backward sums dw over chunks of output rows (one per thread by default):
     every chunk count, not only this machine's thread count, must give the reference's dw. For the
     3x3 version, unequal vertical and horizontal paddings (its stride-1 dx flips the filter)."""
-    if version == 4:
+    if version in V.ONLY_3X3_BACKWARD:
         n, c, h, w_ = case["x"]
         case = dict(case, x=(n, c, max(h, 3), max(w_, 3)), w=(c, 1, 3, 3), dilation=(1, 1), padding=pads,
                     stride=strides)  # fmt: skip
@@ -168,7 +176,8 @@ def test_channel_multiplier_and_versions_are_rejected_clearly():
         ValueError, match=r"channel multiplier 1 only: w.shape\[0\] must equal x.shape\[1\] == 4"
     ):
         K.depthwise_conv2d(x, w)
-    with pytest.raises(ValueError, match=r"version must be one of \[1, 2, 3, 4, 5, 6, 7\], got 9"):
-        K.depthwise_conv2d(x, w[:4], version=9)
+    known = ", ".join(map(str, sorted(V.FORWARD)))
+    with pytest.raises(ValueError, match=rf"version must be one of \[{known}\], got 99"):
+        K.depthwise_conv2d(x, w[:4], version=99)
     with pytest.raises(ValueError, match=r"version 7 needs a 3x3 kernel with dilation 1"):
         K.depthwise_conv2d(x, w[:4], dilation=2, version=7)
