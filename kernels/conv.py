@@ -17,6 +17,7 @@ import numpy as np
 
 from numpy_impl.functional import conv as ref
 
+from . import _gemm
 from ._prep import is_channels_last
 
 
@@ -52,7 +53,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     x, w, b, _ = ref.check_conv("conv2d", x, w, b, groups)
     g = ref.geometry("conv2d", x.shape[2:], w.shape[2:], stride, padding, dilation)
     w2 = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)  # (C_out, kh*kw*C_in)
-    out = _cols(_pad_nhwc(x, g), g) @ w2.T  # (N*Ho*Wo, C_out)
+    out = _gemm.matmul(_cols(_pad_nhwc(x, g), g), w2.T)  # (N*Ho*Wo, C_out)
     if b is not None:
         out += b
     return out.reshape(x.shape[0], *g.out_hw, -1).transpose(0, 3, 1, 2)  # channels-last (N, C_out, Ho, Wo)
@@ -67,11 +68,12 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
     g = ref.geometry(fn, x.shape[2:], w.shape[2:], stride, padding, dilation)
     o = w.shape[0]
     dout = ref.check_dout(fn, dout, x, False, (x.shape[0], o, *g.out_hw))
-    d2 = dout.transpose(0, 2, 3, 1).reshape(-1, o)  # (N*Ho*Wo, C_out)
+    d2 = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, o)  # (N*Ho*Wo, C_out)
     xp = _pad_nhwc(x, g)
     w2 = w.transpose(0, 2, 3, 1).reshape(o, -1)  # (C_out, kh*kw*C_in)
-    dw = (d2.T @ _cols(xp, g)).reshape(o, *g.kernel, -1).transpose(0, 3, 1, 2)  # (C_out, C_in, kh, kw)
-    dcols = (d2 @ w2).reshape(x.shape[0], *g.out_hw, *g.kernel, -1)  # (N, Ho, Wo, kh, kw, C_in)
+    dw = _gemm.matmul_tn(d2, _cols(xp, g))  # (C_out, kh*kw*C_in)
+    dw = dw.reshape(o, *g.kernel, -1).transpose(0, 3, 1, 2)  # (C_out, C_in, kh, kw)
+    dcols = _gemm.matmul(d2, w2).reshape(x.shape[0], *g.out_hw, *g.kernel, -1)  # (N, Ho, Wo, kh, kw, C_in)
     dxp = np.zeros_like(xp)
     for i, j, tap in _taps(dxp, g):
         tap += dcols[:, :, :, i, j]

@@ -3,7 +3,10 @@ ReLU6 -> 1x1 project + BN (+ x when the block keeps its shape).
 
 Inference (``training=False``) folds each BN into its convolution (w' = w * scale,
 b' = shift: eval-mode BN is affine) and runs the block tile by tile: a tile is a
-band of output rows of one image, or several whole images when an image is small.
+band of output rows of one image, or several whole images when an image is small;
+when a layer has too few rows to give every thread a tile, each tile is further
+split by hidden channels (expand, depthwise and project all work on a slice of the
+t*C channels; the slices' project outputs are summed).
 For a tile it computes only the expanded rows that band needs (its rows plus a
 one-row halo), in a buffer sized to stay in cache (``TILE_BYTES``)::
 
@@ -29,22 +32,23 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from numpy_impl.functional._checks import as_float_array, same_dtype
 
-from ._threads import blas_threads
+from . import _gemm
+from ._threads import single_threaded_blas
 from .batchnorm import STATS_KEYS, batch_norm, batch_norm_backward, batch_norm_replay
 from .depthwise import depthwise_conv2d, depthwise_conv2d_backward
 from .pointwise import pointwise_conv2d, pointwise_conv2d_backward
 
 TILE_BYTES = 1024 * 1024  # expanded + depthwise tile; 0.5-4 MiB measured: batch 8 wants >= 1 MiB
 TRAINING_MEMORY = "store"  # default of inverted_residual(memory=...): "store" or "recompute"
-# The tile kernels are serial: the GEMMs carry ~90% of the block's work and run on the
-# BLAS's threads. Numba-parallel tile kernels between the GEMMs made two thread pools
-# spin against each other on 2 cores (the block ran 25x slower); one Python thread per
-# core over the tiles, with single-threaded BLAS, was 1.5x slower than this (measured,
-# docs/04-kernels.md).
+# Inference runs every tile of a block in one Numba parallel region (``_eval_tiles``):
+# each thread calls a single-threaded BLAS (np.dot) for its tile's GEMMs, so one pool
+# (OpenMP's) owns the cores. The older path (EVAL_POOL = False) runs the tiles from
+# Python with serial tile kernels and the GEMMs on the BLAS's own threads; parallel
+# tile kernels between those GEMMs had two pools spinning against each other on 2 cores.
 _opts = {"cache": True, "fastmath": True, "error_model": "numpy", "nogil": True}
 
 
@@ -149,7 +153,7 @@ def _forward_eval(x, weights, bns, stride, residual, eps):
         r0, r1 = max(0, ho0 * stride - 1), min(h, (ho1 - 1) * stride + 2)  # input rows the band reads
         rows = xr[n0:n1, r0:r1]  # (B, R, W, C)
         if expand_w is not None:
-            e = rows.reshape(-1, c) @ we  # (B*R*W, hidden)
+            e = _gemm.matmul(rows.reshape(-1, c), we)  # (B*R*W, hidden)
             _affine_relu6_(e, se, be)
             e = e.reshape(n1 - n0, r1 - r0, w, hidden)
         else:
@@ -157,15 +161,99 @@ def _forward_eval(x, weights, bns, stride, residual, eps):
         d = np.empty((n1 - n0, ho1 - ho0, wo, hidden), dtype=dt)
         _dw_affine_relu6(e, r0, h, wd, sd, bd, ho0, stride, stride, d)
         o = out[n0:n1, ho0:ho1].reshape(-1, wp.shape[1])  # a view: the GEMM writes the output in place
-        np.matmul(d.reshape(-1, hidden), wp, out=o)
+        _gemm.matmul(d.reshape(-1, hidden), wp, out=o)
         _affine_(o, sp, bp)
         if residual:
             o += xr[n0:n1, ho0:ho1].reshape(-1, c)
 
-    with blas_threads(numba.get_num_threads()):
-        for tile in _tiles(n, h, ho, w, hidden, stride, x.itemsize):
-            work(tile)
+    for tile in _tiles(n, h, ho, w, hidden, stride, x.itemsize):
+        work(tile)
     return out.transpose(0, 3, 1, 2)  # channels-last (N, C_out, Ho, Wo)
+
+
+@njit(parallel=True, **_opts)
+def _eval_tiles(xr, ew, se, be, wd, sd, bd, pw, sp, bp, out, tiles, stride, residual, partial):
+    """Every tile of the block in one parallel region: one thread pool, the GEMMs on
+    single-threaded BLAS inside it (``np.dot``).
+
+    tiles[t] = (n0, n1, ho0, ho1, h0, h1, k): output rows [ho0, ho1) of images [n0, n1),
+    hidden channels [h0, h1), which are chunk k. Weights as stored: ew (hidden, C) (empty
+    when t == 1), wd (3, 3, hidden), pw (C_out, hidden). With one chunk the project GEMM
+    writes ``out``; with several (small layers: too few rows to share out) chunk k's goes
+    to partial[k], summed after the loop.
+    """
+    N, H, W, C = xr.shape
+    _, Ho, Wo, Co = out.shape
+    K = partial.shape[0]
+    x2 = xr.reshape(N * H * W, C)
+    o2 = out.reshape(N * Ho * Wo, Co)
+    for t in prange(tiles.shape[0]):
+        n0, n1, ho0, ho1, h0, h1, k = tiles[t]
+        B, hid = n1 - n0, h1 - h0
+        r0, r1 = max(0, ho0 * stride - 1), min(H, (ho1 - 1) * stride + 2)  # input rows the band reads
+        i0, i1 = (n0 * H + r0) * W, ((n1 - 1) * H + r1) * W  # those rows, flat (a band is one image)
+        if ew.shape[0] > 0:
+            e = np.empty((i1 - i0, hid), dtype=xr.dtype)
+            np.dot(x2[i0:i1], ew[h0:h1].T, e)
+            _affine_relu6_(e, se[h0:h1], be[h0:h1])
+        else:  # t == 1: no expansion (and one chunk)
+            e = x2[i0:i1]
+        d = np.empty((B, ho1 - ho0, Wo, hid), dtype=xr.dtype)
+        wdk = np.ascontiguousarray(wd[:, :, h0:h1])  # 9 * hid values; contiguous, so the taps vectorise
+        _dw_affine_relu6(e.reshape(B, r1 - r0, W, hid), r0, H, wdk, sd[h0:h1], bd[h0:h1], ho0, stride, stride,
+                         d)  # fmt: skip
+        j0, j1 = (n0 * Ho + ho0) * Wo, ((n1 - 1) * Ho + ho1) * Wo
+        if K == 1:
+            o = o2[j0:j1]
+            np.dot(d.reshape(-1, hid), pw.T, o)
+            _affine_(o, sp, bp)
+            if residual:
+                o += x2[j0:j1]
+        else:
+            np.dot(d.reshape(-1, hid), np.ascontiguousarray(pw[:, h0:h1].T), partial[k, j0:j1])
+    if K > 1:
+        for j in range(o2.shape[0]):
+            for c in range(Co):
+                v = partial[0, j, c]
+                for k in range(1, K):
+                    v += partial[k, j, c]
+                o2[j, c] = v * sp[c] + bp[c] + (x2[j, c] if residual else 0)
+
+
+EVAL_POOL = True  # the one-pool eval path above; False: tiles in Python, serial tile kernels
+
+
+def _pool_plan(n_img, H, Ho, W, hidden, stride, itemsize, threads, can_split):
+    """(tiles (T, 7) int64, K): row tiles, or each row tile in K channel chunks when too few."""
+    tiles = _tiles(n_img, H, Ho, W, hidden, stride, itemsize)
+    k = threads if len(tiles) < 2 * threads and can_split else 1
+    bounds = [hidden * i // k for i in range(k + 1)]
+    return np.array([(*t, bounds[i], bounds[i + 1], i) for t in tiles for i in range(k)], dtype=np.int64), k
+
+
+def _forward_eval_pool(x, weights, bns, stride, residual, eps):
+    expand_w, dw_w, project_w = weights
+    n, c, h, w = x.shape
+    dt = x.dtype
+    xr = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # no copy for channels-last input
+    hidden = dw_w.shape[0]
+    threads = numba.get_num_threads()
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    tiles, k = _pool_plan(n, h, ho, w, hidden, stride, x.itemsize, threads, expand_w is not None)
+    if expand_w is not None:
+        ew = np.ascontiguousarray(expand_w[:, :, 0, 0])  # (hidden, C): a view when contiguous
+        se, be = _bn_affine(bns[0], eps, dt)
+    else:
+        ew, se, be = np.empty((0, c), dt), np.empty(hidden, dt), np.empty(hidden, dt)
+    wd = np.ascontiguousarray(dw_w[:, 0].transpose(1, 2, 0))  # (3, 3, hidden)
+    sd, bd = _bn_affine(bns[1], eps, dt)
+    pw = np.ascontiguousarray(project_w[:, :, 0, 0])  # (C_out, hidden)
+    sp, bp = _bn_affine(bns[2], eps, dt)
+    out = np.empty((n, ho, wo, pw.shape[0]), dtype=dt)
+    partial = np.empty((k, n * ho * wo if k > 1 else 0, pw.shape[0]), dtype=dt)
+    with single_threaded_blas():
+        _eval_tiles(xr, ew, se, be, wd, sd, bd, pw, sp, bp, out, tiles, stride, residual, partial)
+    return out.transpose(0, 3, 1, 2)
 
 
 def _forward_train(x, weights, bns, stride, residual, momentum, eps, memory):
@@ -273,6 +361,8 @@ def inverted_residual(x, weights, bns, stride=1, residual=None, training=False, 
         raise ValueError(f"{fn}: memory must be 'store' or 'recompute', got {memory!r}")
     if training:
         return _forward_train(x, weights, bns, stride, residual, momentum, eps, memory)
+    if EVAL_POOL:
+        return _forward_eval_pool(x, weights, bns, stride, residual, eps), None
     return _forward_eval(x, weights, bns, stride, residual, eps), None
 
 

@@ -11,9 +11,10 @@ Layout decides the shape of the product:
   batched matmul issues one GEMM per image; ``dW = sum_n dout_n @ x_n^T`` is one
   GEMM over the concatenated (C_out, N*H*W) x (N*H*W, C_in) via tensordot.
 
-No Numba here on purpose: a hand-written loop nest does not beat OpenBLAS on
-these shapes (115-175 GFLOP/s measured on this machine), and calling BLAS from
-inside a ``prange`` would oversubscribe the cores with two thread pools.
+No loop nest here: a hand-written one does not beat OpenBLAS on these shapes. The
+channels-last GEMMs run on Numba's threads (``_gemm``: each thread one block of rows,
+a single-threaded BLAS call), so the depthwise and batch-norm kernels before and after
+them share one thread pool with them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from numpy_impl.functional.conv import check_dout, check_pointwise
 
+from . import _gemm
 from ._prep import is_channels_last
 
 
@@ -41,7 +43,7 @@ def pointwise_conv2d(x, w):
     n, c, h, wd = x.shape
     w2 = w[:, :, 0, 0]  # (C_out, C_in)
     if is_channels_last(x):
-        out = _from_rows(_rows(x) @ w2.T, n, h, wd)  # (NHW, C_in) @ (C_in, C_out)
+        out = _from_rows(_gemm.matmul(_rows(x), w2.T), n, h, wd)  # (NHW, C_in) @ (C_in, C_out)
     else:
         out = (w2 @ np.ascontiguousarray(x).reshape(n, c, h * wd)).reshape(n, -1, h, wd)
     return out[0] if unbatched else out
@@ -55,9 +57,9 @@ def pointwise_conv2d_backward(dout, x, w):
     dout = check_dout(fn, dout, x, unbatched, (n, w.shape[0], h, wd))
     w2 = w[:, :, 0, 0]  # (C_out, C_in)
     if is_channels_last(x):
-        d2 = _rows(dout)  # (NHW, C_out)
-        dx = _from_rows(d2 @ w2, n, h, wd)  # (NHW, C_out) @ (C_out, C_in)
-        dw = d2.T @ _rows(x)  # (C_out, NHW) @ (NHW, C_in)
+        d2 = np.ascontiguousarray(_rows(dout))  # (NHW, C_out): a view unless dout is NCHW
+        dx = _from_rows(_gemm.matmul(d2, np.ascontiguousarray(w2)), n, h, wd)  # (NHW, C_out) @ (C_out, C_in)
+        dw = _gemm.matmul_tn(d2, _rows(x))  # (C_out, NHW) @ (NHW, C_in)
     else:
         d3 = np.ascontiguousarray(dout).reshape(n, -1, h * wd)  # (N, C_out, HW)
         x3 = np.ascontiguousarray(x).reshape(n, c, h * wd)

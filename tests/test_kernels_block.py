@@ -152,14 +152,21 @@ cases = st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 9), st.i
 
 # Always covered, whatever the draws: training with the residual (t = 6 and t = 1), and stride 2.
 @example(case=(2, 4, 5, 6, 6, 4, 1), dtype=np.float64, training=True, tile=1, memory="channels_last",
-         w_strided=False, momentum=0.37, eps=1e-3, seed=1)  # fmt: skip
+         w_strided=False, momentum=0.37, eps=1e-3, seed=1, pool=True)  # fmt: skip
 @example(case=(2, 3, 4, 5, 1, 3, 1), dtype=np.float32, training=True, tile=1 << 20, memory="nchw",
-         w_strided=True, momentum=0.1, eps=1e-5, seed=2)  # fmt: skip
+         w_strided=True, momentum=0.1, eps=1e-5, seed=2, pool=True)  # fmt: skip
 @example(case=(2, 4, 7, 6, 6, 5, 2), dtype=np.float64, training=True, tile=1, memory="strided",
-         w_strided=False, momentum=1.0, eps=0.25, seed=3)  # fmt: skip
+         w_strided=False, momentum=1.0, eps=0.25, seed=3, pool=True)  # fmt: skip
+# Inference in one parallel region with the hidden channels split between threads (few rows), with the residual.
+@example(case=(1, 4, 3, 5, 6, 0, 1), dtype=np.float64, training=False, tile=1 << 20, memory="channels_last",
+         w_strided=False, momentum=0.1, eps=1e-5, seed=4, pool=True)  # fmt: skip
 @given(case=cases, dtype=DTYPES, training=st.booleans(), tile=st.sampled_from([1, 4096, 1 << 20]),
-       memory=MEMORY, w_strided=st.booleans(), momentum=MOMENTA, eps=EPSILONS, seed=st.integers(0, 2**16))  # fmt: skip
-def test_fused_block_matches_composition(case, dtype, training, tile, memory, w_strided, momentum, eps, seed):
+       memory=MEMORY, w_strided=st.booleans(), momentum=MOMENTA, eps=EPSILONS, seed=st.integers(0, 2**16),
+       pool=st.booleans())  # fmt: skip
+def test_fused_block_matches_composition(case, dtype, training, tile, memory, w_strided, momentum, eps, seed,
+                                         pool):  # fmt: skip
+    """``pool``: inference tiles in one Numba parallel region (row bands, or row bands x hidden-channel
+    chunks when a layer has too few rows for the threads), or the tiles run from Python."""
     n, cin, h, w, t, cout, stride = case
     cout = cout or cin  # 0 draws C_out == C_in: the residual, at stride 1
     assume(not training or n * ((h - 1) // stride + 1) * ((w - 1) // stride + 1) > 1)  # BN needs 2 values
@@ -192,12 +199,13 @@ def test_fused_block_matches_composition(case, dtype, training, tile, memory, w_
     for keep in ("store", "recompute") if training else ("store",):  # both training-memory variants
         ws_k, bns_k = cast(ws, bns, dtype)
         ws_k = [None if a is None else strided(a, w_strided) for a in ws_k]  # views that are not contiguous
-        saved, FB.TILE_BYTES = FB.TILE_BYTES, tile  # from one row per tile to whole batches
+        saved = FB.TILE_BYTES, FB.EVAL_POOL
+        FB.TILE_BYTES, FB.EVAL_POOL = tile, pool  # from one row per tile to whole batches
         try:
             y, cache = FB.inverted_residual(in_memory(x.astype(dtype), memory), ws_k, bns_k, stride, None,
                                             training, momentum, eps, memory=keep)  # fmt: skip
         finally:
-            FB.TILE_BYTES = saved
+            FB.TILE_BYTES, FB.EVAL_POOL = saved
         assert y.dtype == dtype
         tol.check(y, y32, y64, f"y ({keep})")
         for i, (b, b64, b32) in enumerate(zip(bns_k, bns64, bns32)):  # running statistics: training only
