@@ -13,6 +13,10 @@ Threads: every parallel piece, GEMMs included (``_gemm``: a single-threaded BLAS
 per thread), runs on Numba's OpenMP pool. Importing this module changes no thread
 setting; the first GEMM sets scipy's BLAS (the one Numba's ``np.dot`` calls) to one
 thread and leaves it so. numpy's BLAS and torch's threads are left as they are.
+
+Memory: importing this module raises glibc's mmap and trim thresholds (``_memory``), so
+that freed activations are reused by the next step instead of page-faulted in again;
+``MOBILENET_MALLOC=default`` opts out.
 """
 
 from numpy_impl.functional import (
@@ -28,6 +32,7 @@ from numpy_impl.functional import (
     softmax_cross_entropy_backward,
 )
 
+from ._memory import MALLOC_TUNED  # noqa: F401  (applies the allocator settings on import)
 from ._prep import is_channels_last
 from .batchnorm import batch_norm, batch_norm_backward
 from .conv import conv2d, conv2d_backward

@@ -61,3 +61,37 @@ def matmul_tn(a, b):
     with single_threaded_blas():
         _tn_partials(a, b, partial)
     return partial[0] if T == 1 else partial.sum(axis=0)
+
+
+@njit(parallel=True, **_opts)
+def _dx_dw(d, w, x, dx, partial, block):
+    """dx = d @ w and partial[t] = (d^T x over thread t's rows), block by block, so each block of
+    d is read from memory once and used twice while it is in cache."""
+    M, T = d.shape[0], partial.shape[0]
+    nb = (M + block - 1) // block
+    for t in prange(T):
+        p = partial[t]
+        p[:] = 0
+        tmp = np.empty_like(p)
+        for b in range(t * nb // T, (t + 1) * nb // T):
+            r0, r1 = b * block, min(M, (b + 1) * block)
+            np.dot(d[r0:r1], w, dx[r0:r1])
+            np.dot(d[r0:r1].T, x[r0:r1], tmp)
+            p += tmp
+
+
+def backward_pair(d, w, x, cache_bytes=1 << 18):
+    """``(d @ w, d.T @ x)`` in one pass over d (C-contiguous d (M, N), w (N, K), x (M, K)):
+    a 1x1 convolution's input and weight gradients."""
+    M = d.shape[0]
+    dx = np.empty((M, w.shape[1]), dtype=d.dtype)
+    T = max(1, min(numba.get_num_threads(), M))
+    partial = np.empty((T, d.shape[1], x.shape[1]), dtype=d.dtype)
+    if M == 0:
+        return dx, np.zeros(partial.shape[1:], d.dtype)
+    if not (w.flags.c_contiguous or w.flags.f_contiguous):
+        w = np.ascontiguousarray(w)
+    block = max(16, cache_bytes // (d.itemsize * max(d.shape[1], x.shape[1])))
+    with single_threaded_blas():
+        _dx_dw(d, w, x, dx, partial, block)
+    return dx, partial[0] if T == 1 else partial.sum(axis=0)

@@ -59,10 +59,10 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     return out.reshape(x.shape[0], *g.out_hw, -1).transpose(0, 3, 1, 2)  # channels-last (N, C_out, Ho, Wo)
 
 
-def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, *, input_grad=True):
     """``numpy_impl.functional.conv2d_backward``; dx keeps x's channels-last memory."""
     if groups != 1 or not (isinstance(x, np.ndarray) and is_channels_last(x)):
-        return ref.conv2d_backward(dout, x, w, stride, padding, dilation, groups)
+        return ref.conv2d_backward(dout, x, w, stride, padding, dilation, groups, input_grad=input_grad)
     fn = "conv2d_backward"
     x, w, _, _ = ref.check_conv(fn, x, w, None, groups)
     g = ref.geometry(fn, x.shape[2:], w.shape[2:], stride, padding, dilation)
@@ -73,6 +73,8 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
     w2 = w.transpose(0, 2, 3, 1).reshape(o, -1)  # (C_out, kh*kw*C_in)
     dw = _gemm.matmul_tn(d2, _cols(xp, g))  # (C_out, kh*kw*C_in)
     dw = dw.reshape(o, *g.kernel, -1).transpose(0, 3, 1, 2)  # (C_out, C_in, kh, kw)
+    if not input_grad:
+        return None, np.ascontiguousarray(dw), d2.sum(axis=0)
     dcols = _gemm.matmul(d2, w2).reshape(x.shape[0], *g.out_hw, *g.kernel, -1)  # (N, Ho, Wo, kh, kw, C_in)
     dxp = np.zeros_like(xp)
     for i, j, tap in _taps(dxp, g):

@@ -26,6 +26,8 @@ from numpy_impl.functional.conv import check_dout, check_pointwise
 from . import _gemm
 from ._prep import is_channels_last
 
+PAIR_BYTES = 4 << 20  # dout at least this large: the backward's two GEMMs share one pass over it (measured)
+
 
 def _rows(a):
     """(N, C, H, W) -> its (N*H*W, C) matrix: a view for channels-last memory, else a copy."""
@@ -58,8 +60,11 @@ def pointwise_conv2d_backward(dout, x, w):
     w2 = w[:, :, 0, 0]  # (C_out, C_in)
     if is_channels_last(x):
         d2 = np.ascontiguousarray(_rows(dout))  # (NHW, C_out): a view unless dout is NCHW
-        dx = _from_rows(_gemm.matmul(d2, np.ascontiguousarray(w2)), n, h, wd)  # (NHW, C_out) @ (C_out, C_in)
-        dw = _gemm.matmul_tn(d2, _rows(x))  # (C_out, NHW) @ (NHW, C_in)
+        if d2.nbytes >= PAIR_BYTES:  # d2 @ w2 and d2^T @ x in one pass over d2
+            dx, dw = _gemm.backward_pair(d2, w2, _rows(x))
+        else:  # small enough to stay in cache between two calls, which split the work better
+            dx, dw = _gemm.matmul(d2, np.ascontiguousarray(w2)), _gemm.matmul_tn(d2, _rows(x))
+        dx = _from_rows(dx, n, h, wd)
     else:
         d3 = np.ascontiguousarray(dout).reshape(n, -1, h * wd)  # (N, C_out, HW)
         x3 = np.ascontiguousarray(x).reshape(n, c, h * wd)

@@ -7,7 +7,7 @@ import numpy as np
 from mobilenet import arch as A
 
 from .backend import get_backend
-from .nn import Sequential, build
+from .nn import Conv2d, Sequential, build
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
@@ -62,7 +62,10 @@ class MobileNet(Sequential):
         self._forward_batch = logits.shape
         return logits
 
-    def backward(self, dlogits):
+    def backward(self, dlogits, input_grad=True):
+        """Gradients into every parameter's ``grads``; returns the input's gradient, or
+        None with ``input_grad=False`` (training: the data needs none, and the first
+        convolution's input gradient is the costliest part of its backward)."""
         if self._forward_batch is None:
             raise RuntimeError("backward: call forward first")
         if not isinstance(dlogits, np.ndarray) or dlogits.dtype != self.dtype:
@@ -70,7 +73,14 @@ class MobileNet(Sequential):
             raise TypeError(f"backward: dlogits must be a numpy.ndarray of dtype {self.dtype}, got {got}")
         if dlogits.shape != self._forward_batch:
             raise ValueError(f"backward: dlogits must have shape {self._forward_batch}, got {dlogits.shape}")
-        return super().backward(dlogits)
+        first = next(m for _, m in self.named_modules() if not m._children)  # the first layer
+        skip = not input_grad and isinstance(first, Conv2d)
+        first.input_grad = not skip
+        try:
+            dx = super().backward(dlogits)
+        finally:
+            first.input_grad = True
+        return dx if input_grad else None
 
     # --- parameters and state -------------------------------------------------------
     @property

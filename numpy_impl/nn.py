@@ -175,10 +175,13 @@ class Conv2d(Module):
         out = getattr(self.F, f"{self.kind}_conv2d")(x, w, **self._geometry())
         return out if b is None else out + b[:, None, None]
 
+    input_grad = True  # False: the weight gradients only (the model's first layer, when asked)
+
     def backward(self, dout):
         w = self._params["weight"]
         if self.kind == "conv":
-            dx, dw, db = self.F.conv2d_backward(dout, self.x, w, **self._geometry())
+            geometry = {**self._geometry(), "input_grad": self.input_grad}
+            dx, dw, db = self.F.conv2d_backward(dout, self.x, w, **geometry)
         else:
             dx, dw = getattr(self.F, f"{self.kind}_conv2d_backward")(dout, self.x, w, **self._geometry())
             db = dout.sum(axis=(0, 2, 3))

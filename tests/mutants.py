@@ -185,6 +185,8 @@ MUTANTS = [
     Mutant("pw-pool-rows-short", "kernels/_gemm.py", "r0, r1 = t * M // blocks, (t + 1) * M // blocks",
            "r0, r1 = t * M // blocks, (t + 1) * M // blocks - (t + 1 == blocks)", T_OPS,
            "the row-split GEMM leaves the last row unwritten"),
+    Mutant("pw-pair-blocks-not-summed", "kernels/_gemm.py", "            p += tmp", "            p[:] = tmp", T_OPS,
+           "the one-pass 1x1 backward keeps each thread's last block of dw only"),
     Mutant("pw-nchw-dw-wrong-axes", PW_K, "np.tensordot(d3, x3, axes=([0, 2], [0, 2]))",
            "np.tensordot(d3, x3, axes=([0, 2], [0, 2])).T.reshape(-1, x3.shape[1])", T_OPS,
            "the NCHW weight gradient comes out transposed (and reshaped to fit)"),

@@ -137,3 +137,22 @@ def test_non_contiguous_input_gives_the_same_answer():
     x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # channels-last memory
     assert not x_cl.flags.c_contiguous
     np.testing.assert_allclose(model.forward(x_cl), model.forward(x), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_backward_without_the_input_gradient(backend):
+    """``input_grad=False`` (training: the data needs no gradient) returns None and leaves every
+    parameter gradient exactly as the full backward computes it."""
+    m = numpy_impl.mobilenet_v2(width_mult=0.25, num_classes=5, dropout=0.0, seed=3, backend=backend)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    d = np.random.default_rng(1).standard_normal((2, 5)).astype(np.float32)
+    m.forward(x)
+    dx = m.backward(d)
+    full = {k: v.copy() for k, v in m.grads.items()}
+    m.forward(x)
+    assert m.backward(d, input_grad=False) is None
+    assert dx is not None and dx.shape == x.shape
+    for k, v in m.grads.items():
+        np.testing.assert_array_equal(v, full[k], err_msg=k)
+    m.forward(x)
+    np.testing.assert_array_equal(m.backward(d), dx)  # the flag does not stick

@@ -184,12 +184,14 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     return out[0] if unbatched else out
 
 
-def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, *, input_grad=True):
     """Gradients of :func:`conv2d`: returns ``(dx, dw, db)``.
 
     ``dout`` has the shape of the forward output; ``x``, ``w`` and the
     parameters are those of the forward call. ``db`` is ``dout`` summed over
     (N, H_out, W_out); use it or not depending on whether the forward had a bias.
+    ``input_grad=False`` skips dx (returned as None): a network's first layer, whose
+    input is data, needs only its weight gradient.
 
     Equations::
 
@@ -212,11 +214,12 @@ def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1):
         for j in range(kw):
             win = window(xp, i, j, g).reshape(n, groups, cg, p)  # (N, G, Cg, P)
             dwg[:, :, :, i, j] = (dout_g @ win.swapaxes(2, 3)).sum(0)  # (G, Og, Cg)
-            dwin = wg[:, :, :, i, j].swapaxes(1, 2) @ dout_g  # (G, Cg, Og) @ (N, G, Og, P) -> (N, G, Cg, P)
-            window(dxp, i, j, g)[...] += dwin.reshape(n, groups * cg, *g.out_hw)
-    dx = unpad(dxp, g)
+            if input_grad:
+                dwin = wg[:, :, :, i, j].swapaxes(1, 2) @ dout_g  # (G, Cg, Og) @ (N, G, Og, P): (N, G, Cg, P)
+                window(dxp, i, j, g)[...] += dwin.reshape(n, groups * cg, *g.out_hw)
+    dx = unpad(dxp, g) if input_grad else None
     db = dout.sum(axis=(0, 2, 3))
-    return (dx[0] if unbatched else dx), dwg.reshape(w.shape), db
+    return (dx[0] if unbatched and input_grad else dx), dwg.reshape(w.shape), db
 
 
 # ---------------------------------------------------------------------------------------
