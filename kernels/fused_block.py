@@ -110,21 +110,37 @@ def _dw_affine_relu6(e, r0, H, w, scale, shift, ho0, sh, sw, out):
                     orow[wo, c] = min(max(v * scale[c] + shift[c], 0), 6)
 
 
+@njit(cache=True, error_model="numpy")
+def _affine_of(w, b, m, v, eps, scale_out, shift_out):
+    for c in range(w.shape[0]):
+        weight, bias, mean, var = np.float64(w[c]), np.float64(b[c]), np.float64(m[c]), np.float64(v[c])
+        scale = weight / np.sqrt(var + eps)
+        scale_out[c], shift_out[c] = scale, bias - mean * scale
+
+
 def _bn_affine(bn, eps, dtype):
-    """Eval-mode BN as y = x * scale + shift (per channel): computed in float64, cast."""
-    weight, bias, mean, var = (np.asarray(a, np.float64) for a in bn)
-    scale = weight / np.sqrt(var + eps)
-    return scale.astype(dtype), (bias - mean * scale).astype(dtype)
+    """Eval-mode BN as y = x * scale + shift (per channel): computed in float64, cast. One
+    compiled loop: three per block, and NumPy's dozen small array ops cost more than the work."""
+    scale, shift = np.empty(bn[0].shape[0], dtype), np.empty(bn[0].shape[0], dtype)
+    _affine_of(*bn, float(eps), scale, shift)
+    return scale, shift
 
 
-def _tiles(n_img, H, Ho, W, hidden, stride, itemsize):
-    """(n0, n1, ho0, ho1) tiles: whole images when one fits TILE_BYTES, else bands of rows."""
+def _tiles(n_img, H, Ho, W, hidden, stride, itemsize, parts=1):
+    """(n0, n1, ho0, ho1) tiles: whole images when one fits TILE_BYTES, else bands of rows.
+
+    ``parts``: the bands of an image are evened out to a multiple of it (the threads), so
+    that no thread is left with one tile more than the other (7 tiles on 2 threads: 4 + 3)."""
     per_out_row = (stride * W + W // stride + 1) * hidden * itemsize  # expanded rows + dw row
     rows = max(1, TILE_BYTES // per_out_row)
     if rows >= Ho:
         per_img = max(1, rows // Ho)
         return [(n0, min(n_img, n0 + per_img), 0, Ho) for n0 in range(0, n_img, per_img)]
-    return [(n, n + 1, ho0, min(Ho, ho0 + rows)) for n in range(n_img) for ho0 in range(0, Ho, rows)]
+    bands = -(-Ho // rows)
+    if (n_img * bands) % parts:
+        bands = min(Ho, -(-bands // parts) * parts)
+    cuts = [Ho * i // bands for i in range(bands + 1)]
+    return [(n, n + 1, cuts[i], cuts[i + 1]) for n in range(n_img) for i in range(bands)]
 
 
 def _forward_eval(x, weights, bns, stride, residual, eps):
@@ -225,7 +241,7 @@ EVAL_POOL = True  # the one-pool eval path above; False: tiles in Python, serial
 
 def _pool_plan(n_img, H, Ho, W, hidden, stride, itemsize, threads, can_split):
     """(tiles (T, 7) int64, K): row tiles, or each row tile in K channel chunks when too few."""
-    tiles = _tiles(n_img, H, Ho, W, hidden, stride, itemsize)
+    tiles = _tiles(n_img, H, Ho, W, hidden, stride, itemsize, threads)
     k = threads if len(tiles) < 2 * threads and can_split else 1
     bounds = [hidden * i // k for i in range(k + 1)]
     return np.array([(*t, bounds[i], bounds[i + 1], i) for t in tiles for i in range(k)], dtype=np.int64), k
