@@ -29,6 +29,7 @@ demo: $(STAMP)
 # Each side alone in its process, alternating rounds (~30 min); bench-quick: a few minutes.
 bench: $(STAMP) $(VENV)/.bench
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.profile_step
 	$(BIN)/python -m benchmarks.bench_kernels
 	$(BIN)/python docs/make_figures.py
 

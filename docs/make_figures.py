@@ -198,6 +198,66 @@ def kernel_results() -> str:
     return _md(("target", "goal", "measured", "status"), out) + f"\n\n{_bench_machine(res)}"
 
 
+def headline() -> str:
+    """One sentence for the README: the whole-model speeds against torch, from ``make bench``."""
+    res = _load("bench")
+    s = (res or {}).get("summary", {})
+    parts = []
+    for task, case, what in (("model", "infer b1 224", "MobileNetV2-1.0/224 inference at batch 1"),
+                             ("train", "train b16 128", "a batch-16 128 px training step")):  # fmt: skip
+        t = s.get(task, {})
+        if "numba" in t and case in t["numba"] and "torch_cl" in t:
+            torch_best = min(t[k][case]["us"] for k in ("torch_nchw", "torch_cl") if k in t)
+            parts.append(f"{what} in {t['numba'][case]['us'] / torch_best:.2f}x torch eager's time")
+    if not parts:
+        return "(run `make bench` for the measured speeds)"
+    m = res["machine"]
+    return (
+        f"On this {m['cores']}-core machine ({m['cpu']}) the Numba backend runs "
+        + " and ".join(parts)
+        + " (each alone in its process, `make bench`)."
+    )
+
+
+def bench_gaps() -> str:
+    """The depthwise layers still slower than torch, with each side's GB/s against the copy bandwidth."""
+    res = _load("bench")
+    if not res or not res.get("depthwise"):
+        return "(run `make bench` to produce benchmarks/results/)"
+    roof = res["summary"].get("roofline", {}).get("numba", {})
+    copy = roof.get("copy 64MiB", {}).get("GBps", float("nan"))
+    rows = [(r["dir"], r["batch"], r["C"], f"{r['H']}x{r['W']}", r["stride"], f"{r['speedup']:.2f}x",
+             f"{r['ours_GBps']:.1f}", f"{r['torch_GBps']:.1f}")
+            for r in res["depthwise"] if r["speedup"] < 1]  # fmt: skip
+    if not rows:
+        return "Every depthwise layer is at least as fast as torch's faster layout."
+    note = (
+        f"\n\nThis machine's copy bandwidth (one thread, 64 MiB, numpy): {copy:.1f} GB/s. GB/s counts "
+        "the bytes a layer must move at least (each input read once, each output written once)."
+    )
+    return _md(("dir", "batch", "C", "H x W", "stride", "speed-up", "ours GB/s", "torch GB/s"), rows) + note
+
+
+def step_profile() -> str:
+    """Where a training step's time goes, per op, both sides (benchmarks/profile_step.py)."""
+    res = _load("step_profile")
+    if not res:
+        return "(run `make bench` to produce benchmarks/results/step_profile.json)"
+    out = []
+    for side in res["sides"]:
+        ops = sorted(side["ops_ms"].items(), key=lambda kv: -kv[1])[:8]
+        out.append(f"**{side['side']}**: {side['step_ms']:.0f} ms per step\n")
+        rows = [(k, f"{v:.1f}", f"{v / side['step_ms']:.0%}") for k, v in ops]
+        out.append(_md(("op", "ms per step", "share"), rows))
+        out.append("")
+    m = res["machine"]
+    note = (
+        f"\n{m['cpu']} ({m['simd']}), {res['threads']} threads, each side alone in its process; "
+        "torch: the profiler's self CPU time per aten op."
+    )
+    return "\n".join(out) + note
+
+
 # --- training chapters: rendered from docs/results/*.json (docs/make_training_results.py) ----
 
 TRAIN_RESULTS = DOCS / "results"
@@ -283,6 +343,9 @@ TABLES = {
     "embed_results": embed_results,
     "depthwise_road": depthwise_road,
     "kernel_results": kernel_results,
+    "bench_gaps": bench_gaps,
+    "headline": headline,
+    "step_profile": step_profile,
     "table3": table3,
     "v1_reduction": v1_reduction,
     "v1_multipliers": v1_multipliers,
@@ -371,7 +434,8 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="only check that the docs are up to date")
     args = p.parse_args(argv)
     stale = []
-    for md in sorted(DOCS.glob("*.md")) + [DOCS.parent / "benchmarks" / "README.md"]:
+    extra = [DOCS.parent / "benchmarks" / "README.md", DOCS.parent / "README.md"]
+    for md in sorted(DOCS.glob("*.md")) + extra:
         text = md.read_text()
         new = render(text)
         if new != text:

@@ -157,7 +157,9 @@ cases = st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 9), st.i
          w_strided=True, momentum=0.1, eps=1e-5, seed=2, pool=True)  # fmt: skip
 @example(case=(2, 4, 7, 6, 6, 5, 2), dtype=np.float64, training=True, tile=1, memory="strided",
          w_strided=False, momentum=1.0, eps=0.25, seed=3, pool=True)  # fmt: skip
-# Inference in one parallel region with the hidden channels split between threads (few rows), with the residual.
+# Inference in one parallel region, with the residual: row tiles, and hidden-channel chunks (few rows).
+@example(case=(2, 4, 6, 5, 6, 0, 1), dtype=np.float64, training=False, tile=1, memory="channels_last",
+         w_strided=False, momentum=0.1, eps=1e-5, seed=6, pool=True)  # fmt: skip
 @example(case=(1, 4, 3, 5, 6, 0, 1), dtype=np.float64, training=False, tile=1 << 20, memory="channels_last",
          w_strided=False, momentum=0.1, eps=1e-5, seed=4, pool=True)  # fmt: skip
 @given(case=cases, dtype=DTYPES, training=st.booleans(), tile=st.sampled_from([1, 4096, 1 << 20]),

@@ -28,6 +28,9 @@ from .helpers import (
 )
 
 
+# The one-pass backward with several blocks per thread (98 rows in blocks of 16), always.
+@example(n=2, cin=5, cout=6, h=7, w=7, dtype=np.float64, memory="channels_last", dout_memory="channels_last",
+         w_strided=False, seed=3, pair=64)  # fmt: skip
 @given(n=st.integers(1, 4), cin=st.integers(1, 40), cout=st.integers(1, 40), h=st.integers(1, 9),
        w=st.integers(1, 9), dtype=DTYPES, memory=MEMORY, dout_memory=MEMORY, w_strided=st.booleans(),
        seed=st.integers(0, 2**16), pair=st.sampled_from([None, 64, 1 << 18]))  # fmt: skip
@@ -160,6 +163,10 @@ def _check_batch_norm(
     assert_within_bound(rv, rv_ref, var_b, k_run, dtype, "running_var")
 
 
+# The channels-last path (im2col) with both dilations and strides above 1, always.
+@example(case={"x": (2, 3, 9, 8), "w": (4, 3, 3, 2), "stride": (2, 1), "padding": (1, 2), "dilation": (2, 3),
+               "groups": 1}, dtype=np.float64, memory="channels_last", dout_memory="channels_last",
+         w_strided=False, seed=5)  # fmt: skip
 @given(case=conv_cases(), dtype=DTYPES, memory=MEMORY, dout_memory=MEMORY, w_strided=st.booleans(),
        seed=st.integers(0, 2**16))  # fmt: skip
 def test_conv2d_matches_reference(case, dtype, memory, dout_memory, w_strided, seed):
