@@ -59,10 +59,10 @@ def _live(y, act):
 
 # --- rows: (M, C), channels-last ---------------------------------------------------------
 # Each kernel is a body over a range of rows [r0, r1), run either by a parallel driver (one
-# chunk of rows per thread) or by a serial one. The serial drivers exist for small layers:
-# right after a BLAS call, waking Numba's OpenMP workers while OpenBLAS's threads still spin
-# costs ~0.7 ms on 2 cores, against a few microseconds of work (a 32 x 640 batch norm: 1 ms
-# parallel, 3 us serial; docs/04-kernels.md).
+# chunk of rows per thread) or by a serial one. The serial drivers exist for small layers,
+# where waking the pool costs more than the few microseconds of work. (They were first
+# added when the GEMMs ran on OpenBLAS's threads and the hand-over cost ~0.7 ms; with one
+# pool the threshold may be lower, not re-measured.)
 
 SERIAL_BELOW = 1 << 17  # elements; smaller arrays take the serial drivers
 ROW_CHUNKS = None  # chunks of rows the parallel sums split into (None: one per thread; tests set it)

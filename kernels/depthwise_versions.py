@@ -8,7 +8,7 @@ The formula (channel multiplier 1; ``xp`` is x zero-padded by (ph, pw))::
     dw[c, i, j]       = sum_{n, ho, wo} dout[n, c, ho, wo] * xp[n, c, ho*sh + i*dh, wo*sw + j*dw]
 
 Forward versions (each validated against ``numpy_impl`` in tests/test_kernels_depthwise.py,
-each timed by benchmarks/bench_depthwise.py):
+each timed by ``make bench``, the ``versions`` task of benchmarks/run.py):
 
     1  direct: the formula as a loop nest, NCHW, one thread, a bounds check per tap.
     2  loop order: taps outside, output pixels inside, the in-bounds range of wo

@@ -24,8 +24,8 @@ composition of the kernels (pointwise, batch norm with its activation fused,
 depthwise) and stores the intermediates backward needs (each conv's input and each
 BN's output). The alternative, storing only x and the BN statistics and
 recomputing the expansion in backward, trades one extra expand GEMM and BN pass
-for the memory of the expanded tensors: ``benchmarks/bench_block.py`` measures the
-peak memory of both.
+for the memory of the expanded tensors: ``benchmarks/bench_kernels.py`` measures the
+peak memory and the step time of both.
 """
 
 from __future__ import annotations
