@@ -40,3 +40,26 @@ def test_numba_and_numpy_backends_agree_in_float32_eval(arch):
         np.testing.assert_allclose(
             b.grads[k], a.grads[k], rtol=0, atol=1e-4 * np.abs(a.grads[k]).max() + 1e-30, err_msg=k
         )
+
+
+def test_importing_the_kernels_leaves_thread_settings_alone_and_tunes_malloc_unless_told_not_to():
+    """kernels changes no thread setting on import (no GOMP_SPINCOUNT, numpy's BLAS threads as they
+    were) and raises glibc's malloc thresholds, unless MOBILENET_MALLOC=default."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    code = (
+        "import os, json; from threadpoolctl import threadpool_info\n"
+        "before = [i['num_threads'] for i in threadpool_info()]\n"
+        "import kernels\n"
+        "print(json.dumps([kernels._memory.MALLOC_TUNED, 'GOMP_SPINCOUNT' in os.environ,\n"
+        "                  before == [i['num_threads'] for i in threadpool_info()][:len(before)]]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "MOBILENET_MALLOC")}
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    for extra, tuned in (({}, glibc), ({"MOBILENET_MALLOC": "default"}, False)):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+        assert out.strip() == f"[{str(tuned).lower()}, false, true]", (extra, out)
