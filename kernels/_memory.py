@@ -5,7 +5,7 @@ array a few MB. glibc's defaults serve such blocks with fresh ``mmap`` pages, or
 the heap once they are freed, so every step page-faults all of them in again (the
 kernel zeroing each 4 KiB page). Raising the mmap and trim thresholds keeps those pages
 for the next step: MobileNetV2's batch-16 training step ran about a quarter faster
-(benchmarks/README.md). The cost: up to ``TRIM`` bytes of freed memory stay with the
+(an A/B of the same code on this 2-core machine). The cost: up to ``TRIM`` bytes of freed memory stay with the
 process. Set ``MOBILENET_MALLOC=default`` to leave glibc as it is.
 """
 
