@@ -157,6 +157,9 @@ cases = st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 9), st.i
          w_strided=True, momentum=0.1, eps=1e-5, seed=2, pool=True)  # fmt: skip
 @example(case=(2, 4, 7, 6, 6, 5, 2), dtype=np.float64, training=True, tile=1, memory="strided",
          w_strided=False, momentum=1.0, eps=0.25, seed=3, pool=True)  # fmt: skip
+# Inference with the tiles run from Python (the older path), one row per band, stride 2.
+@example(case=(1, 3, 7, 5, 6, 4, 2), dtype=np.float64, training=False, tile=1, memory="channels_last",
+         w_strided=False, momentum=0.1, eps=1e-5, seed=7, pool=False)  # fmt: skip
 # Inference in one parallel region, with the residual: row tiles, and hidden-channel chunks (few rows).
 @example(case=(2, 4, 6, 5, 6, 0, 1), dtype=np.float64, training=False, tile=1, memory="channels_last",
          w_strided=False, momentum=0.1, eps=1e-5, seed=6, pool=True)  # fmt: skip
