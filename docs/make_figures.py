@@ -140,7 +140,7 @@ def _versions(kind):
     doc = V.__doc__.split(f"{kind} versions", 1)[1]
     out, current = [], None
     for line in doc.splitlines()[1:]:
-        m = re.match(r"\s{4}(\d+)\s{2}(.*)", line)
+        m = re.match(r"\s{3,4}(\d+)\s{2}(.*)", line)
         if m:
             current = [int(m.group(1)), m.group(2).strip()]
             out.append(current)
