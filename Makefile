@@ -26,7 +26,7 @@ demo: $(STAMP)
 		--epochs 4 --seed 0 --out runs/demo-digits
 	$(BIN)/mobilenet evaluate --checkpoint runs/demo-digits/checkpoint.npz
 
-# Each side alone in its process, alternating rounds (~30 min); bench-quick: a few minutes.
+# Each side alone in its process, alternating rounds (~15 min); bench-quick: a few minutes.
 bench: $(STAMP) $(VENV)/.bench
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.profile_step

@@ -1,6 +1,6 @@
 """The benchmarks as a user sees them: every side alone in its own process, sides alternating.
 
-    python -m benchmarks.run            # everything, 3 rounds (~20-30 min on 2 cores)
+    python -m benchmarks.run            # everything, 3 rounds (~10 min on 2 cores)
     python -m benchmarks.run --quick    # 2 rounds, shorter timings, batch 1 models (a few minutes)
     python -m benchmarks.run --tasks depthwise --rounds 2
 
