@@ -17,6 +17,7 @@ Writes benchmarks/results/bench.{json,md} and docs/figures/bench_*.png.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -35,6 +36,7 @@ SIDES = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def has_onnxruntime() -> bool:
     code = "import onnx, onnxruntime"
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

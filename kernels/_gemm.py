@@ -49,8 +49,8 @@ def matmul(a, b, out=None):
     if not (b.flags.c_contiguous or b.flags.f_contiguous):
         b = np.ascontiguousarray(b)
     blocks = max(1, min(numba.get_num_threads(), a.shape[0]))
-    with single_threaded_blas():
-        _rows(a, b, out, blocks)
+    single_threaded_blas()
+    _rows(a, b, out, blocks)
     return out
 
 
@@ -58,8 +58,8 @@ def matmul_tn(a, b):
     """``a.T @ b`` for C-contiguous a (M, K), b (M, N): a reduction over M, per-thread partials."""
     T = max(1, min(numba.get_num_threads(), a.shape[0]))
     partial = np.empty((T, a.shape[1], b.shape[1]), dtype=a.dtype)
-    with single_threaded_blas():
-        _tn_partials(a, b, partial)
+    single_threaded_blas()
+    _tn_partials(a, b, partial)
     return partial[0] if T == 1 else partial.sum(axis=0)
 
 
@@ -92,6 +92,6 @@ def backward_pair(d, w, x, cache_bytes=1 << 18):
     if not (w.flags.c_contiguous or w.flags.f_contiguous):
         w = np.ascontiguousarray(w)
     block = max(16, cache_bytes // (d.itemsize * max(d.shape[1], x.shape[1])))
-    with single_threaded_blas():
-        _dx_dw(d, w, x, dx, partial, block)
+    single_threaded_blas()
+    _dx_dw(d, w, x, dx, partial, block)
     return dx, partial[0] if T == 1 else partial.sum(axis=0)

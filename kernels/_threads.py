@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,7 +46,7 @@ def blas_threads(n: int):
             c.set_num_threads(k)
 
 
-def single_threaded_blas():
+def single_threaded_blas() -> None:
     """Inside a Numba parallel region every thread calls the BLAS (``np.dot``): one BLAS
     thread each, so that OpenMP's threads are the only pool on the cores.
 
@@ -56,4 +56,3 @@ def single_threaded_blas():
     for c in _numba_blas():
         if c.get_num_threads() != 1:
             c.set_num_threads(1)
-    return nullcontext()

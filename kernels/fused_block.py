@@ -267,8 +267,8 @@ def _forward_eval_pool(x, weights, bns, stride, residual, eps):
     sp, bp = _bn_affine(bns[2], eps, dt)
     out = np.empty((n, ho, wo, pw.shape[0]), dtype=dt)
     partial = np.empty((k, n * ho * wo if k > 1 else 0, pw.shape[0]), dtype=dt)
-    with single_threaded_blas():
-        _eval_tiles(xr, ew, se, be, wd, sd, bd, pw, sp, bp, out, tiles, stride, residual, partial)
+    single_threaded_blas()
+    _eval_tiles(xr, ew, se, be, wd, sd, bd, pw, sp, bp, out, tiles, stride, residual, partial)
     return out.transpose(0, 3, 1, 2)
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpy_impl.functional._checks import as_float_array, check_shape, same_dtype
-from numpy_impl.functional.basic import _check_linear
+from numpy_impl.functional.basic import _check_linear, _check_linear_backward
 
 from . import _gemm
 
@@ -25,10 +24,6 @@ def linear(x, w, b=None):
 
 def linear_backward(dout, x, w):
     """``(dx, dw, db)``; see ``numpy_impl.functional.linear_backward``."""
-    fn = "linear_backward"
-    x, w, _ = _check_linear(fn, x, w, None)
-    dout = as_float_array(fn, "dout", dout, ndim=2)
-    same_dtype(fn, "x", x, dout=dout)
-    check_shape(fn, "dout", dout, (x.shape[0], w.shape[0]))
+    dout, x, w = _check_linear_backward("linear_backward", dout, x, w)
     d = np.ascontiguousarray(dout)
     return _gemm.matmul(d, w), _gemm.matmul_tn(d, np.ascontiguousarray(x)), dout.sum(axis=0)

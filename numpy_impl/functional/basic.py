@@ -141,13 +141,17 @@ def linear(x, w, b=None):
     return y if b is None else y + b
 
 
-def linear_backward(dout, x, w):
-    """Returns ``(dx, dw, db)``: ``dx = dout @ w``, ``dw = dout.T @ x``, ``db = sum_n dout``."""
-    fn = "linear_backward"
+def _check_linear_backward(fn, dout, x, w):
     x, w, _ = _check_linear(fn, x, w, None)
     dout = as_float_array(fn, "dout", dout, ndim=2)
     same_dtype(fn, "x", x, dout=dout)
     check_shape(fn, "dout", dout, (x.shape[0], w.shape[0]))
+    return dout, x, w
+
+
+def linear_backward(dout, x, w):
+    """Returns ``(dx, dw, db)``: ``dx = dout @ w``, ``dw = dout.T @ x``, ``db = sum_n dout``."""
+    dout, x, w = _check_linear_backward("linear_backward", dout, x, w)
     return dout @ w, dout.T @ x, dout.sum(axis=0)
 
 
