@@ -262,7 +262,7 @@ def plots(res) -> list:
             names = sorted(
                 {k.rsplit(" ", 4)[0] for k in road if k.startswith(d)}, key=lambda v: int(v.split("v")[-1])
             )
-            for c, h, w, st in [(144, 56, 56, 1), (576, 14, 14, 2)]:
+            for c, h, w, st in [(32, 112, 112, 1), (144, 56, 56, 1), (576, 14, 14, 2)]:
                 sh = f"b1 C{c} {h}x{w} s{st}"
                 torch_best = min(dw[k][f"{d} {sh}"]["us"] for k in ("torch_nchw", "torch_cl"))
                 ax.plot(names, [torch_best / road[f"{v} {sh}"]["us"] for v in names], "o-", label=sh[3:])

@@ -156,7 +156,7 @@ def depthwise_road() -> str:
     res = _load("bench")
     s = (res or {}).get("summary", {})
     road, dw = s.get("versions", {}).get("numba", {}), s.get("depthwise", {})
-    shapes = [(144, 56, 1), (576, 14, 2)]
+    shapes = [(32, 112, 1), (144, 56, 1), (576, 14, 2)]
     keys = [f"b1 C{c} {h}x{h} s{st}" for c, h, st in shapes]
     out = []
     for kind, prefix in (("Forward", "fwd"), ("Backward", "bwd")):

@@ -5,8 +5,8 @@ The loop nests, and the road from the plain one to the fast one, are in
 checks and messages), pick the layout from the input's memory format, and call
 the best version for that layout:
 
-* channels-last memory (NHWC, torch's ``channels_last``): forward version 9 and
-  backward version 6 for 3x3 kernels with dilation 1, versions 6 and 3 otherwise;
+* channels-last memory (NHWC, torch's ``channels_last``): forward version 10 and
+  backward version 7 for 3x3 kernels with dilation 1, versions 6 and 3 otherwise;
   the outputs keep the channels-last memory format.
 * anything else: NCHW, forward version 3, backward version 2.
 
@@ -23,8 +23,8 @@ from numpy_impl.functional.conv import check_depthwise, check_dout, geometry
 from . import depthwise_versions as V
 from ._prep import as_layout, from_layout, is_channels_last
 
-BEST_FORWARD = {False: 3, True: 6, "3x3": 9}  # channels_last -> version
-BEST_BACKWARD = {False: 2, True: 3, "3x3": 6}
+BEST_FORWARD = {False: 3, True: 6, "3x3": 10}  # channels_last -> version
+BEST_BACKWARD = {False: 2, True: 3, "3x3": 7}
 # what _prepare needs of each direction: versions, NHWC versions, 3x3-only versions, default choice
 _FORWARD = (V.FORWARD, V.NHWC_FORWARD, V.ONLY_3X3_FORWARD, BEST_FORWARD)
 _BACKWARD = (V.BACKWARD, V.NHWC_BACKWARD, V.ONLY_3X3_BACKWARD, BEST_BACKWARD)

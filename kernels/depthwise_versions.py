@@ -31,6 +31,11 @@ each timed by ``make bench``, the ``versions`` task of benchmarks/run.py):
     9  2x2 output pixels per step at stride 1 when C >= 128: 16 input loads feed 36
        multiply-adds. Narrower C keeps version 8's rows: the longer loop body makes
        LLVM's vectorised loop need more channels than there are, and it runs scalar.
+   10  flat rows at stride 1: an NHWC row is one run of W*C floats, and pixel wo's three
+       taps are lanes a, a + C, a + 2C of it. The inner loop runs over P pixels' lanes
+       at once (P*C ~ 256, the filter tiled P times), so LLVM's setup and overlap checks
+       are paid per P pixels, not per pixel, which is what slowed the narrow layers;
+       four output rows from six input rows per step. Wide small layers keep version 9.
 
 Backward versions:
 
@@ -50,6 +55,9 @@ Backward versions:
     6  stride 2 dx: an input pixel gets taps 0 and 2 of a row or tap 1 alone (by the
        parity of its column and row), so it is written once from its one to four
        products instead of read-modify-written per tap.
+    7  stride 1: dx by forward version 10; dw over flat rows like version 10 when C
+       divides DW_LANES, into per-thread (9, DW_LANES) partial sums, one update per
+       four output rows (otherwise version 5's dw).
 
 Arguments: NCHW kernels take x (N, C, H, W), w (C, kh, kw); NHWC kernels take
 x (N, H, W, C), w (kh, kw, C). ``out``/``dx``/``dw`` are preallocated by the caller.
@@ -381,6 +389,98 @@ def _fwd_v9(x, w, out, sh, sw, ph, pw, wide_c):
             _px3x3(y0, y1, y2, w, o1, wo, wo * sw - pw, W)
 
 
+@njit(**_opts)
+def _tile_weights(w, P):
+    """(3, 3, C) filter -> (9, P*C): each tap's C weights repeated for P pixels."""
+    C = w.shape[2]
+    wt = np.empty((9, P * C), dtype=w.dtype)
+    for i in range(3):
+        for j in range(3):
+            for p in range(P):
+                wt[3 * i + j, p * C : (p + 1) * C] = w[i, j]
+    return wt
+
+
+@njit(**_opts)
+def _flat4_s1(x0, x1, x2, x3, x4, x5, wt, o0, o1, o2, o3, lo, stop, pw, C, P):
+    """Four output rows at stride 1 over columns [lo, stop), P pixels (P*C lanes) per step.
+
+    Rows are flat (W*C,): pixel wo's taps are lanes a, a + C, a + 2C. Unsigned indices
+    skip Numba's negative-index wraparound, whose per-lane select blocks vectorisation."""
+    L = P * C
+    for wo in range(lo, stop, P):
+        a = (wo - pw) * C
+        b = wo * C
+        for k in range(L):
+            i, j, m, q = np.uint64(a + k), np.uint64(a + k + C), np.uint64(a + k + 2 * C), np.uint64(b + k)
+            w00, w01, w02 = wt[0, k], wt[1, k], wt[2, k]
+            w10, w11, w12 = wt[3, k], wt[4, k], wt[5, k]
+            w20, w21, w22 = wt[6, k], wt[7, k], wt[8, k]
+            b0, b1, b2 = x1[i], x1[j], x1[m]
+            d0, d1, d2 = x2[i], x2[j], x2[m]
+            e0, e1, e2 = x3[i], x3[j], x3[m]
+            f0, f1, f2 = x4[i], x4[j], x4[m]
+            o0[q] = (x0[i] * w00 + x0[j] * w01 + x0[m] * w02
+                     + b0 * w10 + b1 * w11 + b2 * w12 + d0 * w20 + d1 * w21 + d2 * w22)  # fmt: skip
+            o1[q] = (b0 * w00 + b1 * w01 + b2 * w02
+                     + d0 * w10 + d1 * w11 + d2 * w12 + e0 * w20 + e1 * w21 + e2 * w22)  # fmt: skip
+            o2[q] = (d0 * w00 + d1 * w01 + d2 * w02
+                     + e0 * w10 + e1 * w11 + e2 * w12 + f0 * w20 + f1 * w21 + f2 * w22)  # fmt: skip
+            o3[q] = (e0 * w00 + e1 * w01 + e2 * w02
+                     + f0 * w10 + f1 * w11 + f2 * w12 + x5[i] * w20 + x5[j] * w21 + x5[m] * w22)  # fmt: skip
+
+
+@njit(**_opts)
+def _out_row(out, n, h, spare):
+    """Output row (n, h), or a scratch row past the last one (its results are dropped)."""
+    return out[n, h] if h < out.shape[1] else spare
+
+
+@njit(parallel=True, **_opts)
+def _fwd_v10(x, w, wt, out, ph, pw, P):
+    """Stride 1: four output rows from six input rows per step, columns as one flat lane run."""
+    N, H, W, C = x.shape
+    _, Ho, Wo, _ = out.shape
+    zero = np.zeros((W, C), dtype=x.dtype)
+    lo = min(Wo, pw)
+    hi = max(lo, min(Wo, W - 2 + pw))
+    stop = lo + (hi - lo) // P * P  # [stop, hi) are version 8's, per pixel
+    quads = (Ho + 3) // 4
+    for r in prange(N * quads):
+        n, ho = r // quads, 4 * (r % quads)
+        h0 = ho - ph
+        x0, x1, x2 = _row(x, zero, n, h0), _row(x, zero, n, h0 + 1), _row(x, zero, n, h0 + 2)
+        x3, x4, x5 = _row(x, zero, n, h0 + 3), _row(x, zero, n, h0 + 4), _row(x, zero, n, h0 + 5)
+        spare = np.empty((Wo, C), dtype=out.dtype) if ho + 3 >= Ho else out[n, ho]
+        o0, o1 = out[n, ho], _out_row(out, n, ho + 1, spare)
+        o2, o3 = _out_row(out, n, ho + 2, spare), _out_row(out, n, ho + 3, spare)
+        _flat4_s1(x0.reshape(-1), x1.reshape(-1), x2.reshape(-1), x3.reshape(-1), x4.reshape(-1),
+                  x5.reshape(-1), wt, o0.reshape(-1), o1.reshape(-1), o2.reshape(-1), o3.reshape(-1),
+                  lo, stop, pw, C, P)  # fmt: skip
+        _rows2_s1(x0, x1, x2, x3, w, o0, o1, stop, hi, 1, pw)
+        _rows2_s1(x2, x3, x4, x5, w, o2, o3, stop, hi, 1, pw)
+        for k in range(lo + Wo - hi):  # the border columns
+            wo = k if k < lo else hi + k - lo
+            _px3x3(x0, x1, x2, w, o0, wo, wo - pw, W)
+            _px3x3(x1, x2, x3, w, o1, wo, wo - pw, W)
+            _px3x3(x2, x3, x4, w, o2, wo, wo - pw, W)
+            _px3x3(x3, x4, x5, w, o3, wo, wo - pw, W)
+
+
+FLAT_LANES = 256  # lanes per flat step: P = FLAT_LANES // C pixels (at least one)
+FLAT_MIN_HW = 56  # wide layers (C >= WIDE_C) go flat only from this output size up (measured)
+
+
+def fwd_v10(x, w, out, sh, sw, ph, pw, dh, dw_):
+    """Version 9, with flat four-row steps at stride 1 when C < WIDE_C or Ho >= FLAT_MIN_HW."""
+    C, Ho = x.shape[3], out.shape[1]
+    if sh == sw == 1 and (C < WIDE_C or Ho >= FLAT_MIN_HW):
+        P = max(1, FLAT_LANES // C)
+        _fwd_v10(x, w, _tile_weights(w, P), out, ph, pw, P)
+    else:
+        _fwd_v9(x, w, out, sh, sw, ph, pw, WIDE_C)
+
+
 # --- backward ---------------------------------------------------------------------------
 
 
@@ -699,9 +799,109 @@ def bwd_v6(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks=None):
         bwd_v5(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks)
 
 
-FORWARD = {1: fwd_v1, 2: fwd_v2, 3: fwd_v3, 4: fwd_v4, 5: fwd_v5, 6: fwd_v6, 7: fwd_v7, 8: fwd_v8, 9: fwd_v9}
-BACKWARD = {1: bwd_v1, 2: bwd_v2, 3: bwd_v3, 4: bwd_v4, 5: bwd_v5, 6: bwd_v6}
-NHWC_FORWARD = {4, 5, 6, 7, 8, 9}
-NHWC_BACKWARD = {3, 4, 5, 6}
-ONLY_3X3_FORWARD = {7, 8, 9}  # versions that need kh == kw == 3 and dilation 1
-ONLY_3X3_BACKWARD = {4, 5, 6}
+DW_LANES = 256  # a constant trip count and row stride: LLVM vectorises the partial-sum rows only then
+
+
+@njit(**_opts)
+def _flat_dw4(g0, g1, g2, g3, x0, x1, x2, x3, x4, x5, q, lo, stop, pw, C, P):
+    """q (9 * DW_LANES,) += the nine taps' products of four output rows over [lo, stop).
+
+    One read-modify-write of the nine partial sums per four output rows."""
+    for wo in range(lo, stop, P):
+        a = (wo - pw) * C
+        b = wo * C
+        for k in range(DW_LANES):
+            i, j, m, o = np.uint64(a + k), np.uint64(a + k + C), np.uint64(a + k + 2 * C), np.uint64(b + k)
+            h0, h1, h2, h3 = g0[o], g1[o], g2[o], g3[o]
+            b0, b1, b2 = x1[i], x1[j], x1[m]
+            d0, d1, d2 = x2[i], x2[j], x2[m]
+            e0, e1, e2 = x3[i], x3[j], x3[m]
+            f0, f1, f2 = x4[i], x4[j], x4[m]
+            q[k] += h0 * x0[i] + h1 * b0 + h2 * d0 + h3 * e0
+            q[DW_LANES + k] += h0 * x0[j] + h1 * b1 + h2 * d1 + h3 * e1
+            q[2 * DW_LANES + k] += h0 * x0[m] + h1 * b2 + h2 * d2 + h3 * e2
+            q[3 * DW_LANES + k] += h0 * b0 + h1 * d0 + h2 * e0 + h3 * f0
+            q[4 * DW_LANES + k] += h0 * b1 + h1 * d1 + h2 * e1 + h3 * f1
+            q[5 * DW_LANES + k] += h0 * b2 + h1 * d2 + h2 * e2 + h3 * f2
+            q[6 * DW_LANES + k] += h0 * d0 + h1 * e0 + h2 * f0 + h3 * x5[i]
+            q[7 * DW_LANES + k] += h0 * d1 + h1 * e1 + h2 * f1 + h3 * x5[j]
+            q[8 * DW_LANES + k] += h0 * d2 + h1 * e2 + h2 * f2 + h3 * x5[m]
+
+
+@njit(parallel=True, **_opts)
+def _bwd_dw_v7(dout, x, partial, flat, ph, pw):
+    """Stride 1, C dividing DW_LANES: flat partial sums (9, DW_LANES) per thread for the
+    interior, the (3, 3, C) ones of version 5 for the border columns and the last few."""
+    N, H, W, C = x.shape
+    T = partial.shape[0]
+    _, Ho, Wo, _ = dout.shape
+    P = DW_LANES // C
+    zero = np.zeros((W, C), dtype=x.dtype)
+    gzero = np.zeros((Wo, C), dtype=x.dtype)  # dout rows past the last: they add nothing
+    lo = min(Wo, pw)
+    hi = max(lo, min(Wo, W - 2 + pw))
+    stop = lo + (hi - lo) // P * P
+    quads = (Ho + 3) // 4
+    Q = N * quads
+    for t in prange(T):
+        p, q = partial[t], flat[t]
+        p[...] = 0
+        q[...] = 0
+        for r in range(t * Q // T, (t + 1) * Q // T):
+            n, ho = r // quads, 4 * (r % quads)
+            h0 = ho - ph
+            x0, x1, x2 = _row(x, zero, n, h0), _row(x, zero, n, h0 + 1), _row(x, zero, n, h0 + 2)
+            x3, x4, x5 = _row(x, zero, n, h0 + 3), _row(x, zero, n, h0 + 4), _row(x, zero, n, h0 + 5)
+            g0, g1 = dout[n, ho], _row(dout, gzero, n, ho + 1)
+            g2, g3 = _row(dout, gzero, n, ho + 2), _row(dout, gzero, n, ho + 3)
+            _flat_dw4(g0.reshape(-1), g1.reshape(-1), g2.reshape(-1), g3.reshape(-1), x0.reshape(-1),
+                      x1.reshape(-1), x2.reshape(-1), x3.reshape(-1), x4.reshape(-1), x5.reshape(-1),
+                      q, lo, stop, pw, C, P)  # fmt: skip
+            for k in range(lo + Wo - stop):  # border columns and the interior's last few
+                wo = k if k < lo else stop + k - lo
+                _dw_px(g0, x0, x1, x2, p, wo, wo - pw, W)
+                _dw_px(g1, x1, x2, x3, p, wo, wo - pw, W)
+                _dw_px(g2, x2, x3, x4, p, wo, wo - pw, W)
+                _dw_px(g3, x3, x4, x5, p, wo, wo - pw, W)
+
+
+def bwd_v7(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks=None):
+    """Version 6, at stride 1 with forward version 10 for dx and flat dw when C divides DW_LANES."""
+    if not sh == sw == 1:
+        bwd_v6(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks)
+        return
+    import numba
+
+    C = x.shape[3]
+    flat = C <= DW_LANES and DW_LANES % C == 0
+    steps = dout.shape[0] * ((dout.shape[1] + 3) // 4 if flat else dout.shape[1])
+    chunks = max(1, min(chunks or numba.get_num_threads(), steps))
+    fwd_v10(dout, np.ascontiguousarray(w[::-1, ::-1]), dx, 1, 1, 2 - ph, 2 - pw, 1, 1)
+    partial = np.empty((chunks, 3, 3, C), dtype=x.dtype)
+    if flat:
+        sums = np.empty((chunks, 9 * DW_LANES), dtype=x.dtype)
+        _bwd_dw_v7(dout, x, partial, sums, ph, pw)
+        np.sum(partial, axis=0, out=dw)
+        dw += sums.sum(axis=0).reshape(3, 3, DW_LANES // C, C).sum(axis=2)
+    else:
+        _bwd_dw_v5(dout, x, partial, 1, ph, pw)
+        np.sum(partial, axis=0, out=dw)
+
+
+FORWARD = {
+    1: fwd_v1,
+    2: fwd_v2,
+    3: fwd_v3,
+    4: fwd_v4,
+    5: fwd_v5,
+    6: fwd_v6,
+    7: fwd_v7,
+    8: fwd_v8,
+    9: fwd_v9,
+    10: fwd_v10,
+}
+BACKWARD = {1: bwd_v1, 2: bwd_v2, 3: bwd_v3, 4: bwd_v4, 5: bwd_v5, 6: bwd_v6, 7: bwd_v7}
+NHWC_FORWARD = {4, 5, 6, 7, 8, 9, 10}
+NHWC_BACKWARD = {3, 4, 5, 6, 7}
+ONLY_3X3_FORWARD = {7, 8, 9, 10}  # versions that need kh == kw == 3 and dilation 1
+ONLY_3X3_BACKWARD = {4, 5, 6, 7}

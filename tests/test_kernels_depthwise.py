@@ -104,22 +104,30 @@ def test_only_the_3x3_versions_refuse_other_filters():
         K.depthwise_conv2d_backward(out, x, w, 1, 2, version=4)
 
 
-@pytest.mark.parametrize("fwd,bwd", [(7, 4), (8, 5), (9, 6)])
-@given(case=dw_cases(only_3x3=True), dtype=DTYPES, seed=st.integers(0, 2**16), wide=st.booleans())
-def test_3x3_kernels_on_awkward_shapes(fwd, bwd, case, dtype, seed, wide):
+@pytest.mark.parametrize("fwd,bwd", [(7, 4), (8, 5), (9, 6), (10, 7)])
+@given(case=dw_cases(only_3x3=True), dtype=DTYPES, seed=st.integers(0, 2**16), wide=st.booleans(),
+       lanes=st.sampled_from([1, 4, 8]))  # fmt: skip
+def test_3x3_kernels_on_awkward_shapes(fwd, bwd, case, dtype, seed, wide, lanes):
     """``wide`` lowers version 9's channel threshold so that its 2x2 blocks run on the few
-    channels drawn here (they also compute the stride-1 dx of backward versions 5 and 6)."""
-    old = V.WIDE_C
-    V.WIDE_C = 1 if wide else old
-    try:
+    channels drawn here (they also compute the stride-1 dx of backward versions 5-7); with
+    ``wide`` and ``lanes`` version 10 takes its flat steps of ``lanes // C`` pixels (at least
+    one) on any size, or hands wide small layers to version 9."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(V, "WIDE_C", 1 if wide else V.WIDE_C)
+        mp.setattr(V, "FLAT_LANES", lanes)
+        mp.setattr(V, "FLAT_MIN_HW", 1 if lanes == 8 else V.FLAT_MIN_HW)
         check_version(case, dtype, seed, fwd, bwd, "channels_last")
-    finally:
-        V.WIDE_C = old
 
 
 @example(case={"x": (2, 3, 5, 6), "w": (3, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
          version=4, chunks=3, dtype=np.float64, pads=(0, 2), strides=(1, 1), seed=0)  # fmt: skip
-@given(case=dw_cases(), version=st.sampled_from([3, 4, 5, 6]), chunks=st.integers(1, 7), dtype=DTYPES,
+# version 7's flat dw (C divides DW_LANES): 64 channels, 4 pixels per step, a last band of 3 rows
+@example(case={"x": (2, 64, 7, 11), "w": (64, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
+         version=7, chunks=3, dtype=np.float64, pads=(1, 1), strides=(1, 1), seed=1)  # fmt: skip
+# one pixel per step, unequal paddings
+@example(case={"x": (1, 256, 6, 4), "w": (256, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
+         version=7, chunks=2, dtype=np.float32, pads=(0, 1), strides=(1, 1), seed=2)  # fmt: skip
+@given(case=dw_cases(), version=st.sampled_from([3, 4, 5, 6, 7]), chunks=st.integers(1, 7), dtype=DTYPES,
        pads=st.tuples(st.integers(0, 2), st.integers(0, 2)), strides=st.tuples(*[st.sampled_from([1, 2])] * 2),
        seed=st.integers(0, 2**16))  # fmt: skip
 def test_weight_gradient_is_the_same_for_any_number_of_chunks(
