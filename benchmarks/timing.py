@@ -75,7 +75,7 @@ def versions(*modules) -> dict:
 
 def v2_depthwise_shapes(resolution: int = 224, width_mult: float = 1.0) -> list[tuple]:
     """(C, H, W, stride) of every distinct depthwise conv of MobileNetV2, in network order."""
-    from mobilenet import arch as A
+    import mobilenet_arch as A
     from mobilenet.summary import layer_rows
 
     shapes = []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet import arch as A
+import mobilenet_arch as A
 from mobilenet.summary import layer_rows, summary_dict, totals
 
 DOCS = Path(__file__).resolve().parent

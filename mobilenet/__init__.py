@@ -1,3 +1,3 @@
-"""Shared pieces of the project: the architecture specs, the summary and the CLI."""
+"""The application layer: the command line, the trainer, the apps, checkpoints and the summary."""
 
 __version__ = "0.1.0"

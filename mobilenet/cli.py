@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from . import arch as A
+import mobilenet_arch as A
+
 from .train import TrainConfig
 
 TRAIN_DEFAULTS = TrainConfig()

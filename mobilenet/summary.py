@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from . import arch as A
+import mobilenet_arch as A
 
 
 @dataclass

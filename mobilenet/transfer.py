@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import arch as A
+import mobilenet_arch as A
 
 
 def _is_torch(model) -> bool:

@@ -1,10 +1,10 @@
-"""MobileNetV1 and V2 in NumPy, built from the specs in ``mobilenet.arch``."""
+"""MobileNetV1 and V2 in NumPy, built from the specs in ``mobilenet_arch``."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from mobilenet import arch as A
+import mobilenet_arch as A
 
 from .backend import get_backend
 from .nn import Conv2d, Sequential, build

@@ -1,7 +1,7 @@
 """Layers with state: a forward that keeps what backward needs, and a backward that
 fills ``grads`` and returns the input gradient (CS231n's cache pattern, as objects).
 
-Each layer is built from a spec leaf of ``mobilenet.arch`` and calls the ops of
+Each layer is built from a spec leaf of ``mobilenet_arch`` and calls the ops of
 one backend module ``F`` (``numpy_impl.functional`` or ``kernels``), so the same
 layer runs on either. Children are named like ``nn.Sequential``'s so parameter
 names are those of the torch mirror.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mobilenet import arch as A
+import mobilenet_arch as A
 
 
 class Module:

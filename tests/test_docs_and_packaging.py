@@ -1,5 +1,7 @@
-"""The docs' generated tables are current; the torch-free packages import without torch."""
+"""The docs' generated tables are current; the torch-free packages import without torch; the
+packages import downward only."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +52,42 @@ def test_every_mutant_still_applies():
             f"mutant {m.name}: snippet found {text.count(m.before)} times in {m.path}"
         )
         assert m.before != m.after and all((ROOT / t).is_file() for t in m.tests), m.name
+
+
+# each package and the first-party packages it must never import (at the top or inside a function)
+LAYERS = {
+    "mobilenet_arch": {"numpy_impl", "kernels", "torch_impl", "mobilenet"},
+    "numpy_impl": {"kernels", "torch_impl", "mobilenet"},
+    "kernels": {"torch_impl", "mobilenet"},
+    "torch_impl": {"mobilenet"},
+}
+
+
+def _imported_packages(path):
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_packages_import_downward_only():
+    """The architecture spec at the bottom, the libraries above it, the application on top."""
+    bad = []
+    for package, forbidden in LAYERS.items():
+        files = sorted((ROOT / package).rglob("*.py"))
+        assert files, package
+        for f in files:
+            for name in sorted(_imported_packages(f) & forbidden):
+                bad.append(f"{f.relative_to(ROOT)} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_import_check_sees_function_local_imports(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(
+        "import numpy as np\n\ndef g():\n    from mobilenet.train import TrainConfig\n    import kernels.depthwise\n"
+    )
+    assert _imported_packages(f) == {"numpy", "mobilenet", "kernels"}

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as TF
 
 import torch_impl
-from mobilenet.arch import inverted_residual
+from mobilenet_arch import inverted_residual
 from torch_impl.numba_ops import (
     DepthwiseConv2dFunction,
     FusedInvertedResidual,

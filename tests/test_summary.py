@@ -2,8 +2,8 @@
 
 import pytest
 
-from mobilenet.arch import make_divisible
 from mobilenet.summary import conv_output_size, summary_dict
+from mobilenet_arch import make_divisible
 
 # (width, resolution) -> (M mult-adds, M params) from V1 paper Tables 6 and 7, rounded as published
 V1_PUBLISHED = {

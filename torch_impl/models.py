@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenet import arch as A
+import mobilenet_arch as A
 
 
 class InvertedResidual(nn.Module):
