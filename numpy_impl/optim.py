@@ -9,6 +9,7 @@ A parameter without a gradient (frozen) is skipped, as torch skips ``p.grad is N
 Equations (g: gradient, p: parameter, lambda: weight decay, all elementwise)::
 
     SGD (torch.optim.SGD)
+        g <- -g                                  maximize only (both optimisers)
         g <- g + lambda p
         b <- g                                   first step (the buffer starts as a copy of g)
         b <- mu b + (1 - dampening) g            later steps
@@ -77,7 +78,11 @@ class Optimizer:
         self.steps = 0
 
     def _validate_groups(self):
-        pass
+        fn = type(self).__name__
+        for g in self.param_groups:
+            for key in ("nesterov", "centered", "maximize"):
+                if key in g and not isinstance(g[key], (bool, np.bool_)):
+                    raise TypeError(f"{fn}: {key} must be a bool, got {type(g[key]).__name__}")
 
     def set_lr(self, lr):
         """Set every group's learning rate (a group's ``lr_scale``, default 1, multiplies it)."""
@@ -124,16 +129,19 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """``torch.optim.SGD``: momentum, dampening, nesterov, L2 weight decay."""
+    """``torch.optim.SGD``: momentum, dampening, nesterov, L2 weight decay, ``maximize``; torch's
+    defaults (``lr=0.001``)."""
 
     _bounds = {"lr": (0.0, None), "momentum": (0.0, None), "dampening": (0.0, 1.0),
                "weight_decay": (0.0, None)}  # fmt: skip
 
-    def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(self, params, lr=0.001, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
+                 maximize=False):  # fmt: skip
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
-                         weight_decay=weight_decay, nesterov=nesterov)  # fmt: skip
+                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)  # fmt: skip
 
     def _validate_groups(self):
+        super()._validate_groups()
         for g in self.param_groups:
             if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
                 raise ValueError("SGD: nesterov needs momentum > 0 and dampening 0, "
@@ -141,6 +149,8 @@ class SGD(Optimizer):
 
     @staticmethod
     def _update(name, p, grad, g, state):
+        if g["maximize"]:
+            grad = -grad
         if g["weight_decay"]:
             grad = grad + g["weight_decay"] * p
         mu = g["momentum"]
@@ -156,17 +166,21 @@ class SGD(Optimizer):
 
 
 class RMSprop(Optimizer):
-    """``torch.optim.RMSprop``: smoothing ``alpha``, ``eps`` outside the root, momentum, centered."""
+    """``torch.optim.RMSprop``: smoothing ``alpha``, ``eps`` outside the root, momentum, centered,
+    ``maximize``; torch's defaults (``lr=0.01``)."""
 
     _bounds = {"lr": (0.0, None), "alpha": (0.0, 1.0), "eps": (0.0, None), "weight_decay": (0.0, None),
                "momentum": (0.0, None)}  # fmt: skip
 
-    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, *, maximize=False):  # fmt: skip
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                         momentum=momentum, centered=centered)  # fmt: skip
+                         momentum=momentum, centered=centered, maximize=maximize)  # fmt: skip
 
     @staticmethod
     def _update(name, p, grad, g, state):
+        if g["maximize"]:
+            grad = -grad
         if g["weight_decay"]:
             grad = grad + g["weight_decay"] * p
         a = g["alpha"]

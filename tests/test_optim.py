@@ -46,11 +46,13 @@ def _run_both(make_np, make_torch, seed, lr_at=None):
     nesterov=st.booleans(),
     dampening=st.sampled_from([0.0, 0.3]),
     weight_decay=st.sampled_from([0.0, 1e-2]),
+    maximize=st.booleans(),
 )
-def test_sgd_matches_torch(seed, momentum, nesterov, dampening, weight_decay):
+def test_sgd_matches_torch(seed, momentum, nesterov, dampening, weight_decay, maximize):
     if nesterov and (momentum == 0 or dampening != 0):
         return  # torch rejects it too: tested below
-    kw = dict(lr=0.1, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+    kw = dict(lr=0.1, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+              maximize=maximize)  # fmt: skip
     p, tp, _, _ = _run_both(
         lambda ps, frozen: SGD([{"params": ps}, {"params": {"frozen": frozen}}], **kw),
         lambda ps, frozen: torch.optim.SGD([{"params": ps}, {"params": [frozen]}], **kw),
@@ -66,9 +68,11 @@ def test_sgd_matches_torch(seed, momentum, nesterov, dampening, weight_decay):
     centered=st.booleans(),
     weight_decay=st.sampled_from([0.0, 1e-2]),
     alpha=st.sampled_from([0.9, 0.99]),
+    maximize=st.booleans(),
 )
-def test_rmsprop_matches_torch(seed, momentum, centered, weight_decay, alpha):
-    kw = dict(lr=0.01, alpha=alpha, eps=1e-3, weight_decay=weight_decay, momentum=momentum, centered=centered)
+def test_rmsprop_matches_torch(seed, momentum, centered, weight_decay, alpha, maximize):
+    kw = dict(lr=0.01, alpha=alpha, eps=1e-3, weight_decay=weight_decay, momentum=momentum, centered=centered,
+              maximize=maximize)  # fmt: skip
     p, tp, opt, topt = _run_both(
         lambda ps, frozen: RMSprop([{"params": ps}, {"params": {"frozen": frozen}}], **kw),
         lambda ps, frozen: torch.optim.RMSprop([{"params": ps}, {"params": [frozen]}], **kw),
@@ -79,6 +83,26 @@ def test_rmsprop_matches_torch(seed, momentum, centered, weight_decay, alpha):
     # the optimiser state too (what a checkpoint carries)
     tstate = topt.state[topt.param_groups[0]["params"][0]]
     np.testing.assert_allclose(opt.state["w"]["square_avg"], tstate["square_avg"].numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("ours,theirs", [(SGD, torch.optim.SGD), (RMSprop, torch.optim.RMSprop)])
+def test_defaults_are_torchs(ours, theirs):
+    """Code written for torch.optim without explicit options trains the same here."""
+    import inspect
+
+    mine = inspect.signature(ours.__init__).parameters
+    torchs = inspect.signature(theirs.__init__).parameters
+    for name, p in mine.items():
+        if name not in ("self", "params"):
+            assert p.default == torchs[name].default, name
+
+
+def test_maximize_ascends():
+    """maximize steps along +g: one plain SGD step from 0 lands on lr * g."""
+    g = np.array([0.5, -2.0])
+    opt = SGD({"w": np.zeros(2)}, lr=0.1, maximize=True)
+    opt.step({"w": g})
+    np.testing.assert_allclose(opt.param_groups[0]["params"]["w"], 0.1 * g, rtol=1e-15)
 
 
 def test_set_lr_applies_group_scale_and_schedule_is_followed():
@@ -175,6 +199,8 @@ def test_decay_groups_exempt_bn_and_depthwise():
     [
         (lambda: SGD({"w": np.zeros(2)}, lr=-1), ValueError, "lr"),
         (lambda: SGD({"w": np.zeros(2)}, nesterov=True), ValueError, "nesterov"),
+        (lambda: SGD({"w": np.zeros(2)}, maximize="yes"), TypeError, "maximize must be a bool"),
+        (lambda: RMSprop({"w": np.zeros(2)}, centered=1), TypeError, "centered must be a bool"),
         (lambda: SGD({"w": [0.0]}), TypeError, "'w'"),
         (lambda: SGD({"w": np.zeros(2, np.int64)}), TypeError, "float32/float64"),
         (lambda: SGD([]), TypeError, "params"),
