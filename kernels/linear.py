@@ -16,14 +16,16 @@ from . import _gemm
 
 
 def linear(x, w, b=None):
-    """``y = x @ w.T + b``; see ``numpy_impl.functional.linear``."""
+    """``y = x @ w.T + b``, x (*, F_in); see ``numpy_impl.functional.linear``."""
     x, w, b = _check_linear("linear", x, w, b)
-    y = _gemm.matmul(np.ascontiguousarray(x), w.T)  # (N, F_out)
+    x2 = np.ascontiguousarray(x.reshape(-1, w.shape[1]))
+    y = _gemm.matmul(x2, w.T).reshape(*x.shape[:-1], w.shape[0])
     return y if b is None else y + b
 
 
 def linear_backward(dout, x, w):
     """``(dx, dw, db)``; see ``numpy_impl.functional.linear_backward``."""
     dout, x, w = _check_linear_backward("linear_backward", dout, x, w)
-    d = np.ascontiguousarray(dout)
-    return _gemm.matmul(d, w), _gemm.matmul_tn(d, np.ascontiguousarray(x)), dout.sum(axis=0)
+    d = np.ascontiguousarray(dout.reshape(-1, w.shape[0]))
+    x2 = np.ascontiguousarray(x.reshape(-1, w.shape[1]))
+    return _gemm.matmul(d, w).reshape(x.shape), _gemm.matmul_tn(d, x2), d.sum(axis=0)

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_impl import functional as F
+from numpy_impl import get_backend
 
 from .helpers import DTYPES, assert_within_bound, directional_check, leaf, rng_arrays, t64
 
@@ -74,21 +75,30 @@ def test_global_avg_pool_matches_torch(n, c, h, w, dtype, seed):
     assert_within_bound(dx, xt.grad.numpy(), np.abs(xt.grad.numpy()), 2, dtype, "dx")
 
 
-@given(n=st.integers(1, 5), fin=st.integers(1, 40), fout=st.integers(1, 20), bias=st.booleans(), dtype=DTYPES,
-       seed=st.integers(0, 2**16))  # fmt: skip
-def test_linear_matches_torch(n, fin, fout, bias, dtype, seed):
-    x, w, b, dout = rng_arrays(seed, dtype, (n, fin), (fout, fin), (fout,), (n, fout))
+@given(lead=st.lists(st.integers(0, 4), max_size=3), fin=st.integers(1, 40), fout=st.integers(1, 20),
+       bias=st.booleans(), dtype=DTYPES, seed=st.integers(0, 2**16), ops=st.sampled_from(["numpy", "numba"]))  # fmt: skip
+def test_linear_matches_torch(lead, fin, fout, bias, dtype, seed, ops):
+    """Any leading dimensions (none, or empty ones included), as torch's linear; both backends."""
+    m = get_backend(ops)
+    x, w, b, dout = rng_arrays(seed, dtype, (*lead, fin), (fout, fin), (fout,), (*lead, fout))
     b = b if bias else None
-    y = F.linear(x, w, b)
-    dx, dw, db = F.linear_backward(dout, x, w)
+    y = m.linear(x, w, b)
+    dx, dw, db = m.linear_backward(dout, x, w)
     xt, wt = leaf(x), leaf(w)
     yt = TF.linear(xt, wt, None if b is None else t64(b))
     yt.backward(t64(dout))
-    bound = np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64) + (0 if b is None else np.abs(b))
+    assert y.shape == yt.shape and dx.shape == x.shape and dw.shape == w.shape and db.shape == (fout,)
+    rows = int(np.prod(lead))
+    x2, d2 = (
+        np.abs(x.reshape(rows, fin)).astype(np.float64),
+        np.abs(dout.reshape(rows, fout)).astype(np.float64),
+    )
+    bound = (x2 @ np.abs(w).T + (0 if b is None else np.abs(b))).reshape(y.shape)
     assert_within_bound(y, yt.detach().numpy(), bound, fin + 1, dtype, "y")
-    assert_within_bound(dx, xt.grad.numpy(), np.abs(dout).astype(np.float64) @ np.abs(w), fout, dtype, "dx")
-    assert_within_bound(dw, wt.grad.numpy(), np.abs(dout).T.astype(np.float64) @ np.abs(x), n, dtype, "dw")
-    assert_within_bound(db, dout.astype(np.float64).sum(0), np.abs(dout).sum(0), n, dtype, "db")
+    assert_within_bound(dx, xt.grad.numpy(), (d2 @ np.abs(w)).reshape(x.shape), fout, dtype, "dx")
+    assert_within_bound(dw, wt.grad.numpy(), d2.T @ x2, max(rows, 1), dtype, "dw")
+    assert_within_bound(db, dout.reshape(rows, fout).astype(np.float64).sum(0), d2.sum(0),
+                        max(rows, 1), dtype, "db")  # fmt: skip
 
 
 def test_linear_finite_differences():
@@ -103,19 +113,39 @@ def test_linear_finite_differences():
 
 
 @given(n=st.integers(1, 6), k=st.integers(2, 12), smoothing=st.sampled_from([0.0, 0.1, 0.5]), dtype=DTYPES,
-       seed=st.integers(0, 2**16))  # fmt: skip
-def test_softmax_cross_entropy_matches_torch(n, k, smoothing, dtype, seed):
+       seed=st.integers(0, 2**16), weighted=st.booleans(),
+       kind=st.sampled_from(["indices", "ignored", "probabilities"]))  # fmt: skip
+def test_softmax_cross_entropy_matches_torch(n, k, smoothing, dtype, seed, weighted, kind):
+    """torch's mean semantics with class weights, ignore_index and probability targets."""
+    rng = np.random.default_rng(seed)
     logits = (rng_arrays(seed, dtype, (n, k))[0] * 4).astype(dtype)
-    target = np.random.default_rng(seed).integers(0, k, n)
-    loss, cache = F.softmax_cross_entropy(logits, target, smoothing)
+    weight = rng.uniform(0.1, 2.0, k).astype(dtype) if weighted else None
+    if kind == "probabilities":
+        target = rng.dirichlet(np.ones(k), n).astype(dtype)
+        ignore = -100
+    else:
+        target = rng.integers(0, k, n)
+        ignore = int(target[0]) if kind == "ignored" else -100  # row 0 (and any of its class) ignored
+    loss, cache = F.softmax_cross_entropy(logits, target, smoothing, weight=weight, ignore_index=ignore)
     dlogits = F.softmax_cross_entropy_backward(cache, 0.7)
     lt = leaf(logits)
-    loss_t = TF.cross_entropy(lt, torch.from_numpy(target), label_smoothing=smoothing)
+    wt = None if weight is None else t64(weight)
+    tt = t64(target) if kind == "probabilities" else torch.from_numpy(target)
+    loss_t = TF.cross_entropy(lt, tt, weight=wt, ignore_index=ignore, label_smoothing=smoothing)
     (0.7 * loss_t).backward()
+    if np.isnan(loss_t.item()):  # every row ignored
+        assert np.isnan(loss) and not dlogits.any() and not lt.grad.numpy().any()
+        return
     tol = 1e-12 if dtype == np.float64 else 1e-5  # log-sum-exp of |logits| <~ 12 in float32: ~12*k*u
     assert loss == pytest.approx(loss_t.item(), rel=tol, abs=tol)
     np.testing.assert_allclose(dlogits, lt.grad.numpy(), rtol=tol, atol=tol / n)
     assert dlogits.dtype == dtype
+
+
+def test_softmax_cross_entropy_every_row_ignored_is_nan_with_zero_gradient():
+    loss, cache = F.softmax_cross_entropy(np.ones((2, 3)), np.array([-100, -100]))
+    assert np.isnan(loss)
+    assert not F.softmax_cross_entropy_backward(cache).any()
 
 
 def test_softmax_cross_entropy_is_stable_for_huge_logits():

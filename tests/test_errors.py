@@ -124,13 +124,28 @@ wp = np.zeros((6, 4, 1, 1), np.float32)
         (
             lambda: F.linear(np.zeros((2, 5)), np.zeros((3, 4))),
             ValueError,
-            r"F_in == x.shape\[1\] == 5, got \(3, 4\)",
+            r"F_in == x.shape\[-1\] == 5, got \(3, 4\)",
         ),
         (lambda: F.global_avg_pool2d(np.zeros((2, 3))), ValueError, r"x must be 4-D, got 2-D"),
         (
             lambda: F.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 3])),
             ValueError,
-            r"target values must be in \[0, 3\)",
+            r"target values must be in \[0, 3\) or equal ignore_index \(-100\), got 3",
+        ),
+        (
+            lambda: F.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1]), weight=np.ones(2)),
+            ValueError,
+            r"weight must have shape \(3,\), got \(2,\)",
+        ),
+        (
+            lambda: F.softmax_cross_entropy(np.zeros((2, 3)), np.zeros((2, 3), np.float32)),
+            TypeError,
+            r"target must have the same dtype as logits \(float64\)",
+        ),
+        (
+            lambda: F.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1]), ignore_index=1.5),
+            TypeError,
+            r"ignore_index must be an int",
         ),
         (
             lambda: F.softmax_cross_entropy(np.zeros((2, 3)), np.array([0.0, 1.0])),

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from ._checks import as_float_array, check_number, check_shape, same_dtype
+from ._checks import as_float_array, check_int, check_number, check_shape, same_dtype
 
 
 def _check_dout_like(fn, dout, x, name="x"):
@@ -120,12 +120,14 @@ def global_avg_pool2d_backward(dout, x_shape):
 
 
 def _check_linear(fn, x, w, b):
-    x = as_float_array(fn, "x", x, ndim=2)
+    x = as_float_array(fn, "x", x)
     w = as_float_array(fn, "w", w, ndim=2)
+    if x.ndim == 0:
+        raise ValueError(f"{fn}: x must have shape (*, F_in) with at least one dimension, got a 0-D array")
     same_dtype(fn, "x", x, w=w)
-    if w.shape[1] != x.shape[1]:
+    if w.shape[1] != x.shape[-1]:
         raise ValueError(
-            f"{fn}: w must have shape (F_out, F_in) with F_in == x.shape[1] == {x.shape[1]}, got {w.shape}"
+            f"{fn}: w must have shape (F_out, F_in) with F_in == x.shape[-1] == {x.shape[-1]}, got {w.shape}"
         )
     if b is not None:
         b = as_float_array(fn, "b", b, ndim=1)
@@ -135,73 +137,110 @@ def _check_linear(fn, x, w, b):
 
 
 def linear(x, w, b=None):
-    """``y = x @ w.T + b``: x (N, F_in), w (F_out, F_in), b (F_out,) -> y (N, F_out)."""
+    """``y = x @ w.T + b``: x (*, F_in), w (F_out, F_in), b (F_out,) -> y (*, F_out).
+
+    Any leading dimensions (none included), as ``torch.nn.functional.linear``."""
     x, w, b = _check_linear("linear", x, w, b)
-    y = x @ w.T  # (N, F_out)
+    y = x @ w.T  # (*, F_out)
     return y if b is None else y + b
 
 
 def _check_linear_backward(fn, dout, x, w):
     x, w, _ = _check_linear(fn, x, w, None)
-    dout = as_float_array(fn, "dout", dout, ndim=2)
+    dout = as_float_array(fn, "dout", dout)
     same_dtype(fn, "x", x, dout=dout)
-    check_shape(fn, "dout", dout, (x.shape[0], w.shape[0]))
+    check_shape(fn, "dout", dout, (*x.shape[:-1], w.shape[0]))
     return dout, x, w
 
 
 def linear_backward(dout, x, w):
-    """Returns ``(dx, dw, db)``: ``dx = dout @ w``, ``dw = dout.T @ x``, ``db = sum_n dout``."""
+    """Returns ``(dx, dw, db)``: ``dx = dout @ w`` (x's shape), and over the rows of every
+    leading index, ``dw = dout.T @ x`` and ``db = sum dout``."""
     dout, x, w = _check_linear_backward("linear_backward", dout, x, w)
-    return dout @ w, dout.T @ x, dout.sum(axis=0)
+    d2, x2 = dout.reshape(-1, w.shape[0]), x.reshape(-1, w.shape[1])
+    return dout @ w, d2.T @ x2, d2.sum(axis=0)
 
 
 # --- Softmax cross-entropy --------------------------------------------------------------
 
 
-def softmax_cross_entropy(logits, target, label_smoothing=0.0):
-    """Mean softmax cross-entropy, as ``torch.nn.functional.cross_entropy``.
+def _check_ce_target(fn, target, logits, ignore_index):
+    """Class indices (N,) in [0, K) or == ignore_index, or probabilities (N, K) of logits' dtype."""
+    n, k = logits.shape
+    if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.integer):
+        check_shape(fn, "target", target, (n,))
+        bad = (target != ignore_index) & ((target < 0) | (target >= k))
+        if bad.any():
+            raise ValueError(f"{fn}: target values must be in [0, {k}) or equal ignore_index "
+                             f"({ignore_index}), got {target[bad][0]}")  # fmt: skip
+        return target, False
+    if isinstance(target, np.ndarray) and target.dtype in (np.float32, np.float64) and target.ndim == 2:
+        same_dtype(fn, "logits", logits, target=target)
+        check_shape(fn, "target", target, (n, k))
+        return target, True
+    got = type(target).__name__
+    if isinstance(target, np.ndarray):
+        got = f"{target.dtype} array of shape {target.shape}"
+    raise TypeError(f"{fn}: target must be an integer numpy.ndarray of class indices (N,) or a float array "
+                    f"of class probabilities (N, K), got {got}")  # fmt: skip
+
+
+def softmax_cross_entropy(logits, target, label_smoothing=0.0, *, weight=None, ignore_index=-100):
+    """Mean softmax cross-entropy, as ``torch.nn.functional.cross_entropy`` (reduction "mean").
 
     Parameters
     ----------
     logits : (N, K) float
-    target : (N,) integer class indices in [0, K)
+    target : (N,) integer class indices in [0, K) (or ``ignore_index``), or (N, K) float
+        class probabilities (then ``ignore_index`` does not apply, as in torch)
     label_smoothing : float in [0, 1]
+    weight : (K,) float or None, a rescaling weight per class
+    ignore_index : int, class-index targets equal to it add nothing and are not counted
 
     Returns
     -------
-    loss : float (the mean over the batch)
+    loss : float (nan when every target is ignored, as torch)
     cache : for :func:`softmax_cross_entropy_backward`
 
-    Equations::
+    Equations (eps = label_smoothing, w = weight or ones, v[n] = 0 for ignored rows, else 1)::
 
         log p = logits - logsumexp(logits)                 (shifted by the row max for stability)
-        q = (1 - eps) * onehot(target) + eps / K
-        loss = -(1/N) * sum_n sum_k q[n, k] * log p[n, k]
+        loss = -sum_n sum_k Q[n, k] * log p[n, k]
+        class indices:  Q[n, k] = v[n] ((1 - eps) w[t_n] onehot(t_n)[k] + eps w[k] / K) / sum_n v[n] w[t_n]
+        probabilities:  Q[n, k] = w[k] ((1 - eps) t[n, k] + eps / K) / N
     """
     fn = "softmax_cross_entropy"
     logits = as_float_array(fn, "logits", logits, ndim=2)
-    if not isinstance(target, np.ndarray) or not np.issubdtype(target.dtype, np.integer):
-        got = getattr(target, "dtype", type(target).__name__)
-        raise TypeError(f"{fn}: target must be an integer numpy.ndarray, got {got}")
     n, k = logits.shape
-    check_shape(fn, "target", target, (n,))
     if n == 0:
         raise ValueError(f"{fn}: logits must hold at least one row, got shape {logits.shape}")
-    if target.min() < 0 or target.max() >= k:
-        raise ValueError(
-            f"{fn}: target values must be in [0, {k}), got min {target.min()} max {target.max()}"
-        )
+    ignore_index = check_int(fn, "ignore_index", ignore_index, np.iinfo(np.int64).min)
+    target, probs = _check_ce_target(fn, target, logits, ignore_index)
     eps = check_number(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
+    if weight is not None:
+        weight = as_float_array(fn, "weight", weight, ndim=1)
+        same_dtype(fn, "logits", logits, weight=weight)
+        check_shape(fn, "weight", weight, (k,))
+    w = np.ones(k, logits.dtype) if weight is None else weight
     shifted = logits - logits.max(axis=1, keepdims=True)
     logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (N, K)
-    q = np.full_like(logits, eps / k)
-    q[np.arange(n), target] += 1 - eps
-    loss = -(q * logp).sum() / n
-    return float(loss), {"logp": logp, "q": q}
+    if probs:
+        q = w * ((1 - eps) * target + eps / k) / n
+    else:
+        valid = target != ignore_index
+        rows, cls = np.nonzero(valid)[0], target[valid]
+        q = np.zeros_like(logits)
+        q[rows, cls] = (1 - eps) * w[cls]
+        q[rows] += eps / k * w
+        total = w[cls].sum(dtype=np.float64)
+        if total == 0:  # every row ignored: torch's loss is 0/0 = nan, its gradient zero
+            return float("nan"), {"logp": logp, "q": q}
+        q /= logits.dtype.type(total)
+    return float(-(q * logp).sum()), {"logp": logp, "q": q}
 
 
 def softmax_cross_entropy_backward(cache, dloss=1.0):
-    """``dlogits = dloss * (softmax(logits) - q) / N``: (N, K)."""
+    """``dlogits = dloss * (sum_k Q[n, k] * softmax(logits)[n] - Q[n])``: (N, K)."""
     fn = "softmax_cross_entropy_backward"
     if not isinstance(cache, dict) or "logp" not in cache:
         raise TypeError(
@@ -209,4 +248,4 @@ def softmax_cross_entropy_backward(cache, dloss=1.0):
         )
     dloss = check_number(fn, "dloss", dloss)
     logp, q = cache["logp"], cache["q"]
-    return (dloss / logp.shape[0]) * (np.exp(logp) - q)
+    return dloss * (q.sum(axis=1, keepdims=True) * np.exp(logp) - q)
