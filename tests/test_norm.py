@@ -1,12 +1,14 @@
 """batch_norm against torch (outputs, gradients, running statistics) and finite differences."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as TF
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from numpy_impl import functional as F
+from numpy_impl import get_backend
 
 from .helpers import (
     DTYPES,
@@ -100,3 +102,23 @@ def test_batch_norm_accepts_2d_and_3d_input_like_torch():
         yt = TF.batch_norm(t64(x), torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64),
                            training=True)  # fmt: skip
         np.testing.assert_allclose(y, yt.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("ops", ["numpy", "numba"])
+def test_batch_norm_none_arguments_like_torch(ops):
+    """None weight/bias (no affine) and None running statistics in training, as torch accepts;
+    training=False without statistics is refused, as torch refuses it."""
+    m = get_backend(ops)
+    x, dy = rng_arrays(11, np.float64, (4, 3, 5, 6), (4, 3, 5, 6))
+    y, cache = m.batch_norm(x, None, None, None, None, True)
+    dx, dw, db = m.batch_norm_backward(dy, cache)
+    xt = leaf(x)
+    yt = TF.batch_norm(xt, None, None, training=True)
+    yt.backward(t64(dy))
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    assert dw is None and db is None
+    with pytest.raises(RuntimeError, match="running_mean must be defined"):
+        TF.batch_norm(t64(x), None, None, training=False)
+    with pytest.raises(ValueError, match="running_mean and running_var are required when training=False"):
+        m.batch_norm(x, None, None, None, None, False)
