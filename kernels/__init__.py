@@ -4,7 +4,8 @@ A drop-in ops module for the models (``backend="numba"``): the depthwise
 convolution and batch norm are Numba kernels, the pointwise and stem convolutions
 and the classifier are GEMMs over channels-last rows (BLAS calls on Numba's
 threads); the other ops (activations, pooling, dropout, loss) are the reference's,
-which NumPy already runs at memory speed and which keep the memory format.
+which NumPy already runs at memory speed and which keep the memory format: any op of
+``numpy_impl.functional.OPS`` not defined here is the reference's.
 
 The models run this backend channels-last (``MEMORY_FORMAT``): an (N, C, H, W)
 array whose memory is NHWC, as torch's ``channels_last``.
@@ -19,20 +20,9 @@ that freed activations are reused by the next step instead of page-faulted in ag
 ``MOBILENET_MALLOC=default`` opts out.
 """
 
-from numpy_impl.functional import (
-    dropout,
-    dropout_backward,
-    global_avg_pool2d,
-    global_avg_pool2d_backward,
-    relu,
-    relu6,
-    relu6_backward,
-    relu_backward,
-    softmax_cross_entropy,
-    softmax_cross_entropy_backward,
-)
+import numpy_impl.functional as _reference
 
-from ._memory import MALLOC_TUNED  # noqa: F401  (applies the allocator settings on import)
+from ._memory import MALLOC_TUNED  # applies the allocator settings on import
 from ._prep import is_channels_last
 from .batchnorm import batch_norm, batch_norm_backward
 from .conv import conv2d, conv2d_backward
@@ -42,32 +32,18 @@ from .linear import linear, linear_backward
 from .pointwise import pointwise_conv2d, pointwise_conv2d_backward
 
 MEMORY_FORMAT = "channels_last"
-FUSED_BN_ACTIVATION = True  # batch_norm(..., activation="relu"|"relu6") in one pass
+FUSED_BN_ACTIVATIONS = ("relu", "relu6")  # batch_norm(..., activation=...) in one pass
+FUSED_INVERTED_RESIDUAL = True  # the whole MobileNetV2 block in one call (fused_block)
 
-__all__ = [
-    "FUSED_BN_ACTIVATION",
-    "MEMORY_FORMAT",
-    "batch_norm",
-    "batch_norm_backward",
-    "conv2d",
-    "conv2d_backward",
-    "depthwise_conv2d",
-    "depthwise_conv2d_backward",
-    "dropout",
-    "dropout_backward",
-    "global_avg_pool2d",
-    "global_avg_pool2d_backward",
-    "inverted_residual",
-    "inverted_residual_backward",
-    "is_channels_last",
-    "linear",
-    "linear_backward",
-    "pointwise_conv2d",
-    "pointwise_conv2d_backward",
-    "relu",
-    "relu6",
-    "relu6_backward",
-    "relu_backward",
-    "softmax_cross_entropy",
-    "softmax_cross_entropy_backward",
-]
+__all__ = sorted({*_reference.OPS, *_reference.FLAGS, "is_channels_last"})
+
+
+def __getattr__(name):
+    """The reference op for every op this backend does not override."""
+    if name in _reference.OPS:
+        return getattr(_reference, name)
+    raise AttributeError(f"module 'kernels' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -34,7 +34,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from numpy_impl.functional._checks import as_float_array, same_dtype
+from numpy_impl.functional.block import check_inverted_residual
 
 from . import _gemm
 from ._threads import single_threaded_blas
@@ -310,42 +310,9 @@ def _replay(cache):
     return out
 
 
-def _check(fn, x, weights, bns, stride):
-    x = as_float_array(fn, "x", x, ndim=4)
-    if not isinstance(weights, (tuple, list)) or len(weights) != 3:
-        raise TypeError(
-            f"{fn}: weights must be (expand or None, depthwise, project), got {type(weights).__name__}"
-        )
-    if not isinstance(bns, (tuple, list)) or len(bns) != 3:
-        raise TypeError(f"{fn}: bns must be three (weight, bias, running_mean, running_var) tuples")
-    expand_w, dw_w, project_w = weights
-    cin = x.shape[1]
-    hidden = cin if expand_w is None else expand_w.shape[0]
-    shapes = [
-        ("depthwise weight", dw_w, (hidden, 1, 3, 3)),
-        ("project weight", project_w, (None, hidden, 1, 1)),
-    ]
-    if expand_w is not None:
-        shapes.insert(0, ("expand weight", expand_w, (hidden, cin, 1, 1)))
-    for name, a, want in shapes:
-        as_float_array(fn, name, a, ndim=4)
-        same_dtype(fn, "x", x, **{name.replace(" ", "_"): a})
-        if any(wd is not None and wd != got for wd, got in zip(want, a.shape)):
-            shown = "(" + ", ".join("*" if d is None else str(d) for d in want) + ")"
-            raise ValueError(f"{fn}: {name} must have shape {shown}, got {a.shape}")
-    for i, bn in enumerate(bns):
-        if (bn is None) != (i == 0 and expand_w is None):
-            raise ValueError(f"{fn}: bns[{i}] must be {'None' if i == 0 and expand_w is None else 'a tuple'}")
-        if bn is not None and (len(bn) != 4 or any(a.shape != (weights[i].shape[0],) for a in bn)):
-            raise ValueError(f"{fn}: bns[{i}] must be 4 arrays of shape ({weights[i].shape[0]},)")
-    if stride not in (1, 2):
-        raise ValueError(f"{fn}: stride must be 1 or 2, got {stride!r}")
-    return x
-
-
-def inverted_residual(x, weights, bns, stride=1, residual=None, training=False, momentum=0.1, eps=1e-5,
+def inverted_residual(x, weights, bns, stride=1, residual=None, training=False, momentum=0.1, eps=1e-5, *,
                       memory=None):  # fmt: skip
-    """The fused MobileNetV2 block.
+    """The fused MobileNetV2 block; ``numpy_impl.functional.inverted_residual`` is its reference.
 
     Parameters
     ----------
@@ -366,12 +333,7 @@ def inverted_residual(x, weights, bns, stride=1, residual=None, training=False, 
     cache
     """
     fn = "inverted_residual"
-    x = _check(fn, x, weights, bns, stride)
-    if residual is None:
-        residual = stride == 1 and weights[2].shape[0] == x.shape[1]
-    if residual and (stride != 1 or weights[2].shape[0] != x.shape[1]):
-        raise ValueError(f"{fn}: residual needs stride 1 and C_out == C_in, got stride {stride}, "
-                         f"C_out {weights[2].shape[0]}, C_in {x.shape[1]}")  # fmt: skip
+    x, residual = check_inverted_residual(fn, x, weights, bns, stride, residual)
     memory = TRAINING_MEMORY if memory is None else memory
     if memory not in ("store", "recompute"):
         raise ValueError(f"{fn}: memory must be 'store' or 'recompute', got {memory!r}")
@@ -382,7 +344,7 @@ def inverted_residual(x, weights, bns, stride=1, residual=None, training=False, 
     return _forward_eval(x, weights, bns, stride, residual, eps), None
 
 
-def inverted_residual_backward(dy, cache):
+def inverted_residual_backward(dout, cache):
     """Gradients of a training-mode :func:`inverted_residual`.
 
     Returns ``(dx, dweights, dbns)``: dweights like ``weights``, dbns three
@@ -396,7 +358,7 @@ def inverted_residual_backward(dy, cache):
     if cache["memory"] == "recompute":
         cache = _replay(cache)
     expand_w, dw_w, project_w = cache["weights"]
-    g, dbn2w, dbn2b = batch_norm_backward(dy, cache["bn2"])
+    g, dbn2w, dbn2b = batch_norm_backward(dout, cache["bn2"])
     g, dpw = pointwise_conv2d_backward(g, cache["p_in"], project_w)
     g, dbn1w, dbn1b = batch_norm_backward(g, cache["bn1"])
     g, ddw = depthwise_conv2d_backward(g, cache["d_in"], dw_w, cache["stride"], 1)
@@ -406,5 +368,5 @@ def inverted_residual_backward(dy, cache):
         g, dew = pointwise_conv2d_backward(g, cache["e_in"], expand_w)
         dbn0 = (dbn0w, dbn0b)
     if cache["residual"]:
-        g = g + dy
+        g = g + dout
     return g, (dew, ddw, dpw), (dbn0, (dbn1w, dbn1b), (dbn2w, dbn2b))

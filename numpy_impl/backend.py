@@ -1,8 +1,12 @@
 """The one place where a backend name becomes the module of ops a model calls.
 
-A backend is any module exposing ``numpy_impl.functional``'s names and signatures,
-and ``MEMORY_FORMAT``: "contiguous" (NCHW) or "channels_last" (NHWC memory), the
-layout the model converts its input to once, at the entry.
+A backend is any module offering every op of ``numpy_impl.functional.OPS`` with the
+reference's parameters (keyword-only options may follow them) and declaring
+``numpy_impl.functional.FLAGS``: ``MEMORY_FORMAT`` ("contiguous" NCHW or "channels_last"
+NHWC memory, the layout the model converts its input to once, at the entry),
+``FUSED_BN_ACTIVATIONS`` (the activations its batch_norm applies in the same pass) and
+``FUSED_INVERTED_RESIDUAL`` (whether the models call its inverted_residual for a whole
+block). tests/test_backend.py checks both for every backend here.
 """
 
 from __future__ import annotations

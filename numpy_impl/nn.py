@@ -79,8 +79,8 @@ class Sequential(Module):
 class InvertedResidual(Module):
     """``conv(x) + x`` when the block keeps its shape (MobileNetV2, stride 1, same channels).
 
-    A backend with a fused ``inverted_residual`` kernel runs the whole block in one
-    call; otherwise (and for a backward after an eval-mode fused forward, which keeps
+    A backend that declares ``FUSED_INVERTED_RESIDUAL`` runs the whole block in one
+    ``inverted_residual`` call; otherwise (and for a backward after an eval-mode fused forward, which keeps
     no cache) the children run one by one.
     """
 
@@ -88,8 +88,8 @@ class InvertedResidual(Module):
         super().__init__()
         self._children = {"conv": conv}
         self.residual = residual
-        self.fused = getattr(F, "inverted_residual", None)
-        self.fused_backward = getattr(F, "inverted_residual_backward", None)
+        self.fused = F.inverted_residual if F is not None and F.FUSED_INVERTED_RESIDUAL else None
+        self.fused_backward = F.inverted_residual_backward if self.fused is not None else None
         self.cache = None
 
     def _parts(self):
@@ -193,7 +193,7 @@ class Conv2d(Module):
 
 class BatchNorm2d(Module):
     """Batch norm; with ``activation`` ("relu"/"relu6") it also applies the activation that
-    follows it in the same pass (backends with ``FUSED_BN_ACTIVATION``; the activation
+    follows it in the same pass (when the backend lists it in ``FUSED_BN_ACTIVATIONS``; the activation
     module itself then becomes an :class:`Identity`)."""
 
     def __init__(self, spec: A.BatchNorm, F, dtype, rng=None, activation=None):
@@ -304,14 +304,14 @@ LEAVES = {
 
 
 def _build_seq(spec: A.Seq, F, dtype, rng) -> Sequential:
-    children, fuse = list(spec), getattr(F, "FUSED_BN_ACTIVATION", False)
+    children, fuse = list(spec), F.FUSED_BN_ACTIVATIONS
     built = []
     for i, (name, child) in enumerate(children):
         nxt = children[i + 1][1] if i + 1 < len(children) else None
         prev = children[i - 1][1] if i > 0 else None
-        if fuse and isinstance(child, A.BatchNorm) and isinstance(nxt, A.Act):
+        if isinstance(child, A.BatchNorm) and isinstance(nxt, A.Act) and nxt.kind in fuse:
             built.append((name, BatchNorm2d(child, F, dtype, rng, activation=nxt.kind)))
-        elif fuse and isinstance(child, A.Act) and isinstance(prev, A.BatchNorm):
+        elif isinstance(child, A.Act) and isinstance(prev, A.BatchNorm) and child.kind in fuse:
             built.append((name, Identity()))
         else:
             built.append((name, build(child, F, dtype, rng)))

@@ -172,7 +172,7 @@ MUTANTS = [
            "one-pool inference's band misses its bottom halo row"),
     Mutant("block-eval-no-residual", BLOCK, "            o += xr[n0:n1, ho0:ho1].reshape(-1, c)",
            "            pass", T_BLOCK, "the eval path forgets the residual"),
-    Mutant("block-backward-no-residual", BLOCK, "        g = g + dy\n", "        g = g\n", T_BLOCK,
+    Mutant("block-backward-no-residual", BLOCK, "        g = g + dout\n", "        g = g\n", T_BLOCK,
            "the backward forgets the residual's gradient"),
     Mutant("block-dw-bn-default-momentum-eps", BLOCK,
            'h, cache["bn1"] = batch_norm(h, *bns[1], True, momentum, eps, activation="relu6")',

@@ -248,3 +248,28 @@ def test_fused_block_bad_input():
         FB.inverted_residual(x, ws, bns, memory="disk")
     with pytest.raises(TypeError, match="cache must come from a training-mode inverted_residual"):
         FB.inverted_residual_backward(x, None)
+
+
+@given(seed=st.integers(0, 2**16), t=st.sampled_from([1, 6]), cin=st.integers(1, 6), stride=st.sampled_from([1, 2]),
+       training=st.booleans(), hw=st.integers(2, 9))  # fmt: skip
+def test_fused_block_matches_the_functional_reference(seed, t, cin, stride, training, hw):
+    """float64: the kernel and ``numpy_impl.functional.inverted_residual`` differ only in the
+    order of their sums (and the kernel's folded BN in eval), so to ~1e-9 relative."""
+    rng = np.random.default_rng(seed)
+    ws, bns = make_block(rng, cin, t, cin)
+    bns_k = [None if b is None else [a.copy() for a in b] for b in bns]
+    x = rng.standard_normal((2, cin, hw, hw))
+    y, cache = F.inverted_residual(x, ws, bns, stride, None, training, 0.1, 1e-5)
+    yk, cache_k = FB.inverted_residual(x, ws, bns_k, stride, None, training, 0.1, 1e-5)
+    scale = np.abs(y).max() + 1
+    np.testing.assert_allclose(yk, y, rtol=1e-9, atol=1e-9 * scale)
+    if not training:
+        return
+    dout = rng.standard_normal(y.shape)
+    for got, want in zip(
+        flat(FB.inverted_residual_backward(dout, cache_k)), flat(F.inverted_residual_backward(dout, cache))
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8 * (np.abs(want).max() + 1))
+    for b, bk in zip(bns, bns_k):
+        if b is not None:
+            np.testing.assert_allclose(bk[2:], b[2:], rtol=1e-10, atol=1e-12)

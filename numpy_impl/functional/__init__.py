@@ -1,7 +1,8 @@
 """Every MobileNet op as a NumPy forward/backward pair, float32 and float64.
 
-The Numba kernels (``kernels``) use the same names and signatures, so a model
-can run on either: see ``numpy_impl.backend``.
+This module is also the backend contract (``numpy_impl.backend``): a backend offers every
+name in :data:`OPS` with the same parameters (it may add keyword-only options after
+them) and declares the :data:`FLAGS` below. ``kernels`` is the other backend.
 """
 
 from .basic import (
@@ -18,6 +19,7 @@ from .basic import (
     softmax_cross_entropy,
     softmax_cross_entropy_backward,
 )
+from .block import inverted_residual, inverted_residual_backward
 from .conv import (
     conv2d,
     conv2d_backward,
@@ -28,10 +30,20 @@ from .conv import (
 )
 from .norm import batch_norm, batch_norm_backward
 
-MEMORY_FORMAT = "contiguous"  # the models feed this backend C-contiguous NCHW arrays
+# --- what a backend declares, and this one's values ---
+MEMORY_FORMAT = (
+    "contiguous"  # the layout models convert their input to: "contiguous" (NCHW) or "channels_last"
+)
+FUSED_BN_ACTIVATIONS = ()  # activations batch_norm(..., activation=...) applies in the same pass
+FUSED_INVERTED_RESIDUAL = False  # whether the models should call inverted_residual for a whole block
+FLAGS = ("MEMORY_FORMAT", "FUSED_BN_ACTIVATIONS", "FUSED_INVERTED_RESIDUAL")
 
 __all__ = [
+    "FLAGS",
+    "FUSED_BN_ACTIVATIONS",
+    "FUSED_INVERTED_RESIDUAL",
     "MEMORY_FORMAT",
+    "OPS",
     "batch_norm",
     "batch_norm_backward",
     "conv2d",
@@ -42,6 +54,8 @@ __all__ = [
     "dropout_backward",
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
+    "inverted_residual",
+    "inverted_residual_backward",
     "linear",
     "linear_backward",
     "pointwise_conv2d",
@@ -53,3 +67,4 @@ __all__ = [
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
 ]
+OPS = tuple(name for name in __all__ if name.islower())  # the ops every backend offers
