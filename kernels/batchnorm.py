@@ -365,7 +365,7 @@ def batch_norm_replay(x, stats):
     return y, {**stats, "x": x, "y": y}
 
 
-def batch_norm_backward(dy, cache):
+def batch_norm_backward(dout, cache):
     """Gradients ``(dx, dweight, dbias)`` of :func:`batch_norm` (through its fused activation)."""
     fn = "batch_norm_backward"
     if not isinstance(cache, dict) or "inv_std" not in cache or "rows" not in cache:
@@ -373,21 +373,21 @@ def batch_norm_backward(dy, cache):
             f"{fn}: cache must be the dict returned by kernels.batch_norm, got {type(cache).__name__}"
         )
     x, y, rows, act = cache["x"], cache["y"], cache["rows"], cache["act"]
-    dy = as_float_array(fn, "dy", dy, ndim=x.ndim)
-    same_dtype(fn, "the forward input", x, dy=dy)
-    check_shape(fn, "dy", dy, x.shape)
+    dout = as_float_array(fn, "dout", dout, ndim=x.ndim)
+    same_dtype(fn, "the forward input", x, dout=dout)
+    check_shape(fn, "dout", dout, x.shape)
     if not rows:
-        dy = np.ascontiguousarray(dy)
-    elif dy.ndim == 4 and not is_channels_last(dy):
-        dy = np.ascontiguousarray(dy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    dyv, xv, yv = _view(dy, rows), _view(x, rows), _view(y, rows)
+        dout = np.ascontiguousarray(dout)
+    elif dout.ndim == 4 and not is_channels_last(dout):
+        dout = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    doutv, xv, yv = _view(dout, rows), _view(x, rows), _view(y, rows)
     mu, inv_std = cache["mu"].astype(x.dtype), cache["inv_std"].astype(x.dtype)
-    s1, s2 = _sums("grad_sums", dyv, xv, yv, mu, inv_std, act, rows=rows)
+    s1, s2 = _sums("grad_sums", doutv, xv, yv, mu, inv_std, act, rows=rows)
     m = x.size // x.shape[1]
     b1, b2 = (s1 / m, s2 / m) if cache["training"] else (np.zeros_like(s1), np.zeros_like(s2))
     dx = np.empty_like(x)
     kernel = _kernel("dx", xv, rows)
-    kernel(dyv, xv, yv, mu, inv_std, act, cache["scale"].astype(x.dtype), b1.astype(x.dtype),
+    kernel(doutv, xv, yv, mu, inv_std, act, cache["scale"].astype(x.dtype), b1.astype(x.dtype),
            b2.astype(x.dtype), _view(dx, rows))  # fmt: skip
     dweight = s2.astype(x.dtype) if cache["has_weight"] else None
     dbias = s1.astype(x.dtype) if cache["has_bias"] else None

@@ -140,7 +140,7 @@ class NumpyRunner:
         m.rng.bit_generator.state = np.random.PCG64(step_seed).state  # dropout masks of this step
         logits = m.forward(x)  # (N, K)
         loss, cache = F.softmax_cross_entropy(logits, y, self.cfg.label_smoothing)
-        m.backward(F.softmax_cross_entropy_backward(cache).astype(m.dtype), input_grad=False)
+        m.backward(F.softmax_cross_entropy_backward(1.0, cache).astype(m.dtype), input_grad=False)
         self.optimizer.step(m.grads)
         return loss, int((logits.argmax(1) == y).sum())
 

@@ -41,6 +41,15 @@ def test_every_backend_declares_the_flags(name):
     assert set(F.FLAGS) <= set(dir(ops))
 
 
+def test_every_backward_takes_the_upstream_gradient_first_as_dout():
+    backwards = [op for op in F.OPS if op.endswith("_backward")]
+    assert len(backwards) == len(F.OPS) // 2  # every forward has its backward
+    for op in backwards:
+        assert op.removesuffix("_backward") in F.OPS
+        first = next(iter(inspect.signature(getattr(F, op)).parameters))
+        assert first == "dout", f"{op}: first parameter {first!r}"
+
+
 def test_kernels_fall_back_to_the_reference_for_what_they_do_not_override():
     assert kernels.relu6 is F.relu6 and kernels.softmax_cross_entropy is F.softmax_cross_entropy
     assert kernels.depthwise_conv2d is not F.depthwise_conv2d

@@ -127,7 +127,7 @@ def test_softmax_cross_entropy_matches_torch(n, k, smoothing, dtype, seed, weigh
         target = rng.integers(0, k, n)
         ignore = int(target[0]) if kind == "ignored" else -100  # row 0 (and any of its class) ignored
     loss, cache = F.softmax_cross_entropy(logits, target, smoothing, weight=weight, ignore_index=ignore)
-    dlogits = F.softmax_cross_entropy_backward(cache, 0.7)
+    dlogits = F.softmax_cross_entropy_backward(0.7, cache)
     lt = leaf(logits)
     wt = None if weight is None else t64(weight)
     tt = t64(target) if kind == "probabilities" else torch.from_numpy(target)
@@ -145,14 +145,14 @@ def test_softmax_cross_entropy_matches_torch(n, k, smoothing, dtype, seed, weigh
 def test_softmax_cross_entropy_every_row_ignored_is_nan_with_zero_gradient():
     loss, cache = F.softmax_cross_entropy(np.ones((2, 3)), np.array([-100, -100]))
     assert np.isnan(loss)
-    assert not F.softmax_cross_entropy_backward(cache).any()
+    assert not F.softmax_cross_entropy_backward(1.0, cache).any()
 
 
 def test_softmax_cross_entropy_is_stable_for_huge_logits():
     logits = np.array([[1000.0, 0.0, -1000.0]])
     loss, cache = F.softmax_cross_entropy(logits, np.array([2]))
     assert loss == pytest.approx(2000.0)
-    np.testing.assert_allclose(F.softmax_cross_entropy_backward(cache), [[1.0, 0.0, -1.0]], atol=1e-12)
+    np.testing.assert_allclose(F.softmax_cross_entropy_backward(1.0, cache), [[1.0, 0.0, -1.0]], atol=1e-12)
 
 
 def test_softmax_cross_entropy_finite_differences():
@@ -162,7 +162,7 @@ def test_softmax_cross_entropy_finite_differences():
     def loss(z):
         return F.softmax_cross_entropy(z, target, 0.1)[0]
 
-    grad = F.softmax_cross_entropy_backward(F.softmax_cross_entropy(logits, target, 0.1)[1])
+    grad = F.softmax_cross_entropy_backward(1.0, F.softmax_cross_entropy(logits, target, 0.1)[1])
     directional_check(loss, (logits,), grad, 0, 3)
 
 

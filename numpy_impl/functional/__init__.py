@@ -3,6 +3,11 @@
 This module is also the backend contract (``numpy_impl.backend``): a backend offers every
 name in :data:`OPS` with the same parameters (it may add keyword-only options after
 them) and declares the :data:`FLAGS` below. ``kernels`` is the other backend.
+
+One backward convention: ``op_backward(dout, saved...)``, the upstream gradient first, always
+named ``dout``, then what the forward kept: its inputs for an op that returns one array
+(``relu_backward(dout, x)``), its cache for an op that returns ``(out, cache)``
+(``batch_norm_backward(dout, cache)``).
 """
 
 from .basic import (

@@ -239,13 +239,14 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0, *, weight=None, i
     return float(-(q * logp).sum()), {"logp": logp, "q": q}
 
 
-def softmax_cross_entropy_backward(cache, dloss=1.0):
-    """``dlogits = dloss * (sum_k Q[n, k] * softmax(logits)[n] - Q[n])``: (N, K)."""
+def softmax_cross_entropy_backward(dout, cache):
+    """``dlogits = dout * (sum_k Q[n, k] * softmax(logits)[n] - Q[n])``: (N, K); ``dout`` is the
+    upstream gradient of the scalar loss (1.0 for the loss itself)."""
     fn = "softmax_cross_entropy_backward"
     if not isinstance(cache, dict) or "logp" not in cache:
         raise TypeError(
             f"{fn}: cache must be the dict returned by softmax_cross_entropy, got {type(cache).__name__}"
         )
-    dloss = check_number(fn, "dloss", dloss)
+    dout = check_number(fn, "dout", dout)
     logp, q = cache["logp"], cache["q"]
-    return dloss * (q.sum(axis=1, keepdims=True) * np.exp(logp) - q)
+    return dout * (q.sum(axis=1, keepdims=True) * np.exp(logp) - q)

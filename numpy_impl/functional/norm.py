@@ -92,14 +92,14 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
     return y.astype(x.dtype, copy=False), cache
 
 
-def batch_norm_backward(dy, cache):
+def batch_norm_backward(dout, cache):
     """Gradients of :func:`batch_norm`: returns ``(dx, dweight, dbias)``.
 
     ``dweight``/``dbias`` are None where the forward had no weight/bias.
 
     Equations::
 
-        dbias = sum(dy);  dweight = sum(dy * xhat);  dxhat = dy * weight
+        dbias = sum(dout);  dweight = sum(dout * xhat);  dxhat = dout * weight
         train: dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
         eval:  dx = dxhat * inv_std          (mu and var are constants)
     """
@@ -107,25 +107,25 @@ def batch_norm_backward(dy, cache):
     if not isinstance(cache, dict) or "xhat" not in cache:
         raise TypeError(f"{fn}: cache must be the dict returned by batch_norm, got {type(cache).__name__}")
     xhat, inv_std, weight = cache["xhat"], cache["inv_std"], cache["weight"]
-    dy = as_float_array(fn, "dy", dy, ndim=xhat.ndim)
-    same_dtype(fn, "the forward input", xhat, dy=dy)
-    check_shape(fn, "dy", dy, xhat.shape)
-    axes = (0,) + tuple(range(2, dy.ndim))
-    bshape = (1, -1) + (1,) * (dy.ndim - 2)
+    dout = as_float_array(fn, "dout", dout, ndim=xhat.ndim)
+    same_dtype(fn, "the forward input", xhat, dout=dout)
+    check_shape(fn, "dout", dout, xhat.shape)
+    axes = (0,) + tuple(range(2, dout.ndim))
+    bshape = (1, -1) + (1,) * (dout.ndim - 2)
     f64 = {"axis": axes, "dtype": np.float64}  # float64 accumulators, as in batch_norm
-    dbias = dy.sum(**f64) if cache["has_bias"] else None
-    dweight = (dy * xhat).sum(**f64) if weight is not None else None
-    dxhat = dy if weight is None else dy * weight.reshape(bshape)
+    dbias = dout.sum(**f64) if cache["has_bias"] else None
+    dweight = (dout * xhat).sum(**f64) if weight is not None else None
+    dxhat = dout if weight is None else dout * weight.reshape(bshape)
     if cache["training"]:
-        m = dy.size // dy.shape[1]
+        m = dout.size // dout.shape[1]
         s1 = dxhat.sum(**f64) / m  # (C,)  mean(dxhat)
         s2 = (dxhat * xhat).sum(**f64) / m  # (C,)  mean(dxhat * xhat)
-        dx = dxhat - s1.astype(dy.dtype).reshape(bshape) - xhat * s2.astype(dy.dtype).reshape(bshape)
-        dx = dx * inv_std.astype(dy.dtype).reshape(bshape)
+        dx = dxhat - s1.astype(dout.dtype).reshape(bshape) - xhat * s2.astype(dout.dtype).reshape(bshape)
+        dx = dx * inv_std.astype(dout.dtype).reshape(bshape)
     else:
-        dx = dxhat * inv_std.astype(dy.dtype).reshape(bshape)
+        dx = dxhat * inv_std.astype(dout.dtype).reshape(bshape)
     if dweight is not None:
-        dweight = dweight.astype(dy.dtype)
+        dweight = dweight.astype(dout.dtype)
     if dbias is not None:
-        dbias = dbias.astype(dy.dtype)
-    return dx.astype(dy.dtype, copy=False), dweight, dbias
+        dbias = dbias.astype(dout.dtype)
+    return dx.astype(dout.dtype, copy=False), dweight, dbias
