@@ -157,7 +157,7 @@ class NumpyRunner:
         ``every_stage``, a list: the globally pooled output of each ``features`` entry."""
         m = self.model
         m.eval()
-        stages = list(m._children["features"]._children.values())
+        stages = m.stages()
         out = []
         for i in range(0, len(x), batch_size):
             h, pooled = self._prepare(x[i : i + batch_size]), []

@@ -13,6 +13,7 @@ A spec is a tree of frozen dataclasses: leaves (:class:`Conv`, :class:`BatchNorm
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 MIN_RESOLUTION = 32  # five stride-2 stages: 32 px is the smallest input that stays >= 1x1
@@ -239,3 +240,24 @@ def walk(spec, prefix=""):
         yield from walk(spec.conv, f"{prefix}conv.")
     else:
         yield prefix.rstrip("."), spec
+
+
+# --- transfer learning: the arguments both model classes check the same way ----------------
+
+
+def frozen_stages(upto, n_stages: int) -> int:
+    """How many leading feature stages ``freeze(upto)`` freezes: ``upto`` an int in
+    [0, n_stages], or ``"features"`` for all of them."""
+    if upto == "features":
+        return n_stages
+    if isinstance(upto, bool) or not isinstance(upto, numbers.Integral):
+        raise TypeError(f"freeze: upto must be an int (leading feature blocks) or 'features', got {upto!r}")
+    if not 0 <= upto <= n_stages:
+        raise ValueError(f"freeze: upto must be in [0, {n_stages}] (the model's feature blocks), got {upto}")
+    return int(upto)
+
+
+def check_num_classes(fn: str, num_classes) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"{fn}: num_classes must be an int >= 1, got {num_classes!r}")
+    return int(num_classes)

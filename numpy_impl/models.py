@@ -7,7 +7,7 @@ import numpy as np
 import mobilenet_arch as A
 
 from .backend import get_backend
-from .nn import Conv2d, Sequential, build
+from .nn import Conv2d, Linear, Sequential, build
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
@@ -43,6 +43,42 @@ class MobileNet(Sequential):
         self.spec, self.arch, self.dtype, self.backend = spec, arch, dtype, backend
         self.num_classes = spec.children[-1][1].children[-1][1].out_features
         self._forward_batch = None
+
+    # --- transfer learning ----------------------------------------------------------
+    def stages(self) -> list:
+        """The entries of ``features``, in order (the units ``freeze(upto)`` counts)."""
+        return list(self._children["features"]._children.values())
+
+    def freeze(self, upto="features"):
+        """Freeze ``features[:upto]`` (an int) or the whole backbone (``"features"``): no
+        gradients, BN kept in eval mode (also after ``train()``). Undoes any earlier freeze."""
+        stages = self.stages()
+        n = A.frozen_stages(upto, len(stages))
+        self.unfreeze()
+        for stage in stages[:n]:
+            for _, m in stage.named_modules():
+                m.frozen = True
+                m._grads.clear()
+        return self.train(self.training)
+
+    def unfreeze(self):
+        for _, m in self.named_modules():
+            m.frozen = False
+        return self.train(self.training)
+
+    def trainable_names(self) -> list[str]:
+        """Names of the parameters an optimiser should update (those not frozen)."""
+        return [prefix + n for prefix, m in self.named_modules() if not m.frozen for n in m._params]
+
+    def replace_classifier(self, num_classes: int, seed: int = 0):
+        """A fresh final Linear ``in_features -> num_classes`` (normal(0, 0.01), bias 0, seeded)."""
+        num_classes = A.check_num_classes("replace_classifier", num_classes)
+        head = self._children["classifier"]._children
+        key = list(head)[-1]
+        spec = A.Linear(head[key]._params["weight"].shape[1], num_classes)
+        head[key] = Linear(spec, self.F, self.dtype, np.random.default_rng(seed))
+        self.num_classes = num_classes
+        return self
 
     # --- running --------------------------------------------------------------------
     def forward(self, x):

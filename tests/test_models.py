@@ -156,3 +156,26 @@ def test_backward_without_the_input_gradient(backend):
         np.testing.assert_array_equal(v, full[k], err_msg=k)
     m.forward(x)
     np.testing.assert_array_equal(m.backward(d), dx)  # the flag does not stick
+
+
+@pytest.mark.parametrize("upto", [0, 5, "features"])
+def test_both_model_classes_freeze_and_replace_the_classifier_alike(upto):
+    """stages / freeze / trainable_names / replace_classifier / unfreeze: the same names on
+    both sides, frozen batch norms stay in eval after train(), the new head is the one asked for."""
+    npm = numpy_impl.mobilenet_v2(width_mult=0.35, num_classes=4, seed=0)
+    tm = torch_impl.mobilenet_v2(width_mult=0.35, num_classes=4)
+    assert len(npm.stages()) == len(tm.stages()) == 19
+    names = []
+    for m in (npm, tm):
+        m.replace_classifier(7, seed=3).freeze(upto).train()
+        names.append(m.trainable_names())
+    assert names[0] == names[1]
+    n = 19 if upto == "features" else upto
+    assert not any(f"features.{i}." in name for name in names[0] for i in range(n))
+    assert "classifier.1.weight" in names[0] and (n == 19 or f"features.{n}." in " ".join(names[0]))
+    assert not any(b.training for s in tm.stages()[:n] for b in s.modules())
+    assert not any(mod.training for s in npm.stages()[:n] for _, mod in s.named_modules())
+    assert npm.params["classifier.1.weight"].shape == tuple(tm.classifier[-1].weight.shape) == (7, 1280)
+    for m in (npm, tm):
+        m.unfreeze()
+    assert len(npm.trainable_names()) == len(list(tm.parameters()))

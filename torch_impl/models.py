@@ -79,11 +79,53 @@ class MobileNet(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
+    # --- transfer learning (the same methods as numpy_impl's MobileNet) -------------
+    def stages(self) -> list:
+        """The entries of ``features``, in order (the units ``freeze(upto)`` counts)."""
+        return list(self.features)
+
+    def freeze(self, upto="features"):
+        """Freeze ``features[:upto]`` (an int) or the whole backbone (``"features"``): no
+        gradients, BN kept in eval mode (also after ``train()``). Undoes any earlier freeze."""
+        stages = self.stages()
+        n = A.frozen_stages(upto, len(stages))
+        self.unfreeze()
+        for stage in stages[:n]:
+            for m in stage.modules():
+                m.frozen = True
+            for p in stage.parameters():
+                p.requires_grad_(False)
+                p.grad = None
+        return self.train(self.training)
+
+    def unfreeze(self):
+        for m in self.modules():
+            m.frozen = False
+        for p in self.parameters():
+            p.requires_grad_(True)
+        return self.train(self.training)
+
+    def trainable_names(self) -> list[str]:
+        """Names of the parameters an optimiser should update (those not frozen)."""
+        return [n for n, p in self.named_parameters() if p.requires_grad]
+
+    def replace_classifier(self, num_classes: int, seed: int = 0):
+        """A fresh final Linear ``in_features -> num_classes`` (normal(0, 0.01), bias 0, seeded)."""
+        num_classes = A.check_num_classes("replace_classifier", num_classes)
+        old = self.classifier[-1]
+        new = nn.Linear(old.in_features, num_classes).to(old.weight.dtype)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            new.weight.copy_(torch.randn(new.weight.shape, generator=g, dtype=new.weight.dtype) * 0.01)
+            new.bias.zero_()
+        self.classifier[-1] = new
+        return self
+
     def train(self, mode: bool = True):
         super().train(mode)
         for m in self.modules():
             if getattr(m, "frozen", False):
-                m.eval()  # a frozen part keeps its BN statistics (mobilenet.transfer.freeze)
+                m.eval()  # a frozen part keeps its BN statistics (freeze)
         return self
 
     def forward(self, x):
