@@ -85,12 +85,11 @@ class MobileNet(nn.Module):
         return list(self.features)
 
     def freeze(self, upto="features"):
-        """Freeze ``features[:upto]`` (an int) or the whole backbone (``"features"``): no
-        gradients, BN kept in eval mode (also after ``train()``). Undoes any earlier freeze."""
-        stages = self.stages()
-        n = A.frozen_stages(upto, len(stages))
+        """See ``numpy_impl.models.MobileNet.freeze``; here frozen parameters get
+        ``requires_grad=False``."""
+        frozen = self.stages()[: A.frozen_stages(upto, len(self.stages()))]
         self.unfreeze()
-        for stage in stages[:n]:
+        for stage in frozen:
             for m in stage.modules():
                 m.frozen = True
             for p in stage.parameters():
