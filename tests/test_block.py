@@ -89,3 +89,33 @@ def test_reference_block_bad_input():
     ws1, bns1 = _block(rng, 4, 1, 4)
     with pytest.raises(ValueError, match=r"bns\[0\] must be None"):
         F.inverted_residual(x, ws1, [bns[1][:2] + bns1[1][2:], *bns1[1:]])
+
+
+@pytest.mark.parametrize("ops", ["numpy", "numba"])
+@given(seed=st.integers(0, 2**16), t=st.sampled_from([1, 2]), cin=st.integers(1, 3), stride=st.sampled_from([1, 2]),
+       training=st.booleans(), hw=st.integers(2, 5))  # fmt: skip
+def test_block_matches_naive_loops(ops, seed, t, cin, stride, training, hw):
+    """The reference block and the fused kernel against tests/naive.py's loops, float64."""
+    from numpy_impl import get_backend
+
+    from . import naive
+
+    rng = np.random.default_rng(seed)
+    ws, bns = _block(rng, cin, t, cin)
+    x = rng.standard_normal((2, cin, hw, hw)) * 2
+    ny, nbackward = naive.inverted_residual(x, ws, bns, stride, training)
+    y, cache = get_backend(ops).inverted_residual(x, ws, [None if b is None else [a.copy() for a in b] for b in bns],
+                                                  stride, None, training, 0.1, 1e-5)  # fmt: skip
+    np.testing.assert_allclose(y, ny, rtol=1e-9, atol=1e-9)
+    if cache is None:  # the fused kernel keeps nothing in eval mode
+        return
+    dout = rng.standard_normal(y.shape)
+    dx, dws, dbns = get_backend(ops).inverted_residual_backward(dout, cache)
+    ndx, ndws, ndbns = nbackward(dout)
+    np.testing.assert_allclose(dx, ndx, rtol=1e-8, atol=1e-8)
+    for got, want in zip(
+        [*dws, *(a for b in dbns if b for a in b)], [*ndws, *(a for b in ndbns if b for a in b)]
+    ):
+        assert (got is None) == (want is None)
+        if got is not None:
+            np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8)

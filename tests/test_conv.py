@@ -186,3 +186,36 @@ def test_same_padding_puts_the_odd_pixel_bottom_right_like_torch(kernel, dilatio
     out = F.conv2d(x, w, padding="same", dilation=dilation)
     assert out.shape == (1, 3, 7, 6)
     np.testing.assert_allclose(out, exact, rtol=1e-12, atol=1e-12)
+
+
+def _memory(x, ops):
+    """Channels-last memory for the kernels (their fast 3x3 path), as given for the reference."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) if ops == "numba" else x
+
+
+@pytest.mark.parametrize("ops", ["numpy", "numba"])
+@given(n=st.integers(1, 2), c=st.integers(1, 5), hw=st.integers(1, 9), stride=st.sampled_from([1, 2]),
+       cout=st.integers(1, 4), seed=st.integers(0, 2**16))  # fmt: skip
+def test_depthwise_and_pointwise_match_naive_loops(ops, n, c, hw, stride, cout, seed):
+    """Forward and backward of both backends against tests/naive.py's loops, float64."""
+    from numpy_impl import get_backend
+
+    m = get_backend(ops)
+    x, w, wp = rng_arrays(seed, np.float64, (n, c, hw, hw), (c, 1, 3, 3), (cout, c, 1, 1))
+    xm = _memory(x, ops)
+    out = m.depthwise_conv2d(xm, w, stride, 1)
+    np.testing.assert_allclose(
+        out, naive.depthwise_conv2d(x, w, (stride, stride), (1, 1)), rtol=1e-12, atol=1e-12
+    )
+    dout = rng_arrays(seed + 1, np.float64, out.shape)[0]
+    dx, dw = m.depthwise_conv2d_backward(_memory(dout, ops), xm, w, stride, 1)
+    ndx, ndw = naive.depthwise_conv2d_backward(dout, x, w, (stride, stride), (1, 1))
+    np.testing.assert_allclose(dx, ndx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, ndw, rtol=1e-11, atol=1e-11)
+    y = m.pointwise_conv2d(xm, wp)
+    np.testing.assert_allclose(y, naive.pointwise_conv2d(x, wp), rtol=1e-12, atol=1e-12)
+    gy = rng_arrays(seed + 2, np.float64, y.shape)[0]
+    for got, want in zip(
+        m.pointwise_conv2d_backward(_memory(gy, ops), xm, wp), naive.pointwise_conv2d_backward(gy, x, wp)
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)

@@ -122,3 +122,30 @@ def test_batch_norm_none_arguments_like_torch(ops):
         TF.batch_norm(t64(x), None, None, training=False)
     with pytest.raises(ValueError, match="running_mean and running_var are required when training=False"):
         m.batch_norm(x, None, None, None, None, False)
+
+
+@pytest.mark.parametrize("ops", ["numpy", "numba"])
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 5), st.integers(1, 5)),
+       training=st.booleans(), seed=st.integers(0, 2**16))  # fmt: skip
+def test_batch_norm_matches_naive_loops(ops, shape, training, seed):
+    """Forward, backward and the running statistics of both backends against tests/naive.py, float64."""
+    from . import naive
+
+    assume(not training or shape[0] * shape[2] * shape[3] > 1)
+    m = get_backend(ops)
+    c = shape[1]
+    x, dout, w, b = rng_arrays(seed, np.float64, shape, shape, (c,), (c,))
+    rm, rv = rng_arrays(seed + 1, np.float64, (c,))[0], np.random.default_rng(seed).uniform(0.5, 2, c)
+    rm0, rv0 = rm.copy(), rv.copy()
+    y, cache = m.batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5)
+    stats = (None, None) if training else (rm0, rv0)
+    ny, mu, var = naive.batch_norm(x, w, b, *stats, eps=1e-5)
+    np.testing.assert_allclose(y, ny, rtol=1e-11, atol=1e-11)
+    for got, want in zip(
+        m.batch_norm_backward(dout, cache), naive.batch_norm_backward(dout, x, w, *stats, eps=1e-5)
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10)
+    if training:  # torch's update: the unbiased batch variance goes into the running one
+        count = x.size // c
+        np.testing.assert_allclose(rm, 0.9 * rm0 + 0.1 * mu, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(rv, 0.9 * rv0 + 0.1 * var * count / (count - 1), rtol=1e-12, atol=1e-14)
