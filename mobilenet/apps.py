@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import backends as B
 from . import data as D
 from .train import TrainConfig, Trainer, load_trained, make_runner, run
 from .transfer import freeze, frozen_modules, replace_classifier
@@ -42,7 +43,7 @@ def _log(msg, quiet):
 def pretrain(cfg: TrainConfig, out: Path, quiet=False) -> Path:
     """Train (or reuse, when ``out`` already holds this configuration's finished run) the
     source model on classes ``SOURCE``; returns its checkpoint."""
-    ckpt = out / f"checkpoint{'.pt' if cfg.backend == 'torch' else '.npz'}"
+    ckpt = out / f"checkpoint{B.get(cfg.backend).checkpoint}"
     _log(f"pretraining on digits {SOURCE[0]}-{SOURCE[-1]} -> {ckpt}", quiet)
     run(cfg, out, resume=ckpt.exists(), progress=not quiet)
     return ckpt

@@ -8,6 +8,7 @@ import sys
 
 import mobilenet_arch as A
 
+from . import backends as B
 from .train import TrainConfig
 
 TRAIN_DEFAULTS = TrainConfig()
@@ -64,7 +65,7 @@ def _format_verify(r: dict) -> str:
 def cmd_verify(args) -> int:
     from .verify import compare
 
-    archs = ("v1", "v2") if args.arch == "all" else (args.arch,)
+    archs = tuple(A.ARCHS) if args.arch == "all" else (args.arch,)
     results = []
     for arch in archs:
         r = compare(arch, args.width_mult, args.dtype, args.resolution, args.batch_size, args.seed,
@@ -203,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("summary", help="layer table, parameters and multiply-adds")
-    s.add_argument("--arch", choices=("v1", "v2"), default="v2")
+    s.add_argument("--arch", choices=tuple(A.ARCHS), default="v2")
     s.add_argument("--width-mult", type=_positive_float, default=1.0, help="alpha (default 1.0)")
     s.add_argument(
         "--resolution",
@@ -216,27 +217,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_summary)
 
     v = sub.add_parser("verify", help="NumPy model vs torch model: one training step, relative errors")
-    v.add_argument("--arch", choices=("v1", "v2", "all"), default="all")
+    v.add_argument("--arch", choices=(*A.ARCHS, "all"), default="all")
     v.add_argument("--width-mult", type=_positive_float, default=1.0)
     v.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     v.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=96)
     v.add_argument("--batch-size", type=_int_at_least(2), default=4, help=">= 2: training-mode BN")
     v.add_argument("--seed", type=_int_at_least(0), default=0)
-    v.add_argument("--backend", choices=("numpy", "numba"), default="numpy", help="ops of the NumPy model")
+    v.add_argument("--backend", choices=B.NUMPY_MODEL, default="numpy", help="ops of the NumPy model")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
 
     t = sub.add_parser(
         "train", help="train a model (numpy, numba or torch) with checkpoints and a metrics file"
     )
-    t.add_argument("--arch", choices=("v1", "v2"), default="v2")
+    t.add_argument("--arch", choices=tuple(A.ARCHS), default="v2")
     t.add_argument("--width-mult", type=_positive_float, default=0.5)
     t.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=32)
     t.add_argument(
         "--data", default="digits", help="digits, shapes, or a folder (class subfolders, or CIFAR-10 binary)"
     )
     t.add_argument("--classes", type=_classes, default=None, help="keep only these classes, e.g. 0,1,2,3,4")
-    t.add_argument("--backend", choices=("numpy", "numba", "torch"), default="numba")
+    t.add_argument("--backend", choices=B.NAMES, default="numba")
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     t.add_argument("--epochs", type=_int_at_least(1), default=15)
     t.add_argument("--batch-size", type=_int_at_least(2), default=32)
@@ -260,17 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", default=None, help="default: the checkpoint's data (its test split)")
-    e.add_argument("--backend", choices=("numpy", "numba", "torch"), default=None)
-    e.add_argument("--arch", choices=("v1", "v2"), default=None, help="expected architecture (checked)")
+    e.add_argument("--backend", choices=B.NAMES, default=None)
+    e.add_argument("--arch", choices=tuple(A.ARCHS), default=None, help="expected architecture (checked)")
     e.add_argument("--width-mult", type=_positive_float, default=None, help="expected width (checked)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
     tr = sub.add_parser("transfer", help="few-shot transfer: pretrain on digits 0-4, adapt to 5-9, four ways")
-    tr.add_argument("--arch", choices=("v1", "v2"), default="v2")
+    tr.add_argument("--arch", choices=tuple(A.ARCHS), default="v2")
     tr.add_argument("--width-mult", type=_positive_float, default=0.5)
     tr.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=32)
-    tr.add_argument("--backend", choices=("numpy", "numba", "torch"), default="numba")
+    tr.add_argument("--backend", choices=B.NAMES, default="numba")
     tr.add_argument("--shots", type=_shots, default=(5, 20), help="labelled images per class (default 5,20)")
     tr.add_argument("--pretrain-epochs", type=_int_at_least(1), default=15)
     tr.add_argument("--steps", type=_int_at_least(1), default=150, help="SGD steps of each adaptation")
@@ -287,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument(
         "--checkpoint", required=True, help="a model trained on some digits, e.g. OUT/pretrain/checkpoint.npz"
     )
-    em.add_argument("--backend", choices=("numpy", "numba", "torch"), default=None)
+    em.add_argument("--backend", choices=B.NAMES, default=None)
     em.add_argument("--enrol", type=_int_at_least(1), default=5, help="gallery images per class (default 5)")
     em.add_argument("--seed", type=_int_at_least(0), default=0)
     em.add_argument("--out", required=True)

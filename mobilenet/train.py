@@ -22,10 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+import mobilenet_arch as A
+
+from . import backends as B
 from . import checkpoint as ckpt
 from . import data as D
 
-BACKENDS = ("numpy", "numba", "torch")
+BACKENDS = B.NAMES
 
 
 @dataclass
@@ -59,10 +62,9 @@ class TrainConfig:
 
     def validate(self):
         fn = "TrainConfig"
-        if self.arch not in ("v1", "v2"):
-            raise ValueError(f"{fn}: arch must be 'v1' or 'v2', got {self.arch!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"{fn}: backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.arch not in A.ARCHS:
+            raise ValueError(f"{fn}: arch must be one of {tuple(A.ARCHS)}, got {self.arch!r}")
+        B.get(self.backend, fn)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"{fn}: dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.optimizer not in ("sgd", "rmsprop"):
@@ -300,11 +302,10 @@ def build_model(cfg: TrainConfig, num_classes: int):
 
     dtype = np.dtype(cfg.dtype)
     make = numpy_impl.mobilenet_v1 if cfg.arch == "v1" else numpy_impl.mobilenet_v2
-    backend = "numpy" if cfg.backend == "torch" else cfg.backend
-    model = make(
-        cfg.width_mult, num_classes, dropout=cfg.dropout, dtype=dtype, backend=backend, seed=cfg.seed
-    )
-    if cfg.backend != "torch":
+    backend = B.get(cfg.backend)
+    ops = backend.ops or "numpy"  # the torch model starts from the NumPy model's weights
+    model = make(cfg.width_mult, num_classes, dropout=cfg.dropout, dtype=dtype, backend=ops, seed=cfg.seed)
+    if backend.model == "numpy_impl":
         return model
     import torch
 
@@ -321,7 +322,7 @@ def build_model(cfg: TrainConfig, num_classes: int):
 def make_runner(cfg: TrainConfig, num_classes: int, model=None):
     cfg.validate()
     model = build_model(cfg, num_classes) if model is None else model
-    return (TorchRunner if cfg.backend == "torch" else NumpyRunner)(model, cfg)
+    return {"numpy_impl": NumpyRunner, "torch_impl": TorchRunner}[B.get(cfg.backend).model](model, cfg)
 
 
 def make_schedule(cfg: TrainConfig, steps_per_epoch: int):
@@ -560,14 +561,15 @@ def run(cfg: TrainConfig, out, resume=False, progress=True) -> dict:
     """Load the data, build the model, train (or resume), write the metrics and the plot."""
     cfg.validate()
     out = Path(out)
-    suffix = ".pt" if cfg.backend == "torch" else ".npz"
-    other = out / f"checkpoint{'.npz' if suffix == '.pt' else '.pt'}"
+    suffix = B.get(cfg.backend).checkpoint
+    others = [out / f"checkpoint{b.checkpoint}" for b in B.BACKENDS.values() if b.checkpoint != suffix]
     if not resume and (out / f"checkpoint{suffix}").exists():
         raise FileExistsError(
             f"train: {str(out)!r} already holds a checkpoint: "
             "pass --resume to continue it, or choose another --out"
         )
-    if resume and not (out / f"checkpoint{suffix}").exists() and other.exists():
+    other = next((o for o in others if o.exists()), None)
+    if resume and not (out / f"checkpoint{suffix}").exists() and other is not None:
         theirs = ckpt.load(other)[1].get("config", {}).get("backend")
         raise ValueError(f"resume: {str(out)!r} holds a checkpoint of the {theirs} backend, "
                          f"this run's backend is {cfg.backend}")  # fmt: skip
@@ -614,7 +616,7 @@ def load_trained(path, backend=None, arch=None, width_mult=None):
     if width_mult is not None and float(width_mult) != cfg.width_mult:
         raise ValueError(f"load_trained: {str(path)!r} holds a {got}, expected width {width_mult:g}")
     if backend is not None:
-        if (backend == "torch") != (cfg.backend == "torch"):
+        if not B.compatible(cfg.backend, B.get(backend, "load_trained").name):
             raise ValueError(f"load_trained: {str(path)!r} was written by the {cfg.backend} backend; "
                              f"it cannot be loaded on the {backend} backend")  # fmt: skip
         cfg = dataclasses.replace(cfg, backend=backend)

@@ -223,12 +223,13 @@ def v2_spec(width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8) -> S
 
 
 def build_spec(arch: str, **kwargs) -> Seq:
-    """``build_spec("v1", width_mult=0.5)``: the spec of either architecture."""
-    if arch == "v1":
-        return v1_spec(**kwargs)
-    if arch == "v2":
-        return v2_spec(**kwargs)
-    raise ValueError(f"arch must be 'v1' or 'v2', got {arch!r}")
+    """``build_spec("v1", width_mult=0.5)``: the spec of any architecture in :data:`ARCHS`."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {tuple(ARCHS)}, got {arch!r}")
+    return ARCHS[arch](**kwargs)
+
+
+ARCHS = {"v1": v1_spec, "v2": v2_spec}  # the architectures, by the name the CLI and configs use
 
 
 def walk(spec, prefix=""):

@@ -1,0 +1,45 @@
+"""The one registry of what a run can execute on: the CLI's choices, the trainer's runners,
+checkpoint formats and the apps all read it.
+
+``numpy`` and ``numba`` run the NumPy model (``numpy_impl``) on the ops backend of that name
+(``numpy_impl.backend``: the reference ops or the kernels); ``torch`` runs the PyTorch model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from numpy_impl.backend import BACKENDS as OPS_BACKENDS
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    model: str  # the package whose MobileNet runs: "numpy_impl" or "torch_impl"
+    ops: str | None  # the NumPy model's ops backend (numpy_impl.backend), None for torch
+    checkpoint: str  # checkpoint file suffix: the models' own formats
+    help: str
+
+
+BACKENDS = {
+    b.name: b
+    for b in (
+        Backend("numpy", "numpy_impl", "numpy", ".npz", "the NumPy model on the reference ops"),
+        Backend("numba", "numpy_impl", "numba", ".npz", "the NumPy model on the Numba kernels"),
+        Backend("torch", "torch_impl", None, ".pt", "the PyTorch model"),
+    )
+}
+NAMES = tuple(BACKENDS)
+NUMPY_MODEL = tuple(n for n, b in BACKENDS.items() if b.model == "numpy_impl")  # numpy_impl's choices
+assert set(NUMPY_MODEL) == set(OPS_BACKENDS), "every ops backend of numpy_impl has its entry here"
+
+
+def get(name: str, fn: str = "backend") -> Backend:
+    if name not in BACKENDS:
+        raise ValueError(f"{fn}: backend must be one of {NAMES}, got {name!r}")
+    return BACKENDS[name]
+
+
+def compatible(a: str, b: str) -> bool:
+    """Whether a checkpoint written on backend ``a`` loads on backend ``b`` (the same model)."""
+    return get(a).model == get(b).model
