@@ -7,6 +7,7 @@ checkpoint formats and the apps all read it.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 from numpy_impl.backend import BACKENDS as OPS_BACKENDS
@@ -18,15 +19,30 @@ class Backend:
     model: str  # the package whose MobileNet runs: "numpy_impl" or "torch_impl"
     ops: str | None  # the NumPy model's ops backend (numpy_impl.backend), None for torch
     checkpoint: str  # checkpoint file suffix: the models' own formats
+    runner: str  # the module with this model's build_model(cfg, num_classes) and Runner
     help: str
 
 
 BACKENDS = {
     b.name: b
     for b in (
-        Backend("numpy", "numpy_impl", "numpy", ".npz", "the NumPy model on the reference ops"),
-        Backend("numba", "numpy_impl", "numba", ".npz", "the NumPy model on the Numba kernels"),
-        Backend("torch", "torch_impl", None, ".pt", "the PyTorch model"),
+        Backend(
+            "numpy",
+            "numpy_impl",
+            "numpy",
+            ".npz",
+            "mobilenet.numpy_runner",
+            "the NumPy model on the reference ops",
+        ),
+        Backend(
+            "numba",
+            "numpy_impl",
+            "numba",
+            ".npz",
+            "mobilenet.numpy_runner",
+            "the NumPy model on the Numba kernels",
+        ),
+        Backend("torch", "torch_impl", None, ".pt", "mobilenet.torch_runner", "the PyTorch model"),
     )
 }
 NAMES = tuple(BACKENDS)
@@ -43,3 +59,9 @@ def get(name: str, fn: str = "backend") -> Backend:
 def compatible(a: str, b: str) -> bool:
     """Whether a checkpoint written on backend ``a`` loads on backend ``b`` (the same model)."""
     return get(a).model == get(b).model
+
+
+def runner_module(name: str):
+    """The runner module of backend ``name``, imported on first use: a numpy or numba run never
+    imports torch (whose thread pool would share the two cores with Numba's)."""
+    return importlib.import_module(get(name).runner)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+
+import numpy as np
 
 import mobilenet_arch as A
 
 from . import backends as B
-from .train import TrainConfig
+from . import data as D
+from .apps import embed, embed_table, transfer, transfer_table
+from .summary import format_table, summary_dict
+from .train import TrainConfig, evaluate, load_trained, run
 
 TRAIN_DEFAULTS = TrainConfig()
 
@@ -38,8 +44,6 @@ def _int_at_least(lo):
 
 
 def cmd_summary(args) -> int:
-    from .summary import format_table, summary_dict
-
     d = summary_dict(args.arch, args.width_mult, args.resolution, args.num_classes)
     print(json.dumps(d, indent=2) if args.json else format_table(d))
     return 0
@@ -63,8 +67,8 @@ def _format_verify(r: dict) -> str:
 
 
 def cmd_verify(args) -> int:
-    from .verify import compare
-
+    # verify compares with torch: imported on this command only, so the others never load torch
+    compare = importlib.import_module("mobilenet.verify").compare
     archs = tuple(A.ARCHS) if args.arch == "all" else (args.arch,)
     results = []
     for arch in archs:
@@ -101,8 +105,6 @@ def _classes(text):
 
 
 def cmd_train(args) -> int:
-    from .train import TrainConfig, run
-
     cfg = TrainConfig(
         arch=args.arch, width_mult=args.width_mult, resolution=args.resolution, data=args.data,
         classes=args.classes, backend=args.backend, dtype=args.dtype, epochs=args.epochs,
@@ -121,11 +123,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    import numpy as np
-
-    from . import data as D
-    from .train import evaluate, load_trained
-
     try:
         runner, meta = load_trained(
             args.checkpoint, backend=args.backend, arch=args.arch, width_mult=args.width_mult
@@ -171,8 +168,6 @@ def _shots(text):
 
 
 def cmd_transfer(args) -> int:
-    from .apps import transfer, transfer_table
-
     try:
         report = transfer(args.out, args.arch, args.width_mult, args.resolution, args.backend, args.shots,
                           args.pretrain_epochs, args.steps, args.lr, args.seed, args.pretrained,
@@ -185,8 +180,6 @@ def cmd_transfer(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from .apps import embed, embed_table
-
     try:
         summary = embed(
             args.checkpoint, args.out, args.backend, args.enrol, args.seed, quiet=args.no_progress

@@ -17,317 +17,36 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-import mobilenet_arch as A
+from numpy_impl import functional as F
+from numpy_impl import optim
 
 from . import backends as B
 from . import checkpoint as ckpt
 from . import data as D
+from .config import TrainConfig
 
 BACKENDS = B.NAMES
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a run (a resumed run must have the same)."""
-
-    arch: str = "v2"
-    width_mult: float = 0.5
-    resolution: int = 32
-    data: str = "digits"
-    classes: tuple | None = None  # keep only these class indices (e.g. digits 0-4), relabelled
-    backend: str = "numba"
-    dtype: str = "float32"
-    epochs: int = 15
-    batch_size: int = 32
-    optimizer: str = "sgd"  # "sgd" or "rmsprop"
-    lr: float = 0.01  # at 0.05 and above the first epochs diverge (docs/05-training.md)
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    exempt_bn_dw: bool = True  # no weight decay on BN and depthwise weights (V1 paper, 3.2)
-    schedule: str = "cosine"  # "cosine" (with warm-up), "step", "exponential", "constant"
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    dropout: float = 0.2
-    max_shift: int = 2  # augmentation: random shift in px (0: none)
-    flip: bool | None = None  # None: flip when the dataset's labels allow it
-    train_limit: int = 0  # use only the first N training images (quick runs); 0: all
-    seed: int = 0
-    checkpoint_every: int = 0  # also checkpoint every N steps (0: at the end of each epoch only)
-
-    def validate(self):
-        fn = "TrainConfig"
-        if self.arch not in A.ARCHS:
-            raise ValueError(f"{fn}: arch must be one of {tuple(A.ARCHS)}, got {self.arch!r}")
-        B.get(self.backend, fn)
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"{fn}: dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        if self.optimizer not in ("sgd", "rmsprop"):
-            raise ValueError(f"{fn}: optimizer must be 'sgd' or 'rmsprop', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "step", "exponential", "constant"):
-            raise ValueError(
-                f"{fn}: schedule must be cosine, step, exponential or constant, got {self.schedule!r}"
-            )
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{fn}: {name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_size < 2:
-            raise ValueError(f"{fn}: batch_size must be >= 2 (batch norm in training), got {self.batch_size}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"{fn}: dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.label_smoothing <= 1:
-            raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {self.label_smoothing}")
-        if self.lr <= 0 or self.width_mult <= 0:
-            raise ValueError(f"{fn}: lr and width_mult must be > 0, got {self.lr} and {self.width_mult}")
-        if self.resolution < 32:
-            raise ValueError(f"{fn}: resolution must be >= 32, got {self.resolution}")
-        return self
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["classes"] = None if self.classes is None else list(self.classes)
-        d["data"] = str(self.data)
-        return d
-
-
-# --- runners --------------------------------------------------------------------------------
-
-
-def _optimizer_kwargs(cfg):
-    if cfg.optimizer == "sgd":
-        return {"lr": cfg.lr, "momentum": cfg.momentum, "nesterov": cfg.nesterov and cfg.momentum > 0}
-    return {
-        "lr": cfg.lr,
-        "alpha": 0.9,
-        "eps": 1.0,
-        "momentum": cfg.momentum,
-    }  # V2 paper: decay and momentum 0.9
-
-
-class NumpyRunner:
-    """The NumPy model on either backend, with a ``numpy_impl.optim`` optimiser."""
-
-    suffix = ".npz"
-
-    def __init__(self, model, cfg: TrainConfig):
-        self.model, self.cfg = model, cfg
-        self.make_optimizer()
-
-    def make_optimizer(self):
-        """(Re)build the optimiser over the trainable parameters (after freeze/replace_classifier)."""
-        from numpy_impl import optim
-
-        from .transfer import trainable_names
-
-        keep = set(trainable_names(self.model))
-        groups = optim.decay_groups(self.model, self.cfg.weight_decay, self.cfg.exempt_bn_dw)
-        groups = [{**g, "params": {n: p for n, p in g["params"].items() if n in keep}} for g in groups]
-        groups = [g for g in groups if g["params"]]
-        cls = optim.SGD if self.cfg.optimizer == "sgd" else optim.RMSprop
-        self.optimizer = cls(groups, **_optimizer_kwargs(self.cfg))
-
-    def set_lr(self, lr):
-        self.optimizer.set_lr(lr)
-
-    def train_step(self, x, y, step_seed):
-        from numpy_impl import functional as F
-
-        m = self.model
-        m.train()
-        m.rng.bit_generator.state = np.random.PCG64(step_seed).state  # dropout masks of this step
-        logits = m.forward(x)  # (N, K)
-        loss, cache = F.softmax_cross_entropy(logits, y, self.cfg.label_smoothing)
-        m.backward(F.softmax_cross_entropy_backward(1.0, cache).astype(m.dtype), input_grad=False)
-        self.optimizer.step(m.grads)
-        return loss, int((logits.argmax(1) == y).sum())
-
-    def predict(self, x, batch_size=256):
-        self.model.eval()
-        out = np.concatenate(
-            [self.model.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-        )
-        self.model.train()
-        return out  # (N, K) logits
-
-    def features(self, x, batch_size=256, every_stage=False):
-        """Penultimate features (after global pooling), eval mode: (N, C_last). With
-        ``every_stage``, a list: the globally pooled output of each ``features`` entry."""
-        m = self.model
-        m.eval()
-        stages = m.stages()
-        out = []
-        for i in range(0, len(x), batch_size):
-            h, pooled = self._prepare(x[i : i + batch_size]), []
-            for stage in stages:
-                h = stage.forward(h)
-                if every_stage or stage is stages[-1]:
-                    pooled.append(np.asarray(h).mean(axis=(2, 3)))  # (B, C_i)
-            out.append(pooled)
-        m.train()
-        per_stage = [np.concatenate([o[j] for o in out]) for j in range(len(out[0]))]
-        return per_stage if every_stage else per_stage[-1]
-
-    def _prepare(self, x):
-        if self.model.F.MEMORY_FORMAT == "channels_last":
-            return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-        return x
-
-    def state_arrays(self) -> dict:
-        out = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        out.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
-        return out
-
-    def load_state_arrays(self, arrays: dict):
-        self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
-        self.optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim/")})
-
-    def rng_state(self) -> dict:
-        return self.model.rng.bit_generator.state
-
-
-class TorchRunner:
-    """The torch model with a ``torch.optim`` optimiser of the same settings."""
-
-    suffix = ".pt"
-
-    def __init__(self, model, cfg: TrainConfig):
-        self.model, self.cfg = model, cfg
-        self.make_optimizer()
-
-    def make_optimizer(self):
-        import torch
-
-        from .transfer import trainable_names
-
-        keep = set(trainable_names(self.model))
-        decay, exempt = [], []
-        for mname, m in self.model.named_modules():
-            is_exempt = isinstance(m, torch.nn.BatchNorm2d) or (
-                isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
-            )
-            for pname, p in m.named_parameters(recurse=False):
-                name = f"{mname}.{pname}" if mname else pname
-                if name in keep:
-                    (exempt if is_exempt and self.cfg.exempt_bn_dw else decay).append((name, p))
-        self.names = [n for n, _ in decay + exempt]
-        groups = [{"params": [p for _, p in decay], "weight_decay": self.cfg.weight_decay}]
-        if exempt:
-            groups.append({"params": [p for _, p in exempt], "weight_decay": 0.0})
-        cls = torch.optim.SGD if self.cfg.optimizer == "sgd" else torch.optim.RMSprop
-        self.optimizer = cls(groups, **_optimizer_kwargs(self.cfg))
-
-    def set_lr(self, lr):
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
-
-    def train_step(self, x, y, step_seed):
-        import torch
-        import torch.nn.functional as TF
-
-        torch.manual_seed(step_seed)  # dropout masks of this step
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        yt = torch.from_numpy(y)
-        logits = self.model(torch.from_numpy(x))
-        loss = TF.cross_entropy(logits, yt, label_smoothing=self.cfg.label_smoothing)
-        loss.backward()
-        self.optimizer.step()
-        return loss.item(), int((logits.argmax(1) == yt).sum())
-
-    def predict(self, x, batch_size=256):
-        import torch
-
-        self.model.eval()
-        with torch.no_grad():
-            out = [
-                self.model(torch.from_numpy(x[i : i + batch_size])).numpy()
-                for i in range(0, len(x), batch_size)
-            ]
-        self.model.train()
-        return np.concatenate(out)
-
-    def features(self, x, batch_size=256, every_stage=False):
-        import torch
-
-        m = self.model
-        m.eval()
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                h, pooled = torch.from_numpy(x[i : i + batch_size]), []
-                for j, stage in enumerate(m.features):
-                    h = stage(h)
-                    if every_stage or j == len(m.features) - 1:
-                        pooled.append(h.mean(dim=(2, 3)).numpy())  # (B, C_i)
-                out.append(pooled)
-        m.train()
-        per_stage = [np.concatenate([o[j] for o in out]) for j in range(len(out[0]))]
-        return per_stage if every_stage else per_stage[-1]
-
-    def state_arrays(self) -> dict:
-        out = {f"model/{k}": v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
-        params = dict(self.model.named_parameters())
-        for name in self.names:
-            for k, v in self.optimizer.state.get(params[name], {}).items():
-                out[f"optim/{name}/{k}"] = v.detach().cpu().numpy().copy()
-        return out
-
-    def load_state_arrays(self, arrays: dict):
-        import torch
-
-        self.model.load_state_dict({k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
-                                    if k.startswith("model/")})  # fmt: skip
-        params = dict(self.model.named_parameters())
-        self.optimizer.state.clear()
-        for key, v in arrays.items():
-            if key.startswith("optim/"):
-                name, _, buf = key[6:].rpartition("/")
-                if name not in params:
-                    raise ValueError(f"load_state_arrays: optimiser state for unknown parameter {name!r}")
-                self.optimizer.state[params[name]][buf] = torch.from_numpy(np.array(v))
-
-    def rng_state(self) -> dict:
-        return {}
+# --- runners: one module per model (mobilenet.backends names it) ----------------------------
 
 
 def build_model(cfg: TrainConfig, num_classes: int):
-    """The run's model. Every backend starts from the NumPy model's seeded initial weights,
-    so runs with the same seed start identical whatever the backend."""
-    import numpy_impl
-
-    dtype = np.dtype(cfg.dtype)
-    make = numpy_impl.mobilenet_v1 if cfg.arch == "v1" else numpy_impl.mobilenet_v2
-    backend = B.get(cfg.backend)
-    ops = backend.ops or "numpy"  # the torch model starts from the NumPy model's weights
-    model = make(cfg.width_mult, num_classes, dropout=cfg.dropout, dtype=dtype, backend=ops, seed=cfg.seed)
-    if backend.model == "numpy_impl":
-        return model
-    import torch
-
-    import torch_impl
-
-    tmake = torch_impl.mobilenet_v1 if cfg.arch == "v1" else torch_impl.mobilenet_v2
-    tmodel = tmake(cfg.width_mult, num_classes, dropout=cfg.dropout).to(
-        torch.float64 if dtype == np.float64 else torch.float32
-    )
-    tmodel.load_state_dict(torch_impl.state_dict_to_torch(model.state_dict()))
-    return tmodel
+    """The run's model, built by its backend's runner module."""
+    return B.runner_module(cfg.backend).build_model(cfg, num_classes)
 
 
 def make_runner(cfg: TrainConfig, num_classes: int, model=None):
     cfg.validate()
     model = build_model(cfg, num_classes) if model is None else model
-    return {"numpy_impl": NumpyRunner, "torch_impl": TorchRunner}[B.get(cfg.backend).model](model, cfg)
+    return B.runner_module(cfg.backend).Runner(model, cfg)
 
 
 def make_schedule(cfg: TrainConfig, steps_per_epoch: int):
-    from numpy_impl import optim
-
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "cosine":
         warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
@@ -349,8 +68,6 @@ def step_seed(seed: int, epoch: int, step: int, stream: int) -> int:
 
 def evaluate(runner, ds: D.Dataset, mean, std, batch_size=256) -> dict:
     x = D.normalize(ds.x, mean, std, np.dtype(runner.cfg.dtype))
-    from numpy_impl import functional as F
-
     logits = runner.predict(x, batch_size).astype(np.float64)
     loss, _ = F.softmax_cross_entropy(logits, ds.y)  # plain cross-entropy, no smoothing
     pred = logits.argmax(1)

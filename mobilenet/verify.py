@@ -19,6 +19,10 @@ the group's scale it is ~1e-16.
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+import numpy_impl
+import torch_impl
 
 FLOOR = 1e-3
 QUANTITIES = ("logits", "input_grad", "param_grad", "buffers")
@@ -65,7 +69,6 @@ def _step_numpy(model, x, dlogits) -> dict:
 
 
 def _step_torch(model, x, dlogits) -> dict:
-    import torch
 
     dtype = next(model.parameters()).dtype
     xt = torch.tensor(x, dtype=dtype, requires_grad=True)
@@ -94,10 +97,6 @@ def compare(
     backward (training mode unless ``training=False``), return the errors against
     torch float64 and whether they are within tolerance. ``height`` defaults to
     ``resolution`` (a square input)."""
-    import torch
-
-    import numpy_impl
-    import torch_impl
 
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")

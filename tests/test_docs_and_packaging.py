@@ -19,9 +19,10 @@ def test_generated_doc_tables_are_up_to_date():
 def test_numpy_impl_and_kernels_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any 'import torch' now raises ImportError
-        "import numpy as np, numpy_impl, kernels, mobilenet.summary\n"
-        "m = numpy_impl.mobilenet_v2(width_mult=0.35, num_classes=3)\n"
-        "print(m.eval().forward(np.zeros((1, 3, 32, 32), np.float32)).shape)\n"
+        "import numpy as np, numpy_impl, kernels, mobilenet.summary, mobilenet.cli\n"
+        "from mobilenet.train import TrainConfig, make_runner\n"  # a numba run's trainer never imports torch
+        "r = make_runner(TrainConfig(backend='numba', width_mult=0.35), 3)\n"
+        "print(r.predict(np.zeros((1, 3, 32, 32), np.float32)).shape)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -91,3 +92,28 @@ def test_the_import_check_sees_function_local_imports(tmp_path):
         "import numpy as np\n\ndef g():\n    from mobilenet.train import TrainConfig\n    import kernels.depthwise\n"
     )
     assert _imported_packages(f) == {"numpy", "mobilenet", "kernels"}
+
+
+def test_the_application_imports_its_own_modules_at_the_top():
+    """No function-local import of a first-party package in mobilenet/ (third-party ones, such
+    as matplotlib, may load late; backends and the verify command load torch by module name)."""
+    first_party = {"mobilenet", "mobilenet_arch", "numpy_impl", "kernels", "torch_impl"}
+    bad = []
+    for f in sorted((ROOT / "mobilenet").glob("*.py")):
+        tree = ast.parse(f.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                relative = isinstance(node, ast.ImportFrom) and node.level > 0
+                if relative or (_imported_in(node) & first_party):
+                    bad.append(f"{f.relative_to(ROOT)}:{node.lineno} in {fn.name}")
+    assert not bad, "\n".join(bad)
+
+
+def _imported_in(node):
+    if isinstance(node, ast.Import):
+        return {a.name.split(".")[0] for a in node.names}
+    if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        return {node.module.split(".")[0]}
+    return set()

@@ -283,13 +283,14 @@ def test_load_trained_rejects_a_plain_checkpoint(tmp_path):
 def test_torch_backend_resumes_mid_epoch_with_rmsprop_state(tmp_path, monkeypatch):
     """The torch runner's checkpoint (``.pt``, weights_only) carries RMSprop's buffers and
     step counts: a run interrupted mid-epoch and resumed ends where an uninterrupted one does."""
+    from mobilenet import torch_runner
     from mobilenet import train as T
 
     cfg = TrainConfig(width_mult=0.35, backend="torch", batch_size=16, train_limit=96, epochs=2, optimizer="rmsprop",
                       lr=1e-3, momentum=0.9, checkpoint_every=2, seed=4)  # fmt: skip
     T.run(cfg, tmp_path / "straight", progress=False)
     calls = {"n": 0}
-    original = T.TorchRunner.train_step
+    original = torch_runner.Runner.train_step
 
     def interrupted(self, x, y, step_seed):
         calls["n"] += 1
@@ -297,10 +298,10 @@ def test_torch_backend_resumes_mid_epoch_with_rmsprop_state(tmp_path, monkeypatc
             raise KeyboardInterrupt
         return original(self, x, y, step_seed)
 
-    monkeypatch.setattr(T.TorchRunner, "train_step", interrupted)
+    monkeypatch.setattr(torch_runner.Runner, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
         T.run(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(T.TorchRunner, "train_step", original)
+    monkeypatch.setattr(torch_runner.Runner, "train_step", original)
     assert checkpoint.load(tmp_path / "resumed" / "checkpoint.pt")[1]["step"] == 8
     T.run(cfg, tmp_path / "resumed", resume=True, progress=False)
     a, meta_a = checkpoint.load(tmp_path / "resumed" / "checkpoint.pt")

@@ -1,0 +1,96 @@
+"""The runner of the NumPy model (backends numpy and numba): a training step, predictions,
+features and checkpoint arrays, with a ``numpy_impl.optim`` optimiser."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import numpy_impl
+from numpy_impl import functional as F
+from numpy_impl import optim
+
+from . import backends as B
+from .config import TrainConfig, optimizer_kwargs
+
+
+def build_model(cfg: TrainConfig, num_classes: int):
+    """The NumPy model, seeded: every backend starts from these initial weights."""
+    make = numpy_impl.mobilenet_v1 if cfg.arch == "v1" else numpy_impl.mobilenet_v2
+    ops = B.get(cfg.backend).ops or "numpy"  # the torch runner starts from the NumPy model's weights too
+    return make(cfg.width_mult, num_classes, dropout=cfg.dropout, dtype=np.dtype(cfg.dtype), backend=ops,
+                seed=cfg.seed)  # fmt: skip
+
+
+class Runner:
+    """The NumPy model on either backend, with a ``numpy_impl.optim`` optimiser."""
+
+    suffix = ".npz"
+
+    def __init__(self, model, cfg: TrainConfig):
+        self.model, self.cfg = model, cfg
+        self.make_optimizer()
+
+    def make_optimizer(self):
+        """(Re)build the optimiser over the trainable parameters (after freeze/replace_classifier)."""
+        keep = set(self.model.trainable_names())
+        groups = optim.decay_groups(self.model, self.cfg.weight_decay, self.cfg.exempt_bn_dw)
+        groups = [{**g, "params": {n: p for n, p in g["params"].items() if n in keep}} for g in groups]
+        groups = [g for g in groups if g["params"]]
+        cls = optim.SGD if self.cfg.optimizer == "sgd" else optim.RMSprop
+        self.optimizer = cls(groups, **optimizer_kwargs(self.cfg))
+
+    def set_lr(self, lr):
+        self.optimizer.set_lr(lr)
+
+    def train_step(self, x, y, step_seed):
+        m = self.model
+        m.train()
+        m.rng.bit_generator.state = np.random.PCG64(step_seed).state  # dropout masks of this step
+        logits = m.forward(x)  # (N, K)
+        loss, cache = F.softmax_cross_entropy(logits, y, self.cfg.label_smoothing)
+        m.backward(F.softmax_cross_entropy_backward(1.0, cache).astype(m.dtype), input_grad=False)
+        self.optimizer.step(m.grads)
+        return loss, int((logits.argmax(1) == y).sum())
+
+    def predict(self, x, batch_size=256):
+        self.model.eval()
+        out = np.concatenate(
+            [self.model.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        )
+        self.model.train()
+        return out  # (N, K) logits
+
+    def features(self, x, batch_size=256, every_stage=False):
+        """Penultimate features (after global pooling), eval mode: (N, C_last). With
+        ``every_stage``, a list: the globally pooled output of each ``features`` entry."""
+        m = self.model
+        m.eval()
+        stages = m.stages()
+        out = []
+        for i in range(0, len(x), batch_size):
+            h, pooled = self._prepare(x[i : i + batch_size]), []
+            for stage in stages:
+                h = stage.forward(h)
+                if every_stage or stage is stages[-1]:
+                    pooled.append(np.asarray(h).mean(axis=(2, 3)))  # (B, C_i)
+            out.append(pooled)
+        m.train()
+        per_stage = [np.concatenate([o[j] for o in out]) for j in range(len(out[0]))]
+        return per_stage if every_stage else per_stage[-1]
+
+    def _prepare(self, x):
+        if self.model.F.MEMORY_FORMAT == "channels_last":
+            return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        return x
+
+    def state_arrays(self) -> dict:
+        out = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        out.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
+        return out
+
+    def load_state_arrays(self, arrays: dict):
+        self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+        self.optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim/")})
+
+    def rng_state(self) -> dict:
+        return self.model.rng.bit_generator.state

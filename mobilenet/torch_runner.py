@@ -1,0 +1,116 @@
+"""The runner of the torch model (backend torch), with a ``torch.optim`` optimiser of the
+same settings as the NumPy runner's."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as TF
+
+import torch_impl
+
+from . import numpy_runner
+from .config import TrainConfig, optimizer_kwargs
+
+
+def build_model(cfg: TrainConfig, num_classes: int):
+    """The torch model with the NumPy model's seeded initial weights, so runs with the same
+    seed start identical whatever the backend."""
+    start = numpy_runner.build_model(cfg, num_classes)
+    make = torch_impl.mobilenet_v1 if cfg.arch == "v1" else torch_impl.mobilenet_v2
+    model = make(cfg.width_mult, num_classes, dropout=cfg.dropout)
+    model = model.to(torch.float64 if cfg.dtype == "float64" else torch.float32)
+    model.load_state_dict(torch_impl.state_dict_to_torch(start.state_dict()))
+    return model
+
+
+class Runner:
+    """The torch model with a ``torch.optim`` optimiser of the same settings."""
+
+    suffix = ".pt"
+
+    def __init__(self, model, cfg: TrainConfig):
+        self.model, self.cfg = model, cfg
+        self.make_optimizer()
+
+    def make_optimizer(self):
+        keep = set(self.model.trainable_names())
+        decay, exempt = [], []
+        for mname, m in self.model.named_modules():
+            is_exempt = isinstance(m, torch.nn.BatchNorm2d) or (
+                isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+            )
+            for pname, p in m.named_parameters(recurse=False):
+                name = f"{mname}.{pname}" if mname else pname
+                if name in keep:
+                    (exempt if is_exempt and self.cfg.exempt_bn_dw else decay).append((name, p))
+        self.names = [n for n, _ in decay + exempt]
+        groups = [{"params": [p for _, p in decay], "weight_decay": self.cfg.weight_decay}]
+        if exempt:
+            groups.append({"params": [p for _, p in exempt], "weight_decay": 0.0})
+        cls = torch.optim.SGD if self.cfg.optimizer == "sgd" else torch.optim.RMSprop
+        self.optimizer = cls(groups, **optimizer_kwargs(self.cfg))
+
+    def set_lr(self, lr):
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+
+    def train_step(self, x, y, step_seed):
+        torch.manual_seed(step_seed)  # dropout masks of this step
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        yt = torch.from_numpy(y)
+        logits = self.model(torch.from_numpy(x))
+        loss = TF.cross_entropy(logits, yt, label_smoothing=self.cfg.label_smoothing)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item(), int((logits.argmax(1) == yt).sum())
+
+    def predict(self, x, batch_size=256):
+        self.model.eval()
+        with torch.no_grad():
+            out = [
+                self.model(torch.from_numpy(x[i : i + batch_size])).numpy()
+                for i in range(0, len(x), batch_size)
+            ]
+        self.model.train()
+        return np.concatenate(out)
+
+    def features(self, x, batch_size=256, every_stage=False):
+        m = self.model
+        m.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                h, pooled = torch.from_numpy(x[i : i + batch_size]), []
+                for j, stage in enumerate(m.features):
+                    h = stage(h)
+                    if every_stage or j == len(m.features) - 1:
+                        pooled.append(h.mean(dim=(2, 3)).numpy())  # (B, C_i)
+                out.append(pooled)
+        m.train()
+        per_stage = [np.concatenate([o[j] for o in out]) for j in range(len(out[0]))]
+        return per_stage if every_stage else per_stage[-1]
+
+    def state_arrays(self) -> dict:
+        out = {f"model/{k}": v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+        params = dict(self.model.named_parameters())
+        for name in self.names:
+            for k, v in self.optimizer.state.get(params[name], {}).items():
+                out[f"optim/{name}/{k}"] = v.detach().cpu().numpy().copy()
+        return out
+
+    def load_state_arrays(self, arrays: dict):
+        self.model.load_state_dict({k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
+                                    if k.startswith("model/")})  # fmt: skip
+        params = dict(self.model.named_parameters())
+        self.optimizer.state.clear()
+        for key, v in arrays.items():
+            if key.startswith("optim/"):
+                name, _, buf = key[6:].rpartition("/")
+                if name not in params:
+                    raise ValueError(f"load_state_arrays: optimiser state for unknown parameter {name!r}")
+                self.optimizer.state[params[name]][buf] = torch.from_numpy(np.array(v))
+
+    def rng_state(self) -> dict:
+        return {}
