@@ -10,8 +10,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from numpy_impl.backend import BACKENDS as OPS_BACKENDS
-
 
 @dataclass(frozen=True)
 class Backend:
@@ -20,34 +18,16 @@ class Backend:
     ops: str | None  # the NumPy model's ops backend (numpy_impl.backend), None for torch
     checkpoint: str  # checkpoint file suffix: the models' own formats
     runner: str  # the module with this model's build_model(cfg, num_classes) and Runner
-    help: str
 
 
-BACKENDS = {
-    b.name: b
-    for b in (
-        Backend(
-            "numpy",
-            "numpy_impl",
-            "numpy",
-            ".npz",
-            "mobilenet.numpy_runner",
-            "the NumPy model on the reference ops",
-        ),
-        Backend(
-            "numba",
-            "numpy_impl",
-            "numba",
-            ".npz",
-            "mobilenet.numpy_runner",
-            "the NumPy model on the Numba kernels",
-        ),
-        Backend("torch", "torch_impl", None, ".pt", "mobilenet.torch_runner", "the PyTorch model"),
-    )
-}
+_ALL = (
+    Backend("numpy", model="numpy_impl", ops="numpy", checkpoint=".npz", runner="mobilenet.numpy_runner"),
+    Backend("numba", model="numpy_impl", ops="numba", checkpoint=".npz", runner="mobilenet.numpy_runner"),
+    Backend("torch", model="torch_impl", ops=None, checkpoint=".pt", runner="mobilenet.torch_runner"),
+)
+BACKENDS = {b.name: b for b in _ALL}
 NAMES = tuple(BACKENDS)
-NUMPY_MODEL = tuple(n for n, b in BACKENDS.items() if b.model == "numpy_impl")  # numpy_impl's choices
-assert set(NUMPY_MODEL) == set(OPS_BACKENDS), "every ops backend of numpy_impl has its entry here"
+NUMPY_MODEL = tuple(n for n, b in BACKENDS.items() if b.model == "numpy_impl")  # numpy_impl's ops backends
 
 
 def get(name: str, fn: str = "backend") -> Backend:

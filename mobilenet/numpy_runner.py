@@ -24,8 +24,6 @@ def build_model(cfg: TrainConfig, num_classes: int):
 class Runner:
     """The NumPy model on either backend, with a ``numpy_impl.optim`` optimiser."""
 
-    suffix = ".npz"
-
     def __init__(self, model, cfg: TrainConfig):
         self.model, self.cfg = model, cfg
         self.make_optimizer()

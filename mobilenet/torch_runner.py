@@ -27,8 +27,6 @@ def build_model(cfg: TrainConfig, num_classes: int):
 class Runner:
     """The torch model with a ``torch.optim`` optimiser of the same settings."""
 
-    suffix = ".pt"
-
     def __init__(self, model, cfg: TrainConfig):
         self.model, self.cfg = model, cfg
         self.make_optimizer()

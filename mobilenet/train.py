@@ -29,9 +29,6 @@ from . import checkpoint as ckpt
 from . import data as D
 from .config import TrainConfig
 
-BACKENDS = B.NAMES
-
-
 # --- runners: one module per model (mobilenet.backends names it) ----------------------------
 
 
@@ -100,7 +97,7 @@ class Trainer:
     # --- checkpoints ---------------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path | None:
-        return None if self.out is None else self.out / f"checkpoint{self.runner.suffix}"
+        return None if self.out is None else self.out / f"checkpoint{B.get(self.cfg.backend).checkpoint}"
 
     def meta(self) -> dict:
         return {
