@@ -34,9 +34,21 @@ def median_us(fn, min_time=0.3) -> float:
 
 
 V2_POINTWISE = [  # (C_in, C_out, H): the expand and project 1x1 convs of MobileNetV2-1.0 at 224 px
-    (16, 96, 112), (96, 24, 56), (24, 144, 56), (144, 24, 56), (144, 32, 28), (32, 192, 28), (192, 64, 14),
-    (64, 384, 14), (384, 96, 14), (96, 576, 14), (576, 160, 7), (160, 960, 7), (960, 320, 7), (320, 1280, 7),
-]  # fmt: skip
+    (16, 96, 112),
+    (96, 24, 56),
+    (24, 144, 56),
+    (144, 24, 56),
+    (144, 32, 28),
+    (32, 192, 28),
+    (192, 64, 14),
+    (64, 384, 14),
+    (384, 96, 14),
+    (96, 576, 14),
+    (576, 160, 7),
+    (160, 960, 7),
+    (960, 320, 7),
+    (320, 1280, 7),
+]
 
 
 def cl(a):
@@ -62,17 +74,23 @@ def bench_pointwise(threads, batches):
 
             with blas_threads(threads):
                 r = {
-                    "batch": b, "C_in": cin, "C_out": cout, "H": h,
+                    "batch": b,
+                    "C_in": cin,
+                    "C_out": cout,
+                    "H": h,
                     "ours_fwd": median_us(partial(kernels.pointwise_conv2d, x, w)),
                     "gemm_fwd": median_us(partial(np.matmul, a, w2t)),
                     "ours_bwd": median_us(partial(kernels.pointwise_conv2d_backward, dout, x, w)),
                     "gemm_bwd": median_us(gemm_bwd),
-                }  # fmt: skip
+                }
             r["fwd_vs_gemm"] = r["ours_fwd"] / r["gemm_fwd"]
             r["bwd_vs_gemm"] = r["ours_bwd"] / r["gemm_bwd"]
             rows.append(r)
-            print(f"pointwise b{b} {cin}->{cout} {h}x{h}: fwd {r['fwd_vs_gemm']:.2f}x gemm, "
-                  f"bwd {r['bwd_vs_gemm']:.2f}x gemm", flush=True)  # fmt: skip
+            print(
+                f"pointwise b{b} {cin}->{cout} {h}x{h}: fwd {r['fwd_vs_gemm']:.2f}x gemm, "
+                f"bwd {r['bwd_vs_gemm']:.2f}x gemm",
+                flush=True,
+            )
     return rows
 
 
@@ -103,8 +121,11 @@ def bench_training_memory(threads):
         step()
         out[f"peak_{mode}"] = _peak_bytes(step)
         out[f"time_{mode}"] = measure(step, 3.0, block_time=0)["median_us"]
-        print(f"training memory {mode}: peak {out[f'peak_{mode}'] / 2**20:.0f} MiB, "
-              f"step {out[f'time_{mode}'] / 1e3:.0f} ms", flush=True)  # fmt: skip
+        print(
+            f"training memory {mode}: peak {out[f'peak_{mode}'] / 2**20:.0f} MiB, "
+            f"step {out[f'time_{mode}'] / 1e3:.0f} ms",
+            flush=True,
+        )
     fused_block.TRAINING_MEMORY = "store"
     return out
 
@@ -128,32 +149,50 @@ def bench_compile():
             )
             out[label] = float(res.stdout.strip().splitlines()[-1])
             out[label.replace("_s", "_process_s")] = time.perf_counter() - t
-    print(f"compile: first forward+backward {out['empty_cache_s']:.1f} s with an empty cache, "
-          f"{out['warm_cache_s']:.2f} s cached", flush=True)  # fmt: skip
+    print(
+        f"compile: first forward+backward {out['empty_cache_s']:.1f} s with an empty cache, "
+        f"{out['warm_cache_s']:.2f} s cached",
+        flush=True,
+    )
     return out
 
 
 def markdown(res) -> str:
     m = res["machine"]
-    lines = ["# The kernels on their own", "",
-             f"Machine: {m['cpu']} ({m['simd']}); {res['threads']} threads; "
-             + ", ".join(f"{k} {v}" for k, v in res["versions"].items())
-             + ". Medians of benchmarks.timing.measure, microseconds unless stated.", "",
-             "## Pointwise (1x1) convolution against the plain GEMM of the same size", "",
-             "| batch | C_in -> C_out | H | ours fwd | GEMM fwd | ratio | ours bwd | 2 GEMMs | ratio |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "# The kernels on their own",
+        "",
+        f"Machine: {m['cpu']} ({m['simd']}); {res['threads']} threads; "
+        + ", ".join(f"{k} {v}" for k, v in res["versions"].items())
+        + ". Medians of benchmarks.timing.measure, microseconds unless stated.",
+        "",
+        "## Pointwise (1x1) convolution against the plain GEMM of the same size",
+        "",
+        "| batch | C_in -> C_out | H | ours fwd | GEMM fwd | ratio | ours bwd | 2 GEMMs | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in res["pointwise"]:
-        lines.append(f"| {r['batch']} | {r['C_in']} -> {r['C_out']} | {r['H']} | {r['ours_fwd']:.0f} | "
-                     f"{r['gemm_fwd']:.0f} | {r['fwd_vs_gemm']:.2f} | {r['ours_bwd']:.0f} | {r['gemm_bwd']:.0f} | "
-                     f"{r['bwd_vs_gemm']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {r['batch']} | {r['C_in']} -> {r['C_out']} | {r['H']} | {r['ours_fwd']:.0f} | "
+            f"{r['gemm_fwd']:.0f} | {r['fwd_vs_gemm']:.2f} | {r['ours_bwd']:.0f} | {r['gemm_bwd']:.0f} | "
+            f"{r['bwd_vs_gemm']:.2f} |"
+        )
     t = res["training_memory"]
-    lines += ["", "## Training: store or recompute the block intermediates (MobileNetV2-1.0, 128 px, batch 16)", "",
-              "| variant | peak allocated (tracemalloc) | step time |", "|---|---:|---:|",
-              f"| store | {t['peak_store'] / 2**20:.0f} MiB | {t['time_store'] / 1e3:.0f} ms |",
-              f"| recompute | {t['peak_recompute'] / 2**20:.0f} MiB | {t['time_recompute'] / 1e3:.0f} ms |"]  # fmt: skip
+    lines += [
+        "",
+        "## Training: store or recompute the block intermediates (MobileNetV2-1.0, 128 px, batch 16)",
+        "",
+        "| variant | peak allocated (tracemalloc) | step time |",
+        "|---|---:|---:|",
+        f"| store | {t['peak_store'] / 2**20:.0f} MiB | {t['time_store'] / 1e3:.0f} ms |",
+        f"| recompute | {t['peak_recompute'] / 2**20:.0f} MiB | {t['time_recompute'] / 1e3:.0f} ms |",
+    ]
     c = res["compile"]
-    lines += ["", f"Compile: the first forward+backward of a small model takes {c['empty_cache_s']:.1f} s with an "
-              f"empty Numba cache and {c['warm_cache_s']:.2f} s from the cache (`cache=True`)."]  # fmt: skip
+    lines += [
+        "",
+        f"Compile: the first forward+backward of a small model takes {c['empty_cache_s']:.1f} s with an "
+        f"empty Numba cache and {c['warm_cache_s']:.2f} s from the cache (`cache=True`).",
+    ]
     return "\n".join(lines) + "\n"
 
 

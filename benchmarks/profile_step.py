@@ -113,20 +113,30 @@ def profile_torch(threads, steps=STEPS) -> dict:
 
 
 def markdown(res) -> str:
-    lines = ["# One training step, per op (MobileNetV2-1.0, batch 16, 128 px)", "",
-             f"{res['machine']['cpu']} ({res['machine']['simd']}), {res['threads']} threads, each side alone in its "
-             f"process, mean of {STEPS} steps. numba: exclusive time of each kernel call; torch: the profiler's "
-             "self CPU time per aten op (the profiler adds its own overhead, so its ops sum past the step).", ""]  # fmt: skip
+    lines = [
+        "# One training step, per op (MobileNetV2-1.0, batch 16, 128 px)",
+        "",
+        f"{res['machine']['cpu']} ({res['machine']['simd']}), {res['threads']} threads, each side alone in its "
+        f"process, mean of {STEPS} steps. numba: exclusive time of each kernel call; torch: the profiler's "
+        "self CPU time per aten op (the profiler adds its own overhead, so its ops sum past the step).",
+        "",
+    ]
     for side in res["sides"]:
         ops = sorted(side["ops_ms"].items(), key=lambda kv: -kv[1])
         top, rest = ops[:12], ops[12:]
-        lines += [f"## {side['side']}: {side['step_ms']:.0f} ms per step", "", "| op | ms per step | share |",
-                  "|---|---:|---:|"]  # fmt: skip
+        lines += [
+            f"## {side['side']}: {side['step_ms']:.0f} ms per step",
+            "",
+            "| op | ms per step | share |",
+            "|---|---:|---:|",
+        ]
         for k, v in top:
             lines.append(f"| {k} | {v:.1f} | {v / side['step_ms']:.0%} |")
         if rest:
-            lines.append(f"| {len(rest)} other ops | {sum(v for _, v in rest):.1f} | "
-                         f"{sum(v for _, v in rest) / side['step_ms']:.0%} |")  # fmt: skip
+            lines.append(
+                f"| {len(rest)} other ops | {sum(v for _, v in rest):.1f} | "
+                f"{sum(v for _, v in rest) / side['step_ms']:.0%} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

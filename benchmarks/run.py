@@ -46,8 +46,19 @@ def run_side(side, task, threads, min_time, batches) -> dict:
     env = {**os.environ}
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[k] = str(threads)
-    cmd = [sys.executable, "-m", "benchmarks.worker", side, task, "--threads", str(threads),
-           "--min-time", str(min_time), "--batch", *map(str, batches)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.worker",
+        side,
+        task,
+        "--threads",
+        str(threads),
+        "--min-time",
+        str(min_time),
+        "--batch",
+        *map(str, batches),
+    ]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=RESULTS.parent.parent)
     if res.returncode != 0:
@@ -84,8 +95,13 @@ def summarise(runs) -> dict:
             for case, timings in cases.items():
                 meds = [t["median_us"] for t in timings]
                 best = min(timings, key=lambda t: t["median_us"])
-                row = {"us": best["median_us"], "q1": best["q1_us"], "q3": best["q3_us"],
-                       "spread": max(meds) / min(meds) - 1, "rounds": len(meds)}  # fmt: skip
+                row = {
+                    "us": best["median_us"],
+                    "q1": best["q1_us"],
+                    "q3": best["q3_us"],
+                    "spread": max(meds) / min(meds) - 1,
+                    "rounds": len(meds),
+                }
                 row.update({k: v for k, v in best.items() if k in ("GBps", "GFLOPs")})
                 out.setdefault(task, {}).setdefault(side, {})[case] = row
     return out
@@ -104,10 +120,23 @@ def depthwise_rows(s) -> list[dict]:
         ours, nchw, cl = dw["numba"][case], dw["torch_nchw"][case], dw["torch_cl"][case]
         torch_best = min(nchw["us"], cl["us"])
         nbytes = depthwise_bytes(n, c_, h, w, s_, d)
-        rows.append({"dir": d, "batch": n, "C": c_, "H": h, "W": w, "stride": s_, "ours_us": ours["us"],
-                     "ours_spread": ours["spread"], "torch_nchw_us": nchw["us"], "torch_cl_us": cl["us"],
-                     "speedup": torch_best / ours["us"], "ours_GBps": nbytes / ours["us"] / 1e3,
-                     "torch_GBps": nbytes / torch_best / 1e3})  # fmt: skip
+        rows.append(
+            {
+                "dir": d,
+                "batch": n,
+                "C": c_,
+                "H": h,
+                "W": w,
+                "stride": s_,
+                "ours_us": ours["us"],
+                "ours_spread": ours["spread"],
+                "torch_nchw_us": nchw["us"],
+                "torch_cl_us": cl["us"],
+                "speedup": torch_best / ours["us"],
+                "ours_GBps": nbytes / ours["us"] / 1e3,
+                "torch_GBps": nbytes / torch_best / 1e3,
+            }
+        )
     return rows
 
 
@@ -117,46 +146,69 @@ def targets(s, dw_rows) -> list[dict]:
         for d, name in (("fwd", "forward"), ("bwd", "backward (dx + dw)")):
             sp = [r["speedup"] for r in dw_rows if r["batch"] == b and r["dir"] == d]
             if sp:
-                out.append({"target": f"depthwise {name}, batch {b}", "goal": "every shape >= 1x, geo-mean >= 1.5x",
-                            "measured": f"geo-mean {geomean(sp):.2f}x, min {min(sp):.2f}x, "
-                                        f"{sum(x < 1 for x in sp)}/{len(sp)} slower",
-                            "met": min(sp) >= 1 and geomean(sp) >= 1.5})  # fmt: skip
-    for task, case, goal, limit in (("model", "infer b1 224", "<= 0.5x torch's time", 0.5),
-                                    ("model", "infer b8 224", "faster than torch", 1.0),
-                                    ("train", "train b16 128", "<= 1.0x torch's time", 1.0)):  # fmt: skip
+                out.append(
+                    {
+                        "target": f"depthwise {name}, batch {b}",
+                        "goal": "every shape >= 1x, geo-mean >= 1.5x",
+                        "measured": f"geo-mean {geomean(sp):.2f}x, min {min(sp):.2f}x, "
+                        f"{sum(x < 1 for x in sp)}/{len(sp)} slower",
+                        "met": min(sp) >= 1 and geomean(sp) >= 1.5,
+                    }
+                )
+    for task, case, goal, limit in (
+        ("model", "infer b1 224", "<= 0.5x torch's time", 0.5),
+        ("model", "infer b8 224", "faster than torch", 1.0),
+        ("train", "train b16 128", "<= 1.0x torch's time", 1.0),
+    ):
         t = s.get(task, {})
         if "numba" in t and case in t["numba"] and "torch_cl" in t:
             torch_best = min(t[k][case]["us"] for k in ("torch_nchw", "torch_cl"))
             ratio = t["numba"][case]["us"] / torch_best
-            out.append({"target": f"MobileNetV2-1.0 {case}", "goal": goal,
-                        "measured": f"{t['numba'][case]['us'] / 1e3:.1f} ms vs {torch_best / 1e3:.1f} ms: "
-                                    f"{ratio:.2f}x torch's time", "met": ratio <= limit})  # fmt: skip
+            out.append(
+                {
+                    "target": f"MobileNetV2-1.0 {case}",
+                    "goal": goal,
+                    "measured": f"{t['numba'][case]['us'] / 1e3:.1f} ms vs {torch_best / 1e3:.1f} ms: "
+                    f"{ratio:.2f}x torch's time",
+                    "met": ratio <= limit,
+                }
+            )
     m, alone = s.get("mixed", {}), s.get("model", {})
     for side in m:
         for lib, ref in (("numba", "numba"), ("torch_cl", "torch_cl")):
             case = f"{lib} infer b1 224"
             if case in m[side] and ref in alone and "infer b1 224" in alone[ref]:
                 ratio = m[side][case]["us"] / alone[ref]["infer b1 224"]["us"]
-                out.append({"target": f"{lib.split('_')[0]} inference beside the other library ({side} import order)",
-                            "goal": "within 1.10x of alone", "measured": f"{ratio:.2f}x of alone",
-                            "met": ratio <= 1.10})  # fmt: skip
+                out.append(
+                    {
+                        "target": f"{lib.split('_')[0]} inference beside the other library ({side} import order)",
+                        "goal": "within 1.10x of alone",
+                        "measured": f"{ratio:.2f}x of alone",
+                        "met": ratio <= 1.10,
+                    }
+                )
     return out
 
 
 def machine_line(res) -> str:
     m, v = res["machine"], res["versions"]
     libs = ", ".join(f"{k} {v[k]}" for k in ("numpy", "numba", "torch", "onnxruntime") if k in v)
-    return (f"{m['cpu']} ({m['simd']}, {m['cores']} cores); {res['threads']} threads on every side; "
-            f"Python {v.get('python', '?')}, {libs}; {res['rounds']} rounds, each side alone in its "
-            f"process, best round's median.")  # fmt: skip
+    return (
+        f"{m['cpu']} ({m['simd']}, {m['cores']} cores); {res['threads']} threads on every side; "
+        f"Python {v.get('python', '?')}, {libs}; {res['rounds']} rounds, each side alone in its "
+        f"process, best round's median."
+    )
 
 
 def markdown(res) -> str:
     s, lines = res["summary"], ["# Benchmarks: each side alone in its process", "", machine_line(res), ""]
     roof = s.get("roofline", {}).get("numba", {})
     if roof:
-        lines += [f"This machine: copy bandwidth {roof['copy 64MiB']['GBps']:.1f} GB/s (one thread, 64 MiB), "
-                  f"float32 GEMM {roof['sgemm 1024']['GFLOPs']:.0f} GFLOP/s (1024^3, {res['threads']} threads).", ""]  # fmt: skip
+        lines += [
+            f"This machine: copy bandwidth {roof['copy 64MiB']['GBps']:.1f} GB/s (one thread, 64 MiB), "
+            f"float32 GEMM {roof['sgemm 1024']['GFLOPs']:.0f} GFLOP/s (1024^3, {res['threads']} threads).",
+            "",
+        ]
     lines += ["## Targets", "", "| target | goal | measured | status |", "|---|---|---|---|"]
     for t in res["targets"]:
         lines.append(
@@ -181,27 +233,46 @@ def markdown(res) -> str:
             cells = [f"{t[k][case]['us'] / 1e3:.1f} ms (±{t[k][case]['spread']:.0%})" for k in sides]
             lines.append(f"| {case} | " + " | ".join(cells) + " |")
     if "mixed" in s:
-        lines += ["", "## Both libraries in one process (MobileNetV2 inference, batch 1)", "",
-                  "| import order | numba | torch channels_last |", "|---|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "## Both libraries in one process (MobileNetV2 inference, batch 1)",
+            "",
+            "| import order | numba | torch channels_last |",
+            "|---|---:|---:|",
+        ]
         for side, cases in s["mixed"].items():
-            lines.append(f"| {side} | {cases['numba infer b1 224']['us'] / 1e3:.1f} ms | "
-                         f"{cases['torch_cl infer b1 224']['us'] / 1e3:.1f} ms |")  # fmt: skip
+            lines.append(
+                f"| {side} | {cases['numba infer b1 224']['us'] / 1e3:.1f} ms | "
+                f"{cases['torch_cl infer b1 224']['us'] / 1e3:.1f} ms |"
+            )
     if res["depthwise"]:
-        lines += ["", "## Depthwise 3x3, every MobileNetV2-1.0/224 layer (microseconds)", "",
-                  "Speed-up = torch in its faster layout / ours (channels-last). GB/s = the bytes the layer "
-                  "must move (inputs read once, outputs written once) / time.", "",
-                  "| dir | batch | C | H | s | ours | torch NCHW | torch CL | speed-up | ours GB/s | torch GB/s |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "## Depthwise 3x3, every MobileNetV2-1.0/224 layer (microseconds)",
+            "",
+            "Speed-up = torch in its faster layout / ours (channels-last). GB/s = the bytes the layer "
+            "must move (inputs read once, outputs written once) / time.",
+            "",
+            "| dir | batch | C | H | s | ours | torch NCHW | torch CL | speed-up | ours GB/s | torch GB/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in res["depthwise"]:
-            lines.append(f"| {r['dir']} | {r['batch']} | {r['C']} | {r['H']} | {r['stride']} | {r['ours_us']:.0f} | "
-                         f"{r['torch_nchw_us']:.0f} | {r['torch_cl_us']:.0f} | {r['speedup']:.2f}x | "
-                         f"{r['ours_GBps']:.1f} | {r['torch_GBps']:.1f} |")  # fmt: skip
+            lines.append(
+                f"| {r['dir']} | {r['batch']} | {r['C']} | {r['H']} | {r['stride']} | {r['ours_us']:.0f} | "
+                f"{r['torch_nchw_us']:.0f} | {r['torch_cl_us']:.0f} | {r['speedup']:.2f}x | "
+                f"{r['ours_GBps']:.1f} | {r['torch_GBps']:.1f} |"
+            )
     road = s.get("versions", {}).get("numba")
     if road:
         shapes = [f"b1 C{c} {h}x{w} s{st}" for c, h, w, st in v2_depthwise_shapes()]
         names = sorted({k.rsplit(" ", 4)[0] for k in road}, key=lambda v: (v[:3], int(v.split("v")[-1])))
-        lines += ["", "## The road: every numbered version at batch 1 (microseconds)", "",
-                  "| shape | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]  # fmt: skip
+        lines += [
+            "",
+            "## The road: every numbered version at batch 1 (microseconds)",
+            "",
+            "| shape | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
         for sh in shapes:
             lines.append(
                 f"| {sh[3:]} | " + " | ".join(f"{road[f'{v} {sh}']['us']:.0f}" for v in names) + " |"
@@ -228,8 +299,9 @@ def plots(res) -> list:
             ax.axhline(1.0, color="k", lw=1)
             ax.axhline(1.5, color="k", lw=1, ls="--")
             ax.set_xticks(range(len(sel)), labels, fontsize=7)
-            ax.set_title(f"batch {b}, {'forward' if d == 'fwd' else 'backward (dx + dw)'}: "
-                         f"geo-mean {geomean(sp):.2f}x")  # fmt: skip
+            ax.set_title(
+                f"batch {b}, {'forward' if d == 'fwd' else 'backward (dx + dw)'}: geo-mean {geomean(sp):.2f}x"
+            )
             ax.set_ylabel("speed-up over torch's faster layout")
         fig.suptitle(
             "Depthwise 3x3 on every MobileNetV2 layer: Numba kernels vs torch (each alone in its process)"

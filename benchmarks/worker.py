@@ -156,8 +156,18 @@ def torch_depthwise(batches, min_time, cl):
             fwd = functools.partial(F.conv2d, x, wt, None, s, 1, 1, c)
             bwd = functools.partial(
                 torch.ops.aten.convolution_backward,
-                dout, x, wt, None, [s, s], [1, 1], [1, 1], False, [0, 0], c, [True, True, False],
-            )  # fmt: skip
+                dout,
+                x,
+                wt,
+                None,
+                [s, s],
+                [1, 1],
+                [1, 1],
+                False,
+                [0, 0],
+                c,
+                [True, True, False],
+            )
             out[f"fwd {key}"], out[f"bwd {key}"] = measure(fwd, min_time), measure(bwd, min_time)
     return out
 
@@ -219,8 +229,15 @@ def ort_model(batches, min_time, threads):
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "v2.onnx")
-        torch.onnx.export(t, (torch.zeros(1, 3, 224, 224),), path, dynamo=False, opset_version=17,
-                          input_names=["x"], dynamic_axes={"x": {0: "n"}})  # fmt: skip
+        torch.onnx.export(
+            t,
+            (torch.zeros(1, 3, 224, 224),),
+            path,
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "n"}},
+        )
         sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     for b in batches:
         x = _rng().standard_normal((b, 3, 224, 224), dtype=np.float32)

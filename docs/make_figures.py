@@ -65,8 +65,18 @@ def v1_reduction() -> str:
         m, f = shape[0], (shape[1] - 1) // s + 1  # output side of the stride-s depthwise
         costs = separable_costs(m, n, 3, f)  # costs depend on the output map only
         full, sep = costs["full"]["macs"], costs["separable"]["macs"]
-        rows.append((f"features.{i}", f"{m} -> {n}", f"{f}x{f}", s, f"{full / 1e6:.1f}", f"{sep / 1e6:.1f}",
-                     f"{full / sep:.1f}x", f"{1 / (1 / n + 1 / 9):.1f}x"))  # fmt: skip
+        rows.append(
+            (
+                f"features.{i}",
+                f"{m} -> {n}",
+                f"{f}x{f}",
+                s,
+                f"{full / 1e6:.1f}",
+                f"{sep / 1e6:.1f}",
+                f"{full / sep:.1f}x",
+                f"{1 / (1 / n + 1 / 9):.1f}x",
+            )
+        )
         shape = (n, f, f)
     header = ("layer", "M -> N", "D_F", "stride", "full conv M", "separable M", "saving", "1/(1/N + 1/9)")
     return _md(header, rows)
@@ -74,9 +84,15 @@ def v1_reduction() -> str:
 
 # --- width and resolution multipliers ---------------------------------------------------
 
-V1_PAPER = {(1.0, 224): (70.6, 569, 4.2), (0.75, 224): (68.4, 325, 2.6), (0.5, 224): (63.7, 149, 1.3),
-            (0.25, 224): (50.6, 41, 0.5), (1.0, 192): (69.1, 418, 4.2), (1.0, 160): (67.2, 290, 4.2),
-            (1.0, 128): (64.4, 186, 4.2)}  # fmt: skip
+V1_PAPER = {
+    (1.0, 224): (70.6, 569, 4.2),
+    (0.75, 224): (68.4, 325, 2.6),
+    (0.5, 224): (63.7, 149, 1.3),
+    (0.25, 224): (50.6, 41, 0.5),
+    (1.0, 192): (69.1, 418, 4.2),
+    (1.0, 160): (67.2, 290, 4.2),
+    (1.0, 128): (64.4, 186, 4.2),
+}
 
 
 def v1_multipliers() -> str:
@@ -88,8 +104,12 @@ def v1_multipliers() -> str:
     return _md(header, rows)
 
 
-V2_SLIM = {1.0: (300, 221, 154, 99, 56), 0.75: (209, 153, 107, 69, 39), 0.5: (97, 71, 50, 32, 18),
-           0.35: (59, 43, 30, 20, 11)}  # fmt: skip
+V2_SLIM = {
+    1.0: (300, 221, 154, 99, 56),
+    0.75: (209, 153, 107, 69, 39),
+    0.5: (97, 71, 50, 32, 18),
+    0.35: (59, 43, 30, 20, 11),
+}
 RESOLUTIONS = (224, 192, 160, 128, 96)
 
 
@@ -115,8 +135,16 @@ def v2_blocks() -> str:
             kind = f"bottleneck t={hidden // shape[0]}" + (" + residual" if block.residual else "")
         else:
             kind, hidden = "conv", "-"
-        rows.append((f"features.{name}", kind, "x".join(map(str, shape)), hidden, "x".join(map(str, out)),
-                     f"{totals(block_rows)['macs'] / 1e6:.1f}"))  # fmt: skip
+        rows.append(
+            (
+                f"features.{name}",
+                kind,
+                "x".join(map(str, shape)),
+                hidden,
+                "x".join(map(str, out)),
+                f"{totals(block_rows)['macs'] / 1e6:.1f}",
+            )
+        )
         shape = out
     return _md(("block", "kind", "input", "expanded", "output", "M mult-adds"), rows)
 
@@ -177,8 +205,10 @@ def depthwise_road() -> str:
 def _bench_machine(res) -> str:
     m, v = res["machine"], res["versions"]
     libs = ", ".join(f"{k} {v[k]}" for k in ("numpy", "numba", "torch", "onnxruntime") if k in v)
-    return (f"{m['cpu']} ({m['simd']}), {res['threads']} threads on every side, {libs}; each side alone in "
-            f"its process, {res['rounds']} alternating rounds, best round's median.")  # fmt: skip
+    return (
+        f"{m['cpu']} ({m['simd']}), {res['threads']} threads on every side, {libs}; each side alone in "
+        f"its process, {res['rounds']} alternating rounds, best round's median."
+    )
 
 
 def kernel_results() -> str:
@@ -203,8 +233,10 @@ def headline() -> str:
     res = _load("bench")
     s = (res or {}).get("summary", {})
     parts = []
-    for task, case, what in (("model", "infer b1 224", "MobileNetV2-1.0/224 inference at batch 1"),
-                             ("train", "train b16 128", "a batch-16 128 px training step")):  # fmt: skip
+    for task, case, what in (
+        ("model", "infer b1 224", "MobileNetV2-1.0/224 inference at batch 1"),
+        ("train", "train b16 128", "a batch-16 128 px training step"),
+    ):
         t = s.get(task, {})
         if "numba" in t and case in t["numba"] and "torch_cl" in t:
             torch_best = min(t[k][case]["us"] for k in ("torch_nchw", "torch_cl") if k in t)
@@ -226,9 +258,20 @@ def bench_gaps() -> str:
         return "(run `make bench` to produce benchmarks/results/)"
     roof = res["summary"].get("roofline", {}).get("numba", {})
     copy = roof.get("copy 64MiB", {}).get("GBps", float("nan"))
-    rows = [(r["dir"], r["batch"], r["C"], f"{r['H']}x{r['W']}", r["stride"], f"{r['speedup']:.2f}x",
-             f"{r['ours_GBps']:.1f}", f"{r['torch_GBps']:.1f}")
-            for r in res["depthwise"] if r["speedup"] < 1]  # fmt: skip
+    rows = [
+        (
+            r["dir"],
+            r["batch"],
+            r["C"],
+            f"{r['H']}x{r['W']}",
+            r["stride"],
+            f"{r['speedup']:.2f}x",
+            f"{r['ours_GBps']:.1f}",
+            f"{r['torch_GBps']:.1f}",
+        )
+        for r in res["depthwise"]
+        if r["speedup"] < 1
+    ]
     if not rows:
         return "Every depthwise layer is at least as fast as torch's faster layout."
     note = (
@@ -286,10 +329,17 @@ def training_run() -> str:
     if r is None:
         return NOT_RUN
     rows = [
-        (h["epoch"], f"{h['lr']:.4f}", f"{h['train_loss']:.3f}", f"{h['train_accuracy']:.3f}",
-         f"{h['test_loss']:.3f}", f"{h['test_accuracy']:.3f}", f"{h['images_per_second']:.0f}")
+        (
+            h["epoch"],
+            f"{h['lr']:.4f}",
+            f"{h['train_loss']:.3f}",
+            f"{h['train_accuracy']:.3f}",
+            f"{h['test_loss']:.3f}",
+            f"{h['test_accuracy']:.3f}",
+            f"{h['images_per_second']:.0f}",
+        )
         for h in r["history"]
-    ]  # fmt: skip
+    ]
     header = ("epoch", "lr (end)", "train loss", "train acc", "test loss", "test acc", "images/s")
     head = (
         f"`{r['command']}`: test accuracy **{r['test_accuracy']:.4f}** after {r['epochs']} epochs, "
@@ -371,8 +421,12 @@ def fig_cost_grid(path):
     ]:
         for w in widths:
             pts = [summary_dict(arch, w, r) for r in (128, 160, 192, 224)]
-            ax.plot([p["params"] / 1e6 for p in pts], [p["macs"] / 1e6 for p in pts], marker=marker,
-                    label=f"{arch.upper()} alpha={w}")  # fmt: skip
+            ax.plot(
+                [p["params"] / 1e6 for p in pts],
+                [p["macs"] / 1e6 for p in pts],
+                marker=marker,
+                label=f"{arch.upper()} alpha={w}",
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("parameters (M)")

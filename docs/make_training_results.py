@@ -25,38 +25,54 @@ import sys
 import tempfile
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from mobilenet import apps, cli  # noqa: E402
+from mobilenet.train import TrainConfig, Trainer, load_split, make_runner  # noqa: E402
+from torch_impl import state_dict_to_numpy  # noqa: E402
+
 DOCS = Path(__file__).resolve().parent
 RESULTS = DOCS / "results"
 FIGURES = DOCS / "figures"
-sys.path.insert(0, str(DOCS.parent))
 
 
 def _machine() -> dict:
-    import numba
-    import numpy as np
-    import torch
-
-    return {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-            "torch": torch.__version__, "cpus": len(__import__("os").sched_getaffinity(0)),
-            "threads": numba.get_num_threads()}  # fmt: skip
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "torch": torch.__version__,
+        "cpus": len(__import__("os").sched_getaffinity(0)),
+        "threads": numba.get_num_threads(),
+    }
 
 
 def _float64_warm_run() -> dict:
     """The whole-run equivalence test's setting (tests/test_train.py): 200 float32 warm-up
     steps, then 50 float64 steps of the NumPy model and of torch from the same weights."""
-    import numpy as np
-    import torch
-
-    from mobilenet.train import TrainConfig, Trainer, load_split, make_runner
-    from torch_impl import state_dict_to_numpy
-
-    warm_cfg = TrainConfig(width_mult=0.35, backend="torch", batch_size=8, lr=0.02, dropout=0.0,
-                           epochs=1, train_limit=1600, seed=1)  # fmt: skip
+    warm_cfg = TrainConfig(
+        width_mult=0.35,
+        backend="torch",
+        batch_size=8,
+        lr=0.02,
+        dropout=0.0,
+        epochs=1,
+        train_limit=1600,
+        seed=1,
+    )
     train, test = load_split(warm_cfg)
     runner = make_runner(warm_cfg, 10)
     Trainer(warm_cfg, runner, train, test.subset(np.arange(8)), progress=False).fit()
-    warm = {k: v.astype(np.float64) if v.dtype.kind == "f" else v
-            for k, v in state_dict_to_numpy(runner.model.state_dict()).items()}  # fmt: skip
+    warm = {
+        k: v.astype(np.float64) if v.dtype.kind == "f" else v
+        for k, v in state_dict_to_numpy(runner.model.state_dict()).items()
+    }
     cfg = dataclasses.replace(warm_cfg, dtype="float64", lr=1e-3, warmup_epochs=0.0, train_limit=400, seed=2)
     train, test = load_split(cfg)
     curves = {}
@@ -73,14 +89,6 @@ def _float64_warm_run() -> dict:
 
 
 def overlay(work: Path) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from mobilenet.train import TrainConfig, Trainer, load_split, make_runner
-
     cfg = TrainConfig(
         width_mult=0.5, resolution=32, backend="numba", epochs=4, dropout=0.0, train_limit=1280, seed=0
     )
@@ -111,19 +119,43 @@ def overlay(work: Path) -> dict:
     fig.savefig(FIGURES / "loss_overlay.png", dpi=110)
     plt.close(fig)
     first = int(np.argmax(rel > 1e-2)) if np.any(rel > 1e-2) else None
-    return {"config": cfg.to_dict(), "steps": len(a), "losses": {"numba": a.tolist(), "torch": b.tolist()},
-            "test_accuracy": acc, "max_rel_diff_first_10_steps": float(rel[:10].max()),
-            "first_step_rel_diff_above_1e-2": first, "median_rel_diff": float(np.median(rel)),
-            "float64_warm": {"steps": len(a64), "max_rel_diff": float(rel64.max()),
-                             "losses": {"numpy": a64.tolist(), "torch": b64.tolist()}}}  # fmt: skip
+    return {
+        "config": cfg.to_dict(),
+        "steps": len(a),
+        "losses": {"numba": a.tolist(), "torch": b.tolist()},
+        "test_accuracy": acc,
+        "max_rel_diff_first_10_steps": float(rel[:10].max()),
+        "first_step_rel_diff_above_1e-2": first,
+        "median_rel_diff": float(np.median(rel)),
+        "float64_warm": {
+            "steps": len(a64),
+            "max_rel_diff": float(rel64.max()),
+            "losses": {"numpy": a64.tolist(), "torch": b64.tolist()},
+        },
+    }
 
 
 def train(work: Path) -> dict:
-    from mobilenet import cli
-
     out = work / "train"
-    args = ["train", "--arch", "v2", "--width-mult", "0.5", "--resolution", "32", "--data", "digits",
-            "--backend", "numba", "--epochs", "15", "--seed", "0", "--out", str(out)]  # fmt: skip
+    args = [
+        "train",
+        "--arch",
+        "v2",
+        "--width-mult",
+        "0.5",
+        "--resolution",
+        "32",
+        "--data",
+        "digits",
+        "--backend",
+        "numba",
+        "--epochs",
+        "15",
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+    ]
     assert cli.main(args) == 0
     shutil.copy(out / "training_curves.png", FIGURES / "digits_training.png")
     m = json.loads((out / "metrics.json").read_text())
@@ -132,8 +164,6 @@ def train(work: Path) -> dict:
 
 
 def transfer(work: Path) -> dict:
-    from mobilenet import apps
-
     report = apps.transfer(work / "transfer", backend="numba")
     shutil.copy(work / "transfer" / "transfer.png", FIGURES / "transfer.png")
     report["command"] = "mobilenet transfer --out DIR"
@@ -141,8 +171,6 @@ def transfer(work: Path) -> dict:
 
 
 def embed(work: Path) -> dict:
-    from mobilenet import apps
-
     ckpt = work / "transfer" / "pretrain" / "checkpoint.npz"
     if not ckpt.exists():
         apps.pretrain(apps.TrainConfig(classes=apps.SOURCE), ckpt.parent)

@@ -30,8 +30,10 @@ def tune_malloc() -> bool:
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return all(mallopt(k, v) == 1 for k, v in ((_M_MMAP_THRESHOLD, MMAP), (_M_TRIM_THRESHOLD, TRIM),
-                                               (_M_TOP_PAD, TOP_PAD)))  # fmt: skip
+    return all(
+        mallopt(k, v) == 1
+        for k, v in ((_M_MMAP_THRESHOLD, MMAP), (_M_TRIM_THRESHOLD, TRIM), (_M_TOP_PAD, TOP_PAD))
+    )
 
 
 MALLOC_TUNED = tune_malloc()

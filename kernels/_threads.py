@@ -27,8 +27,12 @@ def _numba_blas():
 
     ctls = ThreadpoolController().select(user_api="blas").lib_controllers
     root = Path(scipy.__file__).resolve().parent.parent
-    own = [c for c in ctls if Path(c.filepath).resolve().parent.name in ("scipy.libs", "scipy")
-           or Path(c.filepath).resolve().is_relative_to(root / "scipy")]  # fmt: skip
+    own = [
+        c
+        for c in ctls
+        if Path(c.filepath).resolve().parent.name in ("scipy.libs", "scipy")
+        or Path(c.filepath).resolve().is_relative_to(root / "scipy")
+    ]
     return tuple(own or ctls)
 
 

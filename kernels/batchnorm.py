@@ -360,8 +360,13 @@ def batch_norm_replay(x, stats):
     x = x if rows else np.ascontiguousarray(x)
     y = np.empty_like(x)
     kernel = _kernel("normalize", x, rows)
-    kernel(_view(x, rows), stats["scale"].astype(x.dtype), np.asarray(stats["shift"]).astype(x.dtype),
-           stats["act"], _view(y, rows))  # fmt: skip
+    kernel(
+        _view(x, rows),
+        stats["scale"].astype(x.dtype),
+        np.asarray(stats["shift"]).astype(x.dtype),
+        stats["act"],
+        _view(y, rows),
+    )
     return y, {**stats, "x": x, "y": y}
 
 
@@ -387,8 +392,18 @@ def batch_norm_backward(dout, cache):
     b1, b2 = (s1 / m, s2 / m) if cache["training"] else (np.zeros_like(s1), np.zeros_like(s2))
     dx = np.empty_like(x)
     kernel = _kernel("dx", xv, rows)
-    kernel(doutv, xv, yv, mu, inv_std, act, cache["scale"].astype(x.dtype), b1.astype(x.dtype),
-           b2.astype(x.dtype), _view(dx, rows))  # fmt: skip
+    kernel(
+        doutv,
+        xv,
+        yv,
+        mu,
+        inv_std,
+        act,
+        cache["scale"].astype(x.dtype),
+        b1.astype(x.dtype),
+        b2.astype(x.dtype),
+        _view(dx, rows),
+    )
     dweight = s2.astype(x.dtype) if cache["has_weight"] else None
     dbias = s1.astype(x.dtype) if cache["has_bias"] else None
     return dx, dweight, dbias

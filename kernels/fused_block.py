@@ -216,8 +216,9 @@ def _eval_tiles(xr, ew, se, be, wd, sd, bd, pw, sp, bp, out, tiles, stride, resi
             e = x2[i0:i1]
         d = np.empty((B, ho1 - ho0, Wo, hid), dtype=xr.dtype)
         wdk = np.ascontiguousarray(wd[:, :, h0:h1])  # 9 * hid values; contiguous, so the taps vectorise
-        _dw_affine_relu6(e.reshape(B, r1 - r0, W, hid), r0, H, wdk, sd[h0:h1], bd[h0:h1], ho0, stride, stride,
-                         d)  # fmt: skip
+        _dw_affine_relu6(
+            e.reshape(B, r1 - r0, W, hid), r0, H, wdk, sd[h0:h1], bd[h0:h1], ho0, stride, stride, d
+        )
         j0, j1 = (n0 * Ho + ho0) * Wo, ((n1 - 1) * Ho + ho1) * Wo
         if K == 1:
             o = o2[j0:j1]
@@ -310,8 +311,9 @@ def _replay(cache):
     return out
 
 
-def inverted_residual(x, weights, bns, stride=1, residual=None, training=False, momentum=0.1, eps=1e-5, *,
-                      memory=None):  # fmt: skip
+def inverted_residual(
+    x, weights, bns, stride=1, residual=None, training=False, momentum=0.1, eps=1e-5, *, memory=None
+):
     """The fused MobileNetV2 block; ``numpy_impl.functional.inverted_residual`` is its reference.
 
     Parameters

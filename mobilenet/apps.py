@@ -119,9 +119,16 @@ def transfer(
                     freeze(runner.model, n_blocks - 5)  # the last four inverted-residual/conv stages train
                 runner.make_optimizer()
             m = _fit(cfg, runner, train, test, mean, std)
-            row = {"k": k, "method": method, "test_accuracy": m["test_accuracy"], "test_images": len(test),
-                   "train_images": len(train), "steps": m["steps"], "lr": cfg.lr,
-                   "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+            row = {
+                "k": k,
+                "method": method,
+                "test_accuracy": m["test_accuracy"],
+                "test_images": len(test),
+                "train_images": len(train),
+                "steps": m["steps"],
+                "lr": cfg.lr,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
             rows.append(row)
             _log(f"  k={k:<3} {METHODS[method]:<45} test accuracy {row['test_accuracy']:.3f}", quiet)
     report = {
@@ -240,17 +247,19 @@ def embedding_report(emb: np.ndarray, y: np.ndarray, enrol: int = 5, seed: int =
     t = float(thr[1:][np.argmax((tpr - fpr)[1:])])
     pred = s_test >= t
     fpr_t, tpr_t, _ = roc(s_test, y_test)
-    out.update({
-        "threshold": t,
-        "balanced_accuracy": float((np.mean(pred[y_test]) + np.mean(~pred[~y_test])) / 2),
-        "true_positive_rate": float(np.mean(pred[y_test])),
-        "false_positive_rate": float(np.mean(pred[~y_test])),
-        "auc": auc(fpr_t, tpr_t),
-        "test_pairs": int(len(y_test)),
-        "roc": {"fpr": fpr_t.tolist(), "tpr": tpr_t.tolist()},
-        "scores_same": s_test[y_test],
-        "scores_different": s_test[~y_test],
-    })  # fmt: skip
+    out.update(
+        {
+            "threshold": t,
+            "balanced_accuracy": float((np.mean(pred[y_test]) + np.mean(~pred[~y_test])) / 2),
+            "true_positive_rate": float(np.mean(pred[y_test])),
+            "false_positive_rate": float(np.mean(pred[~y_test])),
+            "auc": auc(fpr_t, tpr_t),
+            "test_pairs": int(len(y_test)),
+            "roc": {"fpr": fpr_t.tolist(), "tpr": tpr_t.tolist()},
+            "scores_same": s_test[y_test],
+            "scores_different": s_test[~y_test],
+        }
+    )
     return out
 
 
@@ -287,10 +296,16 @@ def embed(checkpoint, out, backend=None, enrol=5, seed=0, quiet=False) -> dict:
     for i, (f, fr) in enumerate(zip(stages, random_stages)):
         r = embedding_report(l2_normalize(f.astype(np.float64)), ds.y, enrol, seed)
         rr = embedding_report(l2_normalize(fr.astype(np.float64)), ds.y, enrol, seed)
-        by_stage.append({
-            "stage": i, "channels": int(f.shape[1]), "top1": r["identification_top1"], "auc": r["auc"],
-            "random_top1": rr["identification_top1"], "random_auc": rr["auc"],
-        })  # fmt: skip
+        by_stage.append(
+            {
+                "stage": i,
+                "channels": int(f.shape[1]),
+                "top1": r["identification_top1"],
+                "auc": r["auc"],
+                "random_top1": rr["identification_top1"],
+                "random_auc": rr["auc"],
+            }
+        )
     out.mkdir(parents=True, exist_ok=True)
     plot_embed(reports, by_stage, out / "embed.png", f"unseen digits {unseen[0]}-{unseen[-1]}")
     summary = {
@@ -302,7 +317,7 @@ def embed(checkpoint, out, backend=None, enrol=5, seed=0, quiet=False) -> dict:
         "results": {
             n: {k: v for k, v in r.items() if not k.startswith("scores") and k != "roc"}
             for n, r in reports.items()
-        },  # fmt: skip
+        },
         "by_stage": by_stage,
     }
     (out / "embed.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -319,16 +334,24 @@ def embed_table(summary: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in summary["results"].items():
-        lines.append(f"| {name} | {r['identification_top1']:.3f} | {r['balanced_accuracy']:.3f} | "
-                     f"{r['true_positive_rate']:.3f} | {r['false_positive_rate']:.3f} | {r['auc']:.3f} | "
-                     f"{r['threshold']:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {r['identification_top1']:.3f} | {r['balanced_accuracy']:.3f} | "
+            f"{r['true_positive_rate']:.3f} | {r['false_positive_rate']:.3f} | {r['auc']:.3f} | "
+            f"{r['threshold']:.3f} |"
+        )
     if summary.get("by_stage"):
-        lines += ["", "The same measurement after each feature stage (pooled, L2-normalised):", "",
-                  "| stage | channels | top-1 trained | top-1 random | AUC trained | AUC random |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "The same measurement after each feature stage (pooled, L2-normalised):",
+            "",
+            "| stage | channels | top-1 trained | top-1 random | AUC trained | AUC random |",
+            "|---|---|---|---|---|---|",
+        ]
         for b in summary["by_stage"]:
-            lines.append(f"| {b['stage']} | {b['channels']} | {b['top1']:.3f} | {b['random_top1']:.3f} | "
-                         f"{b['auc']:.3f} | {b['random_auc']:.3f} |")  # fmt: skip
+            lines.append(
+                f"| {b['stage']} | {b['channels']} | {b['top1']:.3f} | {b['random_top1']:.3f} | "
+                f"{b['auc']:.3f} | {b['random_auc']:.3f} |"
+            )
     r = next(iter(summary["results"].values()))
     lines += [
         "",

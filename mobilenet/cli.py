@@ -72,8 +72,15 @@ def cmd_verify(args) -> int:
     archs = tuple(A.ARCHS) if args.arch == "all" else (args.arch,)
     results = []
     for arch in archs:
-        r = compare(arch, args.width_mult, args.dtype, args.resolution, args.batch_size, args.seed,
-                    backend=args.backend)  # fmt: skip
+        r = compare(
+            arch,
+            args.width_mult,
+            args.dtype,
+            args.resolution,
+            args.batch_size,
+            args.seed,
+            backend=args.backend,
+        )
         results.append(r)
         if not args.json:
             print(_format_verify(r))
@@ -106,19 +113,33 @@ def _classes(text):
 
 def cmd_train(args) -> int:
     cfg = TrainConfig(
-        arch=args.arch, width_mult=args.width_mult, resolution=args.resolution, data=args.data,
-        classes=args.classes, backend=args.backend, dtype=args.dtype, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing, dropout=args.dropout, train_limit=args.train_limit,
-        seed=args.seed, checkpoint_every=args.checkpoint_every,
-    )  # fmt: skip
+        arch=args.arch,
+        width_mult=args.width_mult,
+        resolution=args.resolution,
+        data=args.data,
+        classes=args.classes,
+        backend=args.backend,
+        dtype=args.dtype,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        dropout=args.dropout,
+        train_limit=args.train_limit,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+    )
     try:
         m = run(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     except USER_ERRORS as e:
         return _fail("train", e)
-    print(f"test accuracy {m['test_accuracy']:.4f} after {m['epochs']} epochs "
-          f"({m['seconds']:.0f} s of training, {m['images_per_second']:.0f} images/s); "
-          f"wrote {args.out}/metrics.json, training_curves.png and the checkpoint")  # fmt: skip
+    print(
+        f"test accuracy {m['test_accuracy']:.4f} after {m['epochs']} epochs "
+        f"({m['seconds']:.0f} s of training, {m['images_per_second']:.0f} images/s); "
+        f"wrote {args.out}/metrics.json, training_curves.png and the checkpoint"
+    )
     return 0
 
 
@@ -145,13 +166,21 @@ def cmd_evaluate(args) -> int:
         for i, c in enumerate(test.classes)
         if np.any(test.y == i)
     }
-    result = {"checkpoint": str(args.checkpoint), "data": str(name), "images": len(test),
-              "accuracy": ev["accuracy"], "loss": ev["loss"], "per_class_accuracy": per_class}  # fmt: skip
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "data": str(name),
+        "images": len(test),
+        "accuracy": ev["accuracy"],
+        "loss": ev["loss"],
+        "per_class_accuracy": per_class,
+    }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{args.checkpoint}: MobileNet{cfg.arch.upper()}-{cfg.width_mult:g} {cfg.resolution}px, "
-              f"{len(test)} test images of {name}")  # fmt: skip
+        print(
+            f"{args.checkpoint}: MobileNet{cfg.arch.upper()}-{cfg.width_mult:g} {cfg.resolution}px, "
+            f"{len(test)} test images of {name}"
+        )
         print(f"  accuracy {ev['accuracy']:.4f}   cross-entropy {ev['loss']:.4f}")
         print("  per class: " + "  ".join(f"{c} {a:.3f}" for c, a in per_class.items()))
     return 0
@@ -169,9 +198,20 @@ def _shots(text):
 
 def cmd_transfer(args) -> int:
     try:
-        report = transfer(args.out, args.arch, args.width_mult, args.resolution, args.backend, args.shots,
-                          args.pretrain_epochs, args.steps, args.lr, args.seed, args.pretrained,
-                          quiet=args.no_progress)  # fmt: skip
+        report = transfer(
+            args.out,
+            args.arch,
+            args.width_mult,
+            args.resolution,
+            args.backend,
+            args.shots,
+            args.pretrain_epochs,
+            args.steps,
+            args.lr,
+            args.seed,
+            args.pretrained,
+            quiet=args.no_progress,
+        )
     except USER_ERRORS as e:
         return _fail("transfer", e)
     print(transfer_table(report))

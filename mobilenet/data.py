@@ -36,8 +36,10 @@ class Dataset:
         if self.y.shape != (len(self.x),):
             raise ValueError(f"Dataset: y must have shape ({len(self.x)},), got {self.y.shape}")
         if len(self.y) and (self.y.min() < 0 or self.y.max() >= len(self.classes)):
-            raise ValueError(f"Dataset: labels must be in [0, {len(self.classes)}), "
-                             f"got min {self.y.min()} max {self.y.max()}")  # fmt: skip
+            raise ValueError(
+                f"Dataset: labels must be in [0, {len(self.classes)}), "
+                f"got min {self.y.min()} max {self.y.max()}"
+            )
 
     def __len__(self):
         return len(self.y)
@@ -60,8 +62,12 @@ class Dataset:
         relabel = np.full(len(self.classes), -1)
         relabel[keep] = np.arange(len(keep))
         mask = relabel[self.y] >= 0
-        return Dataset(self.x[mask], relabel[self.y[mask]].astype(np.int64),
-                       tuple(self.classes[k] for k in keep), self.flips_preserve_label)  # fmt: skip
+        return Dataset(
+            self.x[mask],
+            relabel[self.y[mask]].astype(np.int64),
+            tuple(self.classes[k] for k in keep),
+            self.flips_preserve_label,
+        )
 
 
 # --- resizing -------------------------------------------------------------------------------
@@ -210,8 +216,10 @@ def load_image_folder(path, resolution: int = 32, on_error: str = "raise") -> Da
 def _read_cifar_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     raw = np.fromfile(path, np.uint8)
     if raw.size == 0 or raw.size % CIFAR_RECORD:
-        raise ValueError(f"load_cifar10: {str(path)!r} is not a CIFAR-10 binary file: its size {raw.size} "
-                         f"is not a positive multiple of {CIFAR_RECORD} bytes")  # fmt: skip
+        raise ValueError(
+            f"load_cifar10: {str(path)!r} is not a CIFAR-10 binary file: its size {raw.size} "
+            f"is not a positive multiple of {CIFAR_RECORD} bytes"
+        )
     rec = raw.reshape(-1, CIFAR_RECORD)
     y = rec[:, 0].astype(np.int64)
     if y.max() >= 10:
@@ -293,8 +301,10 @@ def load_data(
         train = load_image_folder(Path(name) / "train", resolution)
         test = load_image_folder(Path(name) / "test", resolution)
         if train.classes != test.classes:
-            raise ValueError(f"load_data: train/ and test/ under {str(name)!r} must have the same class "
-                             f"folders, got {train.classes} and {test.classes}")  # fmt: skip
+            raise ValueError(
+                f"load_data: train/ and test/ under {str(name)!r} must have the same class "
+                f"folders, got {train.classes} and {test.classes}"
+            )
         return train, test
     else:
         full = load_image_folder(name, resolution)

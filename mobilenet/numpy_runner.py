@@ -15,10 +15,16 @@ from .config import TrainConfig, optimizer_kwargs
 
 def build_model(cfg: TrainConfig, num_classes: int):
     """The NumPy model, seeded: every backend starts from these initial weights."""
-    make = numpy_impl.mobilenet_v1 if cfg.arch == "v1" else numpy_impl.mobilenet_v2
     ops = B.get(cfg.backend).ops or "numpy"  # the torch runner starts from the NumPy model's weights too
-    return make(cfg.width_mult, num_classes, dropout=cfg.dropout, dtype=np.dtype(cfg.dtype), backend=ops,
-                seed=cfg.seed)  # fmt: skip
+    return numpy_impl.mobilenet(
+        cfg.arch,
+        dtype=np.dtype(cfg.dtype),
+        backend=ops,
+        seed=cfg.seed,
+        width_mult=cfg.width_mult,
+        num_classes=num_classes,
+        dropout=cfg.dropout,
+    )
 
 
 class Runner:

@@ -17,8 +17,9 @@ def build_model(cfg: TrainConfig, num_classes: int):
     """The torch model with the NumPy model's seeded initial weights, so runs with the same
     seed start identical whatever the backend."""
     start = numpy_runner.build_model(cfg, num_classes)
-    make = torch_impl.mobilenet_v1 if cfg.arch == "v1" else torch_impl.mobilenet_v2
-    model = make(cfg.width_mult, num_classes, dropout=cfg.dropout)
+    model = torch_impl.mobilenet(
+        cfg.arch, width_mult=cfg.width_mult, num_classes=num_classes, dropout=cfg.dropout
+    )
     model = model.to(torch.float64 if cfg.dtype == "float64" else torch.float32)
     model.load_state_dict(torch_impl.state_dict_to_torch(start.state_dict()))
     return model
@@ -99,8 +100,9 @@ class Runner:
         return out
 
     def load_state_arrays(self, arrays: dict):
-        self.model.load_state_dict({k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
-                                    if k.startswith("model/")})  # fmt: skip
+        self.model.load_state_dict(
+            {k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model/")}
+        )
         params = dict(self.model.named_parameters())
         self.optimizer.state.clear()
         for key, v in arrays.items():

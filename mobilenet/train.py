@@ -75,12 +75,25 @@ class Trainer:
     """``Trainer(cfg, runner, train, test, out).fit()``: epochs of seeded batches, evaluation
     after each epoch, checkpoints, ``metrics.json`` and a curve plot in ``out``."""
 
-    def __init__(self, cfg: TrainConfig, runner, train: D.Dataset, test: D.Dataset, out=None,
-                 mean=None, std=None, progress=True, extra_meta=None, eval_every=1):  # fmt: skip
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        runner,
+        train: D.Dataset,
+        test: D.Dataset,
+        out=None,
+        mean=None,
+        std=None,
+        progress=True,
+        extra_meta=None,
+        eval_every=1,
+    ):
         self.cfg, self.runner, self.train, self.test = cfg.validate(), runner, train, test
         if len(train) < cfg.batch_size:
-            raise ValueError(f"Trainer: the training set ({len(train)} images) is smaller than one batch "
-                             f"(batch_size {cfg.batch_size})")  # fmt: skip
+            raise ValueError(
+                f"Trainer: the training set ({len(train)} images) is smaller than one batch "
+                f"(batch_size {cfg.batch_size})"
+            )
         self.out = None if out is None else Path(out)
         if mean is None:
             mean, std = D.channel_stats(train.x)
@@ -161,8 +174,15 @@ class Trainer:
             if self.progress:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=len(batches), initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           unit="batch", leave=True, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+                bar = tqdm(
+                    total=len(batches),
+                    initial=start,
+                    desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                    unit="batch",
+                    leave=True,
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                )
             for i in range(start, len(batches)):
                 t0 = time.perf_counter()
                 x, y = self._batch(batches[i], epoch, i)
@@ -285,8 +305,10 @@ def run(cfg: TrainConfig, out, resume=False, progress=True) -> dict:
     other = next((o for o in others if o.exists()), None)
     if resume and not (out / f"checkpoint{suffix}").exists() and other is not None:
         theirs = ckpt.load(other)[1].get("config", {}).get("backend")
-        raise ValueError(f"resume: {str(out)!r} holds a checkpoint of the {theirs} backend, "
-                         f"this run's backend is {cfg.backend}")  # fmt: skip
+        raise ValueError(
+            f"resume: {str(out)!r} holds a checkpoint of the {theirs} backend, "
+            f"this run's backend is {cfg.backend}"
+        )
     train, test = load_split(cfg)
     runner = make_runner(cfg, len(train.classes))
     out.mkdir(parents=True, exist_ok=True)
@@ -331,8 +353,10 @@ def load_trained(path, backend=None, arch=None, width_mult=None):
         raise ValueError(f"load_trained: {str(path)!r} holds a {got}, expected width {width_mult:g}")
     if backend is not None:
         if not B.compatible(cfg.backend, B.get(backend, "load_trained").name):
-            raise ValueError(f"load_trained: {str(path)!r} was written by the {cfg.backend} backend; "
-                             f"it cannot be loaded on the {backend} backend")  # fmt: skip
+            raise ValueError(
+                f"load_trained: {str(path)!r} was written by the {cfg.backend} backend; "
+                f"it cannot be loaded on the {backend} backend"
+            )
         cfg = dataclasses.replace(cfg, backend=backend)
     runner = make_runner(cfg, meta["num_classes"])
     runner.load_state_arrays(arrays)

@@ -101,11 +101,11 @@ def compare(
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     kw = {"width_mult": width_mult, "num_classes": 10, "dropout": 0.0}  # dropout masks: different RNGs
-    ours = getattr(numpy_impl, f"mobilenet_{arch}")(dtype=dtype, seed=seed, backend=backend, **kw)
+    ours = numpy_impl.mobilenet(arch, dtype=dtype, seed=seed, backend=backend, **kw)
     state = torch_impl.state_dict_to_torch(ours.state_dict())
 
     def torch_model(torch_dtype):
-        m = getattr(torch_impl, f"mobilenet_{arch}")(**kw).to(torch_dtype)
+        m = torch_impl.mobilenet(arch, **kw).to(torch_dtype)
         m.load_state_dict(state)  # after .to(): loading into float32 would round float64 weights
         return m.train(training)
 

@@ -13,6 +13,7 @@ A spec is a tree of frozen dataclasses: leaves (:class:`Conv`, :class:`BatchNorm
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from dataclasses import dataclass
 
@@ -226,6 +227,10 @@ def build_spec(arch: str, **kwargs) -> Seq:
     """``build_spec("v1", width_mult=0.5)``: the spec of any architecture in :data:`ARCHS`."""
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {tuple(ARCHS)}, got {arch!r}")
+    params = inspect.signature(ARCHS[arch]).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise TypeError(f"build_spec: {arch} takes {', '.join(params)}; got {', '.join(unknown)}")
     return ARCHS[arch](**kwargs)
 
 

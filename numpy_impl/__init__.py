@@ -2,6 +2,6 @@
 
 from . import functional
 from .backend import get_backend
-from .models import MobileNet, mobilenet_v1, mobilenet_v2
+from .models import MobileNet, mobilenet, mobilenet_v1, mobilenet_v2
 
-__all__ = ["MobileNet", "functional", "get_backend", "mobilenet_v1", "mobilenet_v2"]
+__all__ = ["MobileNet", "mobilenet", "functional", "get_backend", "mobilenet_v1", "mobilenet_v2"]

@@ -170,6 +170,12 @@ def _build(arch, spec_kwargs, dtype, backend, seed):
     return MobileNet(A.build_spec(arch, **spec_kwargs), arch, dtype, backend, seed)
 
 
+def mobilenet(arch, dtype=np.float32, backend="numpy", seed=0, **spec_kwargs):
+    """Any architecture of ``mobilenet_arch.ARCHS`` by name: ``mobilenet("v2", width_mult=0.5)``.
+    ``spec_kwargs`` are its builder's (``mobilenet_v1``, ``mobilenet_v2``); the rest as theirs."""
+    return _build(arch, spec_kwargs, dtype, backend, seed)
+
+
 def mobilenet_v1(width_mult=1.0, num_classes=1000, dropout=1e-3, dtype=np.float32, backend="numpy", seed=0):
     """MobileNetV1 (Howard et al. 2017) in NumPy.
 

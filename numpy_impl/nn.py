@@ -103,10 +103,16 @@ class InvertedResidual(Module):
         bns = (None if expand is None else expand._children["1"], dw._children["1"], bn)
         weights = tuple(None if c is None else c._params["weight"] for c in convs)
         bn_params = tuple(
-            None if b is None else (b._params["weight"], b._params["bias"], b._buffers["running_mean"],
-                                    b._buffers["running_var"])
+            None
+            if b is None
+            else (
+                b._params["weight"],
+                b._params["bias"],
+                b._buffers["running_mean"],
+                b._buffers["running_var"],
+            )
             for b in bns
-        )  # fmt: skip
+        )
         return convs, bns, weights, bn_params
 
     def forward(self, x):
@@ -211,8 +217,16 @@ class BatchNorm2d(Module):
         p, b = self._params, self._buffers
         if self.training:
             b["num_batches_tracked"] += 1
-        args = (x, p["weight"], p["bias"], b["running_mean"], b["running_var"], self.training,
-                self.spec.momentum, self.spec.eps)  # fmt: skip
+        args = (
+            x,
+            p["weight"],
+            p["bias"],
+            b["running_mean"],
+            b["running_var"],
+            self.training,
+            self.spec.momentum,
+            self.spec.eps,
+        )
         if self.activation is None:
             y, self.cache = self.F.batch_norm(*args)
         else:

@@ -42,16 +42,20 @@ def _check_params(fn, params):
     if isinstance(params, dict):
         params = [{"params": params}]
     if not isinstance(params, (list, tuple)) or not params:
-        raise TypeError(f"{fn}: params must be a dict name -> array or a non-empty list of groups, got "
-                        f"{type(params).__name__}")  # fmt: skip
+        raise TypeError(
+            f"{fn}: params must be a dict name -> array or a non-empty list of groups, got "
+            f"{type(params).__name__}"
+        )
     groups, seen = [], set()
     for i, g in enumerate(params):
         if not isinstance(g, dict) or not isinstance(g.get("params"), dict):
             raise TypeError(f"{fn}: group {i} must be a dict with a 'params' dict, got {type(g).__name__}")
         for name, a in g["params"].items():
             if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
-                raise TypeError(f"{fn}: parameter {name!r} must be a float32/float64 numpy array, "
-                                f"got {getattr(a, 'dtype', type(a).__name__)}")  # fmt: skip
+                raise TypeError(
+                    f"{fn}: parameter {name!r} must be a float32/float64 numpy array, "
+                    f"got {getattr(a, 'dtype', type(a).__name__)}"
+                )
             if name in seen:
                 raise ValueError(f"{fn}: parameter {name!r} appears in more than one group")
             seen.add(name)
@@ -92,16 +96,19 @@ class Optimizer:
 
     def step(self, grads: dict):
         if not isinstance(grads, dict):
-            raise TypeError(f"{type(self).__name__}.step: grads must be a dict name -> array, "
-                            f"got {type(grads).__name__}")  # fmt: skip
+            raise TypeError(
+                f"{type(self).__name__}.step: grads must be a dict name -> array, got {type(grads).__name__}"
+            )
         for g in self.param_groups:
             for name, p in g["params"].items():
                 grad = grads.get(name)
                 if grad is None:
                     continue
                 if grad.shape != p.shape:
-                    raise ValueError(f"{type(self).__name__}.step: gradient {name!r} must have shape "
-                                     f"{p.shape}, got {grad.shape}")  # fmt: skip
+                    raise ValueError(
+                        f"{type(self).__name__}.step: gradient {name!r} must have shape "
+                        f"{p.shape}, got {grad.shape}"
+                    )
                 self._update(name, p, grad.astype(p.dtype, copy=False), g, self.state.setdefault(name, {}))
         self.steps += 1
 
@@ -132,20 +139,42 @@ class SGD(Optimizer):
     """``torch.optim.SGD``: momentum, dampening, nesterov, L2 weight decay, ``maximize``; torch's
     defaults (``lr=0.001``)."""
 
-    _bounds = {"lr": (0.0, None), "momentum": (0.0, None), "dampening": (0.0, 1.0),
-               "weight_decay": (0.0, None)}  # fmt: skip
+    _bounds = {
+        "lr": (0.0, None),
+        "momentum": (0.0, None),
+        "dampening": (0.0, 1.0),
+        "weight_decay": (0.0, None),
+    }
 
-    def __init__(self, params, lr=0.001, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *,
-                 maximize=False):  # fmt: skip
-        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
-                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)  # fmt: skip
+    def __init__(
+        self,
+        params,
+        lr=0.001,
+        momentum=0.0,
+        dampening=0.0,
+        weight_decay=0.0,
+        nesterov=False,
+        *,
+        maximize=False,
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
 
     def _validate_groups(self):
         super()._validate_groups()
         for g in self.param_groups:
             if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
-                raise ValueError("SGD: nesterov needs momentum > 0 and dampening 0, "
-                                 f"got momentum {g['momentum']} dampening {g['dampening']}")  # fmt: skip
+                raise ValueError(
+                    "SGD: nesterov needs momentum > 0 and dampening 0, "
+                    f"got momentum {g['momentum']} dampening {g['dampening']}"
+                )
 
     @staticmethod
     def _update(name, p, grad, g, state):
@@ -169,13 +198,36 @@ class RMSprop(Optimizer):
     """``torch.optim.RMSprop``: smoothing ``alpha``, ``eps`` outside the root, momentum, centered,
     ``maximize``; torch's defaults (``lr=0.01``)."""
 
-    _bounds = {"lr": (0.0, None), "alpha": (0.0, 1.0), "eps": (0.0, None), "weight_decay": (0.0, None),
-               "momentum": (0.0, None)}  # fmt: skip
+    _bounds = {
+        "lr": (0.0, None),
+        "alpha": (0.0, 1.0),
+        "eps": (0.0, None),
+        "weight_decay": (0.0, None),
+        "momentum": (0.0, None),
+    }
 
-    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, *, maximize=False):  # fmt: skip
-        super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                         momentum=momentum, centered=centered, maximize=maximize)  # fmt: skip
+    def __init__(
+        self,
+        params,
+        lr=0.01,
+        alpha=0.99,
+        eps=1e-8,
+        weight_decay=0.0,
+        momentum=0.0,
+        centered=False,
+        *,
+        maximize=False,
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
+        )
 
     @staticmethod
     def _update(name, p, grad, g, state):

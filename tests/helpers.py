@@ -124,12 +124,24 @@ def conv_cases(draw, depthwise=False, max_hw=12):
     w = draw(st.integers(max(1, span[1] - pads[1]), max(max_hw, span[1] - pads[1])))
     if depthwise:
         c, m = draw(st.integers(1, 12)), draw(st.integers(1, 3))
-        return {"x": (n, c, h, w), "w": (c * m, 1, kh, kw), "stride": stride, "padding": padding,
-                "dilation": dilation, "groups": c}  # fmt: skip
+        return {
+            "x": (n, c, h, w),
+            "w": (c * m, 1, kh, kw),
+            "stride": stride,
+            "padding": padding,
+            "dilation": dilation,
+            "groups": c,
+        }
     groups = draw(st.integers(1, 3))
     cin, cout = groups * draw(st.integers(1, 4)), groups * draw(st.integers(1, 4))
-    return {"x": (n, cin, h, w), "w": (cout, cin // groups, kh, kw), "stride": stride, "padding": padding,
-            "dilation": dilation, "groups": groups}  # fmt: skip
+    return {
+        "x": (n, cin, h, w),
+        "w": (cout, cin // groups, kh, kw),
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "groups": groups,
+    }
 
 
 def batch_norm_bounds(x, weight, bias, dy, mean, var, eps, training):

@@ -44,43 +44,45 @@ BN_K, DW_V, DW_K, BLOCK, PW_K = (
     "kernels/fused_block.py",
     "kernels/pointwise.py",
 )
-T_OPS, T_DW, T_BLOCK = (
-    ("tests/test_kernels_ops.py",),
+T_BN, T_PW, T_CONV, T_DW, T_BLOCK = (
+    ("tests/test_kernels_batchnorm.py",),
+    ("tests/test_kernels_pointwise.py",),
+    ("tests/test_kernels_conv.py",),
     ("tests/test_kernels_depthwise.py",),
     ("tests/test_kernels_block.py",),
 )
 
 MUTANTS = [
     # --- kernels/batchnorm.py: batch norm with its activation fused ---------------------------------
-    Mutant("bn-relu6-mask-no-upper", BN_K, "return 0 < y < 6", "return 0 < y", T_OPS,
+    Mutant("bn-relu6-mask-no-upper", BN_K, "return 0 < y < 6", "return 0 < y", T_BN,
            "ReLU6 backward passes the gradient at the upper clamp"),
-    Mutant("bn-relu-mask-at-zero", BN_K, "return y > 0\n", "return y >= 0\n", T_OPS,
+    Mutant("bn-relu-mask-at-zero", BN_K, "return y > 0\n", "return y >= 0\n", T_BN,
            "ReLU backward passes the gradient where the output is exactly 0"),
-    Mutant("bn-relu-no-clamp", BN_K, "return max(v, 0)", "return v", T_OPS,
+    Mutant("bn-relu-no-clamp", BN_K, "return max(v, 0)", "return v", T_BN,
            "the fused ReLU does not clamp"),
-    Mutant("bn-relu6-no-upper-clamp", BN_K, "return min(max(v, 0), 6)", "return max(v, 0)", T_OPS,
+    Mutant("bn-relu6-no-upper-clamp", BN_K, "return min(max(v, 0), 6)", "return max(v, 0)", T_BN,
            "the fused ReLU6 forgets its upper clamp"),
-    Mutant("bn-momentum-ignored", BN_K, "running_mean *= 1 - momentum", "running_mean *= 0.9", T_OPS,
+    Mutant("bn-momentum-ignored", BN_K, "running_mean *= 1 - momentum", "running_mean *= 0.9", T_BN,
            "the running mean decays with torch's default momentum whatever momentum is"),
     Mutant("bn-eps-ignored", BN_K, "inv_std = 1.0 / np.sqrt(var + eps)", "inv_std = 1.0 / np.sqrt(var + 1e-5)",
-           T_OPS, "eps fixed at torch's default"),
-    Mutant("bn-biased-running-var", BN_K, "(momentum * var * (m / (m - 1)))", "(momentum * var)", T_OPS,
+           T_BN, "eps fixed at torch's default"),
+    Mutant("bn-biased-running-var", BN_K, "(momentum * var * (m / (m - 1)))", "(momentum * var)", T_BN,
            "the running variance is not the unbiased estimate"),
-    Mutant("bn-mean-without-shift", BN_K, "mu = k + s / m", "mu = s / m", T_OPS,
+    Mutant("bn-mean-without-shift", BN_K, "mu = k + s / m", "mu = s / m", T_BN,
            "the shift of the one-pass statistics is not added back"),
     Mutant("bn-dx-drops-xhat-term", BN_K,
            "dx[r, c] = a[c] * (g - b1[c] - (x[r, c] - mu[c]) * inv_std[c] * b2[c])",
-           "dx[r, c] = a[c] * (g - b1[c])", T_OPS, "channels-last dx loses the xhat * mean(g xhat) term"),
+           "dx[r, c] = a[c] * (g - b1[c])", T_BN, "channels-last dx loses the xhat * mean(g xhat) term"),
     Mutant("bn-planes-dx-drops-mean", BN_K,
            "dx[n, c, p] = a[c] * (g - b1[c] - (x[n, c, p] - mu[c]) * inv_std[c] * b2[c])",
-           "dx[n, c, p] = a[c] * (g - (x[n, c, p] - mu[c]) * inv_std[c] * b2[c])", T_OPS,
+           "dx[n, c, p] = a[c] * (g - (x[n, c, p] - mu[c]) * inv_std[c] * b2[c])", T_BN,
            "NCHW dx loses the mean(g) term"),
-    Mutant("bn-sums-unmasked", BN_K, "            s1[c] += g\n", "            s1[c] += dy[r, c]\n", T_OPS,
+    Mutant("bn-sums-unmasked", BN_K, "            s1[c] += g\n", "            s1[c] += dy[r, c]\n", T_BN,
            "dbias and the mean term sum the gradient before the activation's mask"),
-    Mutant("bn-first-chunk-only", BN_K, "return part.sum(axis=0)", "return part[0]", T_OPS,
+    Mutant("bn-first-chunk-only", BN_K, "return part.sum(axis=0)", "return part[0]", T_BN,
            "the per-thread partial sums are not reduced"),
     Mutant("bn-running-mean-not-in-place", BN_K, "            running_mean += (momentum * mu).astype(x.dtype)\n",
-           "            running_mean = running_mean + (momentum * mu).astype(x.dtype)\n", T_OPS,
+           "            running_mean = running_mean + (momentum * mu).astype(x.dtype)\n", T_BN,
            "the running mean is updated in a copy, not in place"),
     # --- kernels/depthwise_versions.py and depthwise.py ----------------------------------------------
     Mutant("dw7-row-padding-off-by-one", DW_V, "        h0 = ho * sh - ph\n        x0 = x[n, h0] if 0 <= h0 < H else zero  # (W, C)",
@@ -197,22 +199,22 @@ MUTANTS = [
            "the recompute path replays the depthwise at stride 1"),
     # --- kernels/pointwise.py ------------------------------------------------------------------------
     Mutant("pw-pool-dw-one-chunk", "kernels/_gemm.py", "return partial[0] if T == 1 else partial.sum(axis=0)",
-           "return partial[0]", T_OPS, "a^T b on the pool keeps the first thread's partial sum only"),
+           "return partial[0]", T_PW, "a^T b on the pool keeps the first thread's partial sum only"),
     Mutant("pw-pool-rows-short", "kernels/_gemm.py", "r0, r1 = t * M // blocks, (t + 1) * M // blocks",
-           "r0, r1 = t * M // blocks, (t + 1) * M // blocks - (t + 1 == blocks)", T_OPS,
+           "r0, r1 = t * M // blocks, (t + 1) * M // blocks - (t + 1 == blocks)", T_PW,
            "the row-split GEMM leaves the last row unwritten"),
     Mutant("conv-im2col-no-vertical-dilation", "kernels/conv.py", "xp[n, ho * sh + i * dh, wo * sw + j * dw, c]",
-           "xp[n, ho * sh + i, wo * sw + j * dw, c]", T_OPS, "the stem's im2col ignores the vertical dilation"),
+           "xp[n, ho * sh + i, wo * sw + j * dw, c]", T_CONV, "the stem's im2col ignores the vertical dilation"),
     Mutant("conv-stem-input-grad-skipped-always", "kernels/conv.py", "    if not input_grad:\n        return None",
            "    if True:\n        return None", ("tests/test_models.py",),
            "the convolution backward drops dx even when asked for it"),
     Mutant("block-bands-drop-last-row", BLOCK, "cuts = [Ho * i // bands for i in range(bands + 1)]",
            "cuts = [Ho * i // bands for i in range(bands)] + [Ho - 1]", T_BLOCK,
            "evened-out bands leave the last output row unwritten"),
-    Mutant("pw-pair-blocks-not-summed", "kernels/_gemm.py", "            p += tmp", "            p[:] = tmp", T_OPS,
+    Mutant("pw-pair-blocks-not-summed", "kernels/_gemm.py", "            p += tmp", "            p[:] = tmp", T_PW,
            "the one-pass 1x1 backward keeps each thread's last block of dw only"),
     Mutant("pw-nchw-dw-wrong-axes", PW_K, "np.tensordot(d3, x3, axes=([0, 2], [0, 2]))",
-           "np.tensordot(d3, x3, axes=([0, 2], [0, 2])).T.reshape(-1, x3.shape[1])", T_OPS,
+           "np.tensordot(d3, x3, axes=([0, 2], [0, 2])).T.reshape(-1, x3.shape[1])", T_PW,
            "the NCHW weight gradient comes out transposed (and reshaped to fit)"),
     # --- the NumPy reference -------------------------------------------------------------------------
     Mutant("ref-bn-eps-ignored", "numpy_impl/functional/norm.py", "inv_std = 1.0 / np.sqrt(var + eps)",
@@ -234,8 +236,16 @@ MUTANTS = [
 
 def _copy_tree(dest: Path) -> None:
     """The working tree's files that git knows or would add (tracked and untracked, not ignored)."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           check=True, capture_output=True).stdout.decode().split("\0")  # fmt: skip
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for f in filter(None, files):
         src = ROOT / f
         if src.is_file():
@@ -263,8 +273,11 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per test run (default 900)")
-    ap.add_argument("--random", action="store_true",
-                    help="fresh random examples instead of ci's fixed ones: is a catch robust or lucky?")  # fmt: skip
+    ap.add_argument(
+        "--random",
+        action="store_true",
+        help="fresh random examples instead of ci's fixed ones: is a catch robust or lucky?",
+    )
     args = ap.parse_args(argv)
     mutants = MUTANTS
     if args.only:
@@ -280,8 +293,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
         copy = Path(tmp)
         _copy_tree(copy)
-        check = subprocess.run([sys.executable, "-c", "import kernels, numpy_impl; print(kernels.__file__)"],
-                               cwd=copy, env=dict(os.environ, PYTHONPATH=str(copy)), capture_output=True, text=True)  # fmt: skip
+        check = subprocess.run(
+            [sys.executable, "-c", "import kernels, numpy_impl; print(kernels.__file__)"],
+            cwd=copy,
+            env=dict(os.environ, PYTHONPATH=str(copy)),
+            capture_output=True,
+            text=True,
+        )
         if not check.stdout.startswith(str(copy)):
             print(
                 f"mutants: the copy's modules do not import first ({check.stdout or check.stderr})",

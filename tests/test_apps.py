@@ -42,8 +42,20 @@ def test_embedding_report_separates_clusters_and_not_noise():
 @pytest.fixture(scope="module")
 def transfer_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("transfer")
-    args = ["transfer", "--width-mult", "0.35", "--pretrain-epochs", "1", "--steps", "2", "--shots", "2,3",
-            "--out", str(out), "--no-progress"]  # fmt: skip
+    args = [
+        "transfer",
+        "--width-mult",
+        "0.35",
+        "--pretrain-epochs",
+        "1",
+        "--steps",
+        "2",
+        "--shots",
+        "2,3",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert cli.main(args) == 0
     return out
 
@@ -58,9 +70,27 @@ def test_transfer_writes_table_json_and_plot(transfer_run, capsys):
     assert (transfer_run / "transfer.png").stat().st_size > 5000
     # a second call reuses the finished pretraining run instead of training again
     before = (transfer_run / "pretrain" / "checkpoint.npz").stat().st_mtime_ns
-    assert cli.main(["transfer", "--width-mult", "0.35", "--pretrain-epochs", "1", "--steps", "1", "--shots", "2",
-                     "--out", str(transfer_run / "again"), "--no-progress",
-                     "--pretrained", str(transfer_run / "pretrain" / "checkpoint.npz")]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "transfer",
+                "--width-mult",
+                "0.35",
+                "--pretrain-epochs",
+                "1",
+                "--steps",
+                "1",
+                "--shots",
+                "2",
+                "--out",
+                str(transfer_run / "again"),
+                "--no-progress",
+                "--pretrained",
+                str(transfer_run / "pretrain" / "checkpoint.npz"),
+            ]
+        )
+        == 0
+    )
     assert (transfer_run / "pretrain" / "checkpoint.npz").stat().st_mtime_ns == before
 
 
@@ -106,11 +136,38 @@ def test_transfer_and_embed_reject_wrong_checkpoints(transfer_run, tmp_path, cap
     )
     assert "expected arch v1" in capsys.readouterr().err
     full = tmp_path / "full"
-    assert cli.main(["train", "--width-mult", "0.35", "--epochs", "1", "--train-limit", "32", "--out", str(full),
-                     "--no-progress"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "train",
+                "--width-mult",
+                "0.35",
+                "--epochs",
+                "1",
+                "--train-limit",
+                "32",
+                "--out",
+                str(full),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.main(["embed", "--checkpoint", str(full / "checkpoint.npz"), "--out", str(tmp_path)]) == 2
     assert "must be trained on a subset of the digits classes" in capsys.readouterr().err
-    assert cli.main(["transfer", "--width-mult", "0.35", "--pretrained", str(full / "checkpoint.npz"),
-                     "--out", str(tmp_path)]) == 2  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "transfer",
+                "--width-mult",
+                "0.35",
+                "--pretrained",
+                str(full / "checkpoint.npz"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "must be trained on digits (0, 1, 2, 3, 4)" in capsys.readouterr().err

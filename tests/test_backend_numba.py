@@ -7,10 +7,16 @@ import numpy_impl
 from mobilenet.verify import FLOAT64_TOL, QUANTITIES, compare
 
 
-@pytest.mark.parametrize("arch,width,res,batch,training", [
-    ("v1", 0.5, 64, 3, True), ("v1", 0.25, 45, 2, False), ("v2", 1.0, 64, 2, True), ("v2", 0.35, 33, 4, True),
-    ("v2", 0.5, 64, 1, False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "arch,width,res,batch,training",
+    [
+        ("v1", 0.5, 64, 3, True),
+        ("v1", 0.25, 45, 2, False),
+        ("v2", 1.0, 64, 2, True),
+        ("v2", 0.35, 33, 4, True),
+        ("v2", 0.5, 64, 1, False),
+    ],
+)
 def test_numba_backend_matches_torch_float64(arch, width, res, batch, training):
     r = compare(arch, width, "float64", res, batch, seed=4, training=training, backend="numba")
     for q in QUANTITIES:
@@ -60,6 +66,7 @@ def test_importing_the_kernels_leaves_thread_settings_alone_and_tunes_malloc_unl
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "MOBILENET_MALLOC")}
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     for extra, tuned in (({}, glibc), ({"MOBILENET_MALLOC": "default"}, False)):
-        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
-                             check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True, check=True
+        ).stdout
         assert out.strip() == f"[{str(tuned).lower()}, false, true]", (extra, out)

@@ -62,8 +62,14 @@ def test_dropout_mask_statistics_and_backward(p, dtype, seed):
     np.testing.assert_array_equal(F.dropout(x, p, False)[0], x)
 
 
-@given(n=st.integers(1, 3), c=st.integers(1, 9), h=st.integers(1, 7), w=st.integers(1, 7), dtype=DTYPES,
-       seed=st.integers(0, 2**16))  # fmt: skip
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 9),
+    h=st.integers(1, 7),
+    w=st.integers(1, 7),
+    dtype=DTYPES,
+    seed=st.integers(0, 2**16),
+)
 def test_global_avg_pool_matches_torch(n, c, h, w, dtype, seed):
     x, dout = rng_arrays(seed, dtype, (n, c, h, w), (n, c))
     y = F.global_avg_pool2d(x)
@@ -75,8 +81,15 @@ def test_global_avg_pool_matches_torch(n, c, h, w, dtype, seed):
     assert_within_bound(dx, xt.grad.numpy(), np.abs(xt.grad.numpy()), 2, dtype, "dx")
 
 
-@given(lead=st.lists(st.integers(0, 4), max_size=3), fin=st.integers(1, 40), fout=st.integers(1, 20),
-       bias=st.booleans(), dtype=DTYPES, seed=st.integers(0, 2**16), ops=st.sampled_from(["numpy", "numba"]))  # fmt: skip
+@given(
+    lead=st.lists(st.integers(0, 4), max_size=3),
+    fin=st.integers(1, 40),
+    fout=st.integers(1, 20),
+    bias=st.booleans(),
+    dtype=DTYPES,
+    seed=st.integers(0, 2**16),
+    ops=st.sampled_from(["numpy", "numba"]),
+)
 def test_linear_matches_torch(lead, fin, fout, bias, dtype, seed, ops):
     """Any leading dimensions (none, or empty ones included), as torch's linear; both backends."""
     m = get_backend(ops)
@@ -97,8 +110,9 @@ def test_linear_matches_torch(lead, fin, fout, bias, dtype, seed, ops):
     assert_within_bound(y, yt.detach().numpy(), bound, fin + 1, dtype, "y")
     assert_within_bound(dx, xt.grad.numpy(), (d2 @ np.abs(w)).reshape(x.shape), fout, dtype, "dx")
     assert_within_bound(dw, wt.grad.numpy(), d2.T @ x2, max(rows, 1), dtype, "dw")
-    assert_within_bound(db, dout.reshape(rows, fout).astype(np.float64).sum(0), d2.sum(0),
-                        max(rows, 1), dtype, "db")  # fmt: skip
+    assert_within_bound(
+        db, dout.reshape(rows, fout).astype(np.float64).sum(0), d2.sum(0), max(rows, 1), dtype, "db"
+    )
 
 
 def test_linear_finite_differences():
@@ -112,9 +126,15 @@ def test_linear_finite_differences():
         directional_check(loss, (x, w, b), grads[i], i, i)
 
 
-@given(n=st.integers(1, 6), k=st.integers(2, 12), smoothing=st.sampled_from([0.0, 0.1, 0.5]), dtype=DTYPES,
-       seed=st.integers(0, 2**16), weighted=st.booleans(),
-       kind=st.sampled_from(["indices", "ignored", "probabilities"]))  # fmt: skip
+@given(
+    n=st.integers(1, 6),
+    k=st.integers(2, 12),
+    smoothing=st.sampled_from([0.0, 0.1, 0.5]),
+    dtype=DTYPES,
+    seed=st.integers(0, 2**16),
+    weighted=st.booleans(),
+    kind=st.sampled_from(["indices", "ignored", "probabilities"]),
+)
 def test_softmax_cross_entropy_matches_torch(n, k, smoothing, dtype, seed, weighted, kind):
     """torch's mean semantics with class weights, ignore_index and probability targets."""
     rng = np.random.default_rng(seed)

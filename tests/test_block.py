@@ -13,8 +13,11 @@ from .helpers import leaf, t64
 
 def _block(rng, cin, t, cout):
     hid = cin * t
-    ws = [None if t == 1 else rng.standard_normal((hid, cin, 1, 1)) * 0.5, rng.standard_normal((hid, 1, 3, 3)) * 0.5,
-          rng.standard_normal((cout, hid, 1, 1)) * 0.5]  # fmt: skip
+    ws = [
+        None if t == 1 else rng.standard_normal((hid, cin, 1, 1)) * 0.5,
+        rng.standard_normal((hid, 1, 3, 3)) * 0.5,
+        rng.standard_normal((cout, hid, 1, 1)) * 0.5,
+    ]
 
     def bn(c):  # weights of 1.5-4 push some values past ReLU6's upper kink
         return [
@@ -34,8 +37,11 @@ def _torch_block(x, ws, bns, stride, residual, training, momentum, eps):
     bnts = [None if b is None else [leaf(b[0]), leaf(b[1]), t64(b[2]), t64(b[3])] for b in bns]
     h = xt
     if wts[0] is not None:
-        h = TF.relu6(TF.batch_norm(TF.conv2d(h, wts[0]), bnts[0][2], bnts[0][3], bnts[0][0], bnts[0][1], training,
-                                   momentum, eps))  # fmt: skip
+        h = TF.relu6(
+            TF.batch_norm(
+                TF.conv2d(h, wts[0]), bnts[0][2], bnts[0][3], bnts[0][0], bnts[0][1], training, momentum, eps
+            )
+        )
     h = TF.conv2d(h, wts[1], stride=stride, padding=1, groups=wts[1].shape[0])
     h = TF.relu6(TF.batch_norm(h, bnts[1][2], bnts[1][3], bnts[1][0], bnts[1][1], training, momentum, eps))
     y = TF.batch_norm(
@@ -44,8 +50,15 @@ def _torch_block(x, ws, bns, stride, residual, training, momentum, eps):
     return (y + xt if residual else y), xt, wts, bnts
 
 
-@given(seed=st.integers(0, 2**16), t=st.sampled_from([1, 3]), cin=st.integers(1, 5), same_out=st.booleans(),
-       stride=st.sampled_from([1, 2]), training=st.booleans(), hw=st.integers(1, 7))  # fmt: skip
+@given(
+    seed=st.integers(0, 2**16),
+    t=st.sampled_from([1, 3]),
+    cin=st.integers(1, 5),
+    same_out=st.booleans(),
+    stride=st.sampled_from([1, 2]),
+    training=st.booleans(),
+    hw=st.integers(1, 7),
+)
 def test_reference_block_matches_torch(seed, t, cin, same_out, stride, training, hw):
     rng = np.random.default_rng(seed)
     cout = cin if same_out else cin + 2
@@ -92,8 +105,14 @@ def test_reference_block_bad_input():
 
 
 @pytest.mark.parametrize("ops", ["numpy", "numba"])
-@given(seed=st.integers(0, 2**16), t=st.sampled_from([1, 2]), cin=st.integers(1, 3), stride=st.sampled_from([1, 2]),
-       training=st.booleans(), hw=st.integers(2, 5))  # fmt: skip
+@given(
+    seed=st.integers(0, 2**16),
+    t=st.sampled_from([1, 2]),
+    cin=st.integers(1, 3),
+    stride=st.sampled_from([1, 2]),
+    training=st.booleans(),
+    hw=st.integers(2, 5),
+)
 def test_block_matches_naive_loops(ops, seed, t, cin, stride, training, hw):
     """The reference block and the fused kernel against tests/naive.py's loops, float64."""
     from numpy_impl import get_backend
@@ -104,8 +123,9 @@ def test_block_matches_naive_loops(ops, seed, t, cin, stride, training, hw):
     ws, bns = _block(rng, cin, t, cin)
     x = rng.standard_normal((2, cin, hw, hw)) * 2
     ny, nbackward = naive.inverted_residual(x, ws, bns, stride, training)
-    y, cache = get_backend(ops).inverted_residual(x, ws, [None if b is None else [a.copy() for a in b] for b in bns],
-                                                  stride, None, training, 0.1, 1e-5)  # fmt: skip
+    y, cache = get_backend(ops).inverted_residual(
+        x, ws, [None if b is None else [a.copy() for a in b] for b in bns], stride, None, training, 0.1, 1e-5
+    )
     np.testing.assert_allclose(y, ny, rtol=1e-9, atol=1e-9)
     if cache is None:  # the fused kernel keeps nothing in eval mode
         return

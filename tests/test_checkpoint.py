@@ -12,8 +12,12 @@ from mobilenet import checkpoint
 @pytest.mark.parametrize("suffix", [".npz", ".pt"])
 def test_roundtrip_exact(tmp_path, suffix):
     rng = np.random.default_rng(0)
-    arrays = {"model/w": rng.standard_normal((3, 2)).astype(np.float32), "optim/w/momentum_buffer": rng.random(4),
-              "steps": np.asarray(7, np.int64), "rng": rng.integers(0, 2**63, 4, dtype=np.uint64).astype(np.int64)}  # fmt: skip
+    arrays = {
+        "model/w": rng.standard_normal((3, 2)).astype(np.float32),
+        "optim/w/momentum_buffer": rng.random(4),
+        "steps": np.asarray(7, np.int64),
+        "rng": rng.integers(0, 2**63, 4, dtype=np.uint64).astype(np.int64),
+    }
     meta = {"epoch": 2, "config": {"arch": "v2", "width_mult": 0.5}, "history": [{"loss": 0.25}]}
     path = checkpoint.save(tmp_path / f"ckpt{suffix}", arrays, meta)
     got, got_meta = checkpoint.load(path)

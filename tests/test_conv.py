@@ -194,8 +194,14 @@ def _memory(x, ops):
 
 
 @pytest.mark.parametrize("ops", ["numpy", "numba"])
-@given(n=st.integers(1, 2), c=st.integers(1, 5), hw=st.integers(1, 9), stride=st.sampled_from([1, 2]),
-       cout=st.integers(1, 4), seed=st.integers(0, 2**16))  # fmt: skip
+@given(
+    n=st.integers(1, 2),
+    c=st.integers(1, 5),
+    hw=st.integers(1, 9),
+    stride=st.sampled_from([1, 2]),
+    cout=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
 def test_depthwise_and_pointwise_match_naive_loops(ops, n, c, hw, stride, cout, seed):
     """Forward and backward of both backends against tests/naive.py's loops, float64."""
     from numpy_impl import get_backend

@@ -27,12 +27,19 @@ def make_block(rng, cin, t, cout):
     """Float64 weights and BN tuples of a block, rounded to float32 values (so the float32 and
     float64 references see the same numbers). BN weights of |1.5-4.5| push values past 6."""
     hid = cin * t
-    ws = [None if t == 1 else rng.standard_normal((hid, cin, 1, 1)) * 0.4, rng.standard_normal((hid, 1, 3, 3)) * 0.4,
-          rng.standard_normal((cout, hid, 1, 1)) * 0.4]  # fmt: skip
+    ws = [
+        None if t == 1 else rng.standard_normal((hid, cin, 1, 1)) * 0.4,
+        rng.standard_normal((hid, 1, 3, 3)) * 0.4,
+        rng.standard_normal((cout, hid, 1, 1)) * 0.4,
+    ]
 
     def bn(c):
-        return [rng.choice([-1, 1], c) * (1.5 + 3 * rng.random(c)), rng.standard_normal(c), rng.standard_normal(c) * 0.2,
-                rng.random(c) + 0.5]  # fmt: skip
+        return [
+            rng.choice([-1, 1], c) * (1.5 + 3 * rng.random(c)),
+            rng.standard_normal(c),
+            rng.standard_normal(c) * 0.2,
+            rng.random(c) + 0.5,
+        ]
 
     bns = [None if t == 1 else bn(hid), bn(hid), bn(cout)]
     return [f32(w) for w in ws], [None if b is None else [f32(a) for a in b] for b in bns]
@@ -146,30 +153,107 @@ class Tolerance:
         assert err <= tol, f"{what}: error {err:.3e} > tolerance {tol:.3e}"
 
 
-cases = st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 9), st.integers(1, 9),
-                  st.sampled_from([1, 6]), st.integers(0, 12), st.sampled_from([1, 2]))  # fmt: skip
+cases = st.tuples(
+    st.integers(1, 3),
+    st.integers(1, 12),
+    st.integers(1, 9),
+    st.integers(1, 9),
+    st.sampled_from([1, 6]),
+    st.integers(0, 12),
+    st.sampled_from([1, 2]),
+)
 
 
 # Always covered, whatever the draws: training with the residual (t = 6 and t = 1), and stride 2.
-@example(case=(2, 4, 5, 6, 6, 4, 1), dtype=np.float64, training=True, tile=1, memory="channels_last",
-         w_strided=False, momentum=0.37, eps=1e-3, seed=1, pool=True)  # fmt: skip
-@example(case=(2, 3, 4, 5, 1, 3, 1), dtype=np.float32, training=True, tile=1 << 20, memory="nchw",
-         w_strided=True, momentum=0.1, eps=1e-5, seed=2, pool=True)  # fmt: skip
-@example(case=(2, 4, 7, 6, 6, 5, 2), dtype=np.float64, training=True, tile=1, memory="strided",
-         w_strided=False, momentum=1.0, eps=0.25, seed=3, pool=True)  # fmt: skip
+@example(
+    case=(2, 4, 5, 6, 6, 4, 1),
+    dtype=np.float64,
+    training=True,
+    tile=1,
+    memory="channels_last",
+    w_strided=False,
+    momentum=0.37,
+    eps=1e-3,
+    seed=1,
+    pool=True,
+)
+@example(
+    case=(2, 3, 4, 5, 1, 3, 1),
+    dtype=np.float32,
+    training=True,
+    tile=1 << 20,
+    memory="nchw",
+    w_strided=True,
+    momentum=0.1,
+    eps=1e-5,
+    seed=2,
+    pool=True,
+)
+@example(
+    case=(2, 4, 7, 6, 6, 5, 2),
+    dtype=np.float64,
+    training=True,
+    tile=1,
+    memory="strided",
+    w_strided=False,
+    momentum=1.0,
+    eps=0.25,
+    seed=3,
+    pool=True,
+)
 # Inference with the tiles run from Python (the older path), one row per band, stride 2.
-@example(case=(1, 3, 7, 5, 6, 4, 2), dtype=np.float64, training=False, tile=1, memory="channels_last",
-         w_strided=False, momentum=0.1, eps=1e-5, seed=7, pool=False)  # fmt: skip
+@example(
+    case=(1, 3, 7, 5, 6, 4, 2),
+    dtype=np.float64,
+    training=False,
+    tile=1,
+    memory="channels_last",
+    w_strided=False,
+    momentum=0.1,
+    eps=1e-5,
+    seed=7,
+    pool=False,
+)
 # Inference in one parallel region, with the residual: row tiles, and hidden-channel chunks (few rows).
-@example(case=(2, 4, 6, 5, 6, 0, 1), dtype=np.float64, training=False, tile=1, memory="channels_last",
-         w_strided=False, momentum=0.1, eps=1e-5, seed=6, pool=True)  # fmt: skip
-@example(case=(1, 4, 3, 5, 6, 0, 1), dtype=np.float64, training=False, tile=1 << 20, memory="channels_last",
-         w_strided=False, momentum=0.1, eps=1e-5, seed=4, pool=True)  # fmt: skip
-@given(case=cases, dtype=DTYPES, training=st.booleans(), tile=st.sampled_from([1, 4096, 1 << 20]),
-       memory=MEMORY, w_strided=st.booleans(), momentum=MOMENTA, eps=EPSILONS, seed=st.integers(0, 2**16),
-       pool=st.booleans())  # fmt: skip
-def test_fused_block_matches_composition(case, dtype, training, tile, memory, w_strided, momentum, eps, seed,
-                                         pool):  # fmt: skip
+@example(
+    case=(2, 4, 6, 5, 6, 0, 1),
+    dtype=np.float64,
+    training=False,
+    tile=1,
+    memory="channels_last",
+    w_strided=False,
+    momentum=0.1,
+    eps=1e-5,
+    seed=6,
+    pool=True,
+)
+@example(
+    case=(1, 4, 3, 5, 6, 0, 1),
+    dtype=np.float64,
+    training=False,
+    tile=1 << 20,
+    memory="channels_last",
+    w_strided=False,
+    momentum=0.1,
+    eps=1e-5,
+    seed=4,
+    pool=True,
+)
+@given(
+    case=cases,
+    dtype=DTYPES,
+    training=st.booleans(),
+    tile=st.sampled_from([1, 4096, 1 << 20]),
+    memory=MEMORY,
+    w_strided=st.booleans(),
+    momentum=MOMENTA,
+    eps=EPSILONS,
+    seed=st.integers(0, 2**16),
+    pool=st.booleans(),
+)
+def test_fused_block_matches_composition(
+    case, dtype, training, tile, memory, w_strided, momentum, eps, seed, pool
+):
     """``pool``: inference tiles in one Numba parallel region (row bands, or row bands x hidden-channel
     chunks when a layer has too few rows for the threads), or the tiles run from Python."""
     n, cin, h, w, t, cout, stride = case
@@ -207,8 +291,17 @@ def test_fused_block_matches_composition(case, dtype, training, tile, memory, w_
         saved = FB.TILE_BYTES, FB.EVAL_POOL
         FB.TILE_BYTES, FB.EVAL_POOL = tile, pool  # from one row per tile to whole batches
         try:
-            y, cache = FB.inverted_residual(in_memory(x.astype(dtype), memory), ws_k, bns_k, stride, None,
-                                            training, momentum, eps, memory=keep)  # fmt: skip
+            y, cache = FB.inverted_residual(
+                in_memory(x.astype(dtype), memory),
+                ws_k,
+                bns_k,
+                stride,
+                None,
+                training,
+                momentum,
+                eps,
+                memory=keep,
+            )
         finally:
             FB.TILE_BYTES, FB.EVAL_POOL = saved
         assert y.dtype == dtype
@@ -250,8 +343,14 @@ def test_fused_block_bad_input():
         FB.inverted_residual_backward(x, None)
 
 
-@given(seed=st.integers(0, 2**16), t=st.sampled_from([1, 6]), cin=st.integers(1, 6), stride=st.sampled_from([1, 2]),
-       training=st.booleans(), hw=st.integers(2, 9))  # fmt: skip
+@given(
+    seed=st.integers(0, 2**16),
+    t=st.sampled_from([1, 6]),
+    cin=st.integers(1, 6),
+    stride=st.sampled_from([1, 2]),
+    training=st.booleans(),
+    hw=st.integers(2, 9),
+)
 def test_fused_block_matches_the_functional_reference(seed, t, cin, stride, training, hw):
     """float64: the kernel and ``numpy_impl.functional.inverted_residual`` differ only in the
     order of their sums (and the kernel's folded BN in eval), so to ~1e-9 relative."""

@@ -7,12 +7,14 @@ import torch.nn.functional as TF
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+import kernels as KK
 from kernels import depthwise as K
 from kernels import depthwise_versions as V
 from kernels._prep import is_channels_last
 from numpy_impl import functional as F
 from numpy_impl.functional.conv import geometry
 
+from . import fuzz
 from .helpers import DTYPES, MEMORY, assert_within_bound, conv_cases, in_memory, rng_arrays, strided
 
 
@@ -66,8 +68,14 @@ def check_version(case, dtype, seed, fwd_version, bwd_version, memory, dout_memo
     return out, dx
 
 
-@given(case=dw_cases(), dtype=DTYPES, seed=st.integers(0, 2**16), memory=MEMORY, dout_memory=MEMORY,
-       w_strided=st.booleans())  # fmt: skip
+@given(
+    case=dw_cases(),
+    dtype=DTYPES,
+    seed=st.integers(0, 2**16),
+    memory=MEMORY,
+    dout_memory=MEMORY,
+    w_strided=st.booleans(),
+)
 def test_public_kernels_match_reference(case, dtype, seed, memory, dout_memory, w_strided):
     out, dx = check_version(case, dtype, seed, None, None, memory, dout_memory, w_strided)
     if memory == dout_memory == "channels_last" and is_channels_last(channels_last(np.empty(case["x"]))):
@@ -105,8 +113,13 @@ def test_only_the_3x3_versions_refuse_other_filters():
 
 
 @pytest.mark.parametrize("fwd,bwd", [(7, 4), (8, 5), (9, 6), (10, 7)])
-@given(case=dw_cases(only_3x3=True), dtype=DTYPES, seed=st.integers(0, 2**16), wide=st.booleans(),
-       lanes=st.sampled_from([1, 4, 8]))  # fmt: skip
+@given(
+    case=dw_cases(only_3x3=True),
+    dtype=DTYPES,
+    seed=st.integers(0, 2**16),
+    wide=st.booleans(),
+    lanes=st.sampled_from([1, 4, 8]),
+)
 def test_3x3_kernels_on_awkward_shapes(fwd, bwd, case, dtype, seed, wide, lanes):
     """``wide`` lowers version 9's channel threshold so that its 2x2 blocks run on the few
     channels drawn here (they also compute the stride-1 dx of backward versions 5-7); with
@@ -119,17 +132,44 @@ def test_3x3_kernels_on_awkward_shapes(fwd, bwd, case, dtype, seed, wide, lanes)
         check_version(case, dtype, seed, fwd, bwd, "channels_last")
 
 
-@example(case={"x": (2, 3, 5, 6), "w": (3, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
-         version=4, chunks=3, dtype=np.float64, pads=(0, 2), strides=(1, 1), seed=0)  # fmt: skip
+@example(
+    case={"x": (2, 3, 5, 6), "w": (3, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
+    version=4,
+    chunks=3,
+    dtype=np.float64,
+    pads=(0, 2),
+    strides=(1, 1),
+    seed=0,
+)
 # version 7's flat dw (C divides DW_LANES): 64 channels, 4 pixels per step, a last band of 3 rows
-@example(case={"x": (2, 64, 7, 11), "w": (64, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
-         version=7, chunks=3, dtype=np.float64, pads=(1, 1), strides=(1, 1), seed=1)  # fmt: skip
+@example(
+    case={"x": (2, 64, 7, 11), "w": (64, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
+    version=7,
+    chunks=3,
+    dtype=np.float64,
+    pads=(1, 1),
+    strides=(1, 1),
+    seed=1,
+)
 # one pixel per step, unequal paddings
-@example(case={"x": (1, 256, 6, 4), "w": (256, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
-         version=7, chunks=2, dtype=np.float32, pads=(0, 1), strides=(1, 1), seed=2)  # fmt: skip
-@given(case=dw_cases(), version=st.sampled_from([3, 4, 5, 6, 7]), chunks=st.integers(1, 7), dtype=DTYPES,
-       pads=st.tuples(st.integers(0, 2), st.integers(0, 2)), strides=st.tuples(*[st.sampled_from([1, 2])] * 2),
-       seed=st.integers(0, 2**16))  # fmt: skip
+@example(
+    case={"x": (1, 256, 6, 4), "w": (256, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
+    version=7,
+    chunks=2,
+    dtype=np.float32,
+    pads=(0, 1),
+    strides=(1, 1),
+    seed=2,
+)
+@given(
+    case=dw_cases(),
+    version=st.sampled_from([3, 4, 5, 6, 7]),
+    chunks=st.integers(1, 7),
+    dtype=DTYPES,
+    pads=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    strides=st.tuples(*[st.sampled_from([1, 2])] * 2),
+    seed=st.integers(0, 2**16),
+)
 def test_weight_gradient_is_the_same_for_any_number_of_chunks(
     case, version, chunks, dtype, pads, strides, seed
 ):
@@ -138,8 +178,14 @@ def test_weight_gradient_is_the_same_for_any_number_of_chunks(
     3x3 version, unequal vertical and horizontal paddings (its stride-1 dx flips the filter)."""
     if version in V.ONLY_3X3_BACKWARD:
         n, c, h, w_ = case["x"]
-        case = dict(case, x=(n, c, max(h, 3), max(w_, 3)), w=(c, 1, 3, 3), dilation=(1, 1), padding=pads,
-                    stride=strides)  # fmt: skip
+        case = dict(
+            case,
+            x=(n, c, max(h, 3), max(w_, 3)),
+            w=(c, 1, 3, 3),
+            dilation=(1, 1),
+            padding=pads,
+            stride=strides,
+        )
     x, w = rng_arrays(seed, dtype, case["x"], case["w"])
     kw = {k: case[k] for k in ("stride", "padding", "dilation")}
     out = F.depthwise_conv2d(x, w, **kw)
@@ -147,13 +193,29 @@ def test_weight_gradient_is_the_same_for_any_number_of_chunks(
     g = geometry("t", x.shape[2:], w.shape[2:], kw["stride"], kw["padding"], kw["dilation"])
     wk = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))  # (kh, kw, C)
     dx, dwk = np.empty(x.transpose(0, 2, 3, 1).shape, dtype), np.empty_like(wk)
-    V.BACKWARD[version](np.ascontiguousarray(dout.transpose(0, 2, 3, 1)), np.ascontiguousarray(x.transpose(0, 2, 3, 1)), wk,
-                        dx, dwk, *g.stride, g.pads[0], g.pads[2], *g.dilation, chunks=chunks)  # fmt: skip
+    V.BACKWARD[version](
+        np.ascontiguousarray(dout.transpose(0, 2, 3, 1)),
+        np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
+        wk,
+        dx,
+        dwk,
+        *g.stride,
+        g.pads[0],
+        g.pads[2],
+        *g.dilation,
+        chunks=chunks,
+    )
     (_, e_dx, e_dw), (_, b_dx, b_dw) = exact(x, w, dout, kw)
     k = w.shape[2] * w.shape[3]
     assert_within_bound(dx.transpose(0, 3, 1, 2), e_dx, b_dx, k, dtype, "dx")
-    assert_within_bound(dwk.transpose(2, 0, 1)[:, None], e_dw, b_dw, out.shape[0] * out.shape[2] * out.shape[3],
-                        dtype, f"dw with {chunks} chunks")  # fmt: skip
+    assert_within_bound(
+        dwk.transpose(2, 0, 1)[:, None],
+        e_dw,
+        b_dw,
+        out.shape[0] * out.shape[2] * out.shape[3],
+        dtype,
+        f"dw with {chunks} chunks",
+    )
 
 
 @pytest.mark.parametrize("c,h,s", [(17, 1, 1), (33, 2, 2), (1, 9, 2), (40, 7, 2), (3, 16, 1)])
@@ -189,3 +251,21 @@ def test_channel_multiplier_and_versions_are_rejected_clearly():
         K.depthwise_conv2d(x, w[:4], version=99)
     with pytest.raises(ValueError, match=r"version 7 needs a 3x3 kernel with dilation 1"):
         K.depthwise_conv2d(x, w[:4], dilation=2, version=7)
+
+
+@given(case=fuzz.convolution_case("depthwise"), data=st.data())
+def test_fuzz_depthwise_kernels(case, data):
+    fuzz.check_convolution(case, data)
+
+
+def test_valid_fuzz_shapes_really_run():
+    # the fuzzers above mostly hit errors; the happy path of the same calls gives the reference's answer
+    x, w = rng_arrays(0, np.float32, (1, 4, 3, 3), (4, 1, 3, 3))
+    got, want = (
+        KK.depthwise_conv2d(x, w, 1, 1, 1),
+        F.depthwise_conv2d(x.astype(np.float64), w.astype(np.float64), 1, 1),
+    )
+    bound = F.depthwise_conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), 1, 1)
+    assert_within_bound(got, want, bound, 9, np.float32, "depthwise")
+    with pytest.raises(ValueError, match="channel multiplier 1 only"):
+        KK.depthwise_conv2d(x, np.zeros((8, 1, 3, 3), np.float32))

@@ -179,3 +179,22 @@ def test_both_model_classes_freeze_and_replace_the_classifier_alike(upto):
     for m in (npm, tm):
         m.unfreeze()
     assert len(npm.trainable_names()) == len(list(tm.parameters()))
+
+
+@pytest.mark.parametrize(
+    "arch, kw", [("v1", {"width_mult": 0.5, "dropout": 0.1}), ("v2", {"round_nearest": 4})]
+)
+def test_build_by_name_is_the_named_builder(arch, kw):
+    by_name = numpy_impl.mobilenet(arch, num_classes=7, seed=3, **kw).state_dict()
+    named = getattr(numpy_impl, f"mobilenet_{arch}")(num_classes=7, seed=3, **kw).state_dict()
+    assert by_name.keys() == named.keys() and all(np.array_equal(by_name[k], named[k]) for k in named)
+    t_by_name = torch_impl.mobilenet(arch, num_classes=7, **kw)
+    t_named = getattr(torch_impl, f"mobilenet_{arch}")(num_classes=7, **kw)
+    assert str(t_by_name) == str(t_named)
+
+
+def test_build_by_name_refuses_unknown_names():
+    with pytest.raises(ValueError, match=r"arch must be one of \('v1', 'v2'\), got 'v9'"):
+        numpy_impl.mobilenet("v9")
+    with pytest.raises(TypeError, match="v1 takes width_mult, num_classes, dropout, act; got round_nearest"):
+        torch_impl.mobilenet("v1", round_nearest=8)

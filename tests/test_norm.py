@@ -34,8 +34,15 @@ def make(seed, dtype, shape):
     return x, w, b, rm, rv, dy
 
 
-@given(shape=shapes, dtype=DTYPES, training=st.booleans(), affine=st.booleans(), momentum=MOMENTA,
-       eps=EPSILONS, seed=st.integers(0, 2**16))  # fmt: skip
+@given(
+    shape=shapes,
+    dtype=DTYPES,
+    training=st.booleans(),
+    affine=st.booleans(),
+    momentum=MOMENTA,
+    eps=EPSILONS,
+    seed=st.integers(0, 2**16),
+)
 def test_batch_norm_matches_torch(shape, dtype, training, affine, momentum, eps, seed):
     assume(not training or shape[0] * shape[2] * shape[3] > 1)
     x, w, b, rm, rv, dy = make(seed, dtype, shape)
@@ -99,8 +106,9 @@ def test_batch_norm_accepts_2d_and_3d_input_like_torch():
         x = rng_arrays(9, np.float64, shape)[0]
         rm, rv = np.zeros(3), np.ones(3)
         y, _ = F.batch_norm(x, None, None, rm, rv, True)
-        yt = TF.batch_norm(t64(x), torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64),
-                           training=True)  # fmt: skip
+        yt = TF.batch_norm(
+            t64(x), torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64), training=True
+        )
         np.testing.assert_allclose(y, yt.numpy(), rtol=1e-12, atol=1e-12)
 
 
@@ -125,8 +133,11 @@ def test_batch_norm_none_arguments_like_torch(ops):
 
 
 @pytest.mark.parametrize("ops", ["numpy", "numba"])
-@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 5), st.integers(1, 5)),
-       training=st.booleans(), seed=st.integers(0, 2**16))  # fmt: skip
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 5), st.integers(1, 5)),
+    training=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_batch_norm_matches_naive_loops(ops, shape, training, seed):
     """Forward, backward and the running statistics of both backends against tests/naive.py, float64."""
     from . import naive

@@ -40,8 +40,9 @@ def test_depthwise_module_inside_a_network():
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 1), NumbaDepthwiseConv2d(8, stride=2), torch.nn.ReLU()
     ).double()
-    ref = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False),
-                              torch.nn.ReLU()).double()  # fmt: skip
+    ref = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 1), torch.nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False), torch.nn.ReLU()
+    ).double()
     ref.load_state_dict(net.state_dict())
     x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
     dy = torch.randn(2, 8, 5, 5, dtype=torch.float64)  # a random upstream gradient

@@ -51,8 +51,14 @@ def _run_both(make_np, make_torch, seed, lr_at=None):
 def test_sgd_matches_torch(seed, momentum, nesterov, dampening, weight_decay, maximize):
     if nesterov and (momentum == 0 or dampening != 0):
         return  # torch rejects it too: tested below
-    kw = dict(lr=0.1, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-              maximize=maximize)  # fmt: skip
+    kw = dict(
+        lr=0.1,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
     p, tp, _, _ = _run_both(
         lambda ps, frozen: SGD([{"params": ps}, {"params": {"frozen": frozen}}], **kw),
         lambda ps, frozen: torch.optim.SGD([{"params": ps}, {"params": [frozen]}], **kw),
@@ -71,8 +77,15 @@ def test_sgd_matches_torch(seed, momentum, nesterov, dampening, weight_decay, ma
     maximize=st.booleans(),
 )
 def test_rmsprop_matches_torch(seed, momentum, centered, weight_decay, alpha, maximize):
-    kw = dict(lr=0.01, alpha=alpha, eps=1e-3, weight_decay=weight_decay, momentum=momentum, centered=centered,
-              maximize=maximize)  # fmt: skip
+    kw = dict(
+        lr=0.01,
+        alpha=alpha,
+        eps=1e-3,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        centered=centered,
+        maximize=maximize,
+    )
     p, tp, opt, topt = _run_both(
         lambda ps, frozen: RMSprop([{"params": ps}, {"params": {"frozen": frozen}}], **kw),
         lambda ps, frozen: torch.optim.RMSprop([{"params": ps}, {"params": [frozen]}], **kw),

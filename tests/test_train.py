@@ -1,4 +1,4 @@
-"""Whole training runs: NumPy vs torch, kill-and-resume, checkpoints, transfer helpers."""
+"""Whole training runs: NumPy vs torch, kill-and-resume, checkpoints."""
 
 import dataclasses
 import json
@@ -15,13 +15,28 @@ import torch
 from mobilenet import checkpoint, cli
 from mobilenet import data as D
 from mobilenet.train import TrainConfig, Trainer, load_split, load_trained, make_runner, step_seed
-from mobilenet.transfer import freeze, replace_classifier, trainable_names, unfreeze
-from numpy_impl import mobilenet_v1, mobilenet_v2
 from torch_impl import state_dict_to_numpy
 
 # Small and quick, but the real thing: V2 blocks with and without residuals, BN, augmentation.
-TINY = ["--arch", "v2", "--width-mult", "0.35", "--resolution", "32", "--data", "digits", "--batch-size", "16",
-        "--train-limit", "96", "--lr", "0.02", "--seed", "3", "--no-progress"]  # fmt: skip
+TINY = [
+    "--arch",
+    "v2",
+    "--width-mult",
+    "0.35",
+    "--resolution",
+    "32",
+    "--data",
+    "digits",
+    "--batch-size",
+    "16",
+    "--train-limit",
+    "96",
+    "--lr",
+    "0.02",
+    "--seed",
+    "3",
+    "--no-progress",
+]
 
 
 def _rel(a, b):
@@ -38,13 +53,26 @@ def _warm_start():
     two implementations can agree to 1e-8 from there. After 200 warm-up steps the same
     perturbation stays at ~1e-12 over the 50 steps below (measured with lr 1e-3).
     """
-    cfg = TrainConfig(arch="v2", width_mult=0.35, resolution=32, backend="torch", dtype="float32", epochs=1,
-                      batch_size=8, lr=0.02, dropout=0.0, train_limit=1600, seed=1)  # fmt: skip
+    cfg = TrainConfig(
+        arch="v2",
+        width_mult=0.35,
+        resolution=32,
+        backend="torch",
+        dtype="float32",
+        epochs=1,
+        batch_size=8,
+        lr=0.02,
+        dropout=0.0,
+        train_limit=1600,
+        seed=1,
+    )
     train, test = load_split(cfg)
     runner = make_runner(cfg, 10)
     Trainer(cfg, runner, train, test.subset(np.arange(8)), progress=False).fit()
-    return {k: v.astype(np.float64) if v.dtype.kind == "f" else v
-            for k, v in state_dict_to_numpy(runner.model.state_dict()).items()}  # fmt: skip
+    return {
+        k: v.astype(np.float64) if v.dtype.kind == "f" else v
+        for k, v in state_dict_to_numpy(runner.model.state_dict()).items()
+    }
 
 
 def test_whole_run_float64_numpy_and_torch_stay_together():
@@ -52,9 +80,21 @@ def test_whole_run_float64_numpy_and_torch_stay_together():
     schedule, label smoothing 0.1, shifted batches, train-mode BN) from the same weights:
     every parameter and buffer of the NumPy model agrees with torch's to 1e-8 relative."""
     warm = _warm_start()
-    cfg = TrainConfig(arch="v2", width_mult=0.35, resolution=32, backend="numpy", dtype="float64", epochs=1,
-                      batch_size=8, lr=1e-3, warmup_epochs=0, dropout=0.0, label_smoothing=0.1,
-                      train_limit=400, seed=2)  # fmt: skip
+    cfg = TrainConfig(
+        arch="v2",
+        width_mult=0.35,
+        resolution=32,
+        backend="numpy",
+        dtype="float64",
+        epochs=1,
+        batch_size=8,
+        lr=1e-3,
+        warmup_epochs=0,
+        dropout=0.0,
+        label_smoothing=0.1,
+        train_limit=400,
+        seed=2,
+    )
     train, test = load_split(cfg)
     test = test.subset(np.arange(64))
     results = {}
@@ -102,12 +142,29 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path, backe
         # afresh (measured: the parallel batch-norm dx kernel, in the last bits), so a run that
         # compiles and one that loads the cache need not agree bit for bit. One warm-up run
         # fills the cache: the three runs below then all load the same code.
-        warm = subprocess.run([sys.executable, "-m", "mobilenet.cli", "train", *TINY, "--backend", backend,
-                               "--epochs", "1", "--out", str(tmp_path / "warm-up")], capture_output=True)  # fmt: skip
+        warm = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mobilenet.cli",
+                "train",
+                *TINY,
+                "--backend",
+                backend,
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "warm-up"),
+            ],
+            capture_output=True,
+        )
         assert warm.returncode == 0, warm.stderr.decode()
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "mobilenet.cli", "train", *args, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mobilenet.cli", "train", *args, "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while not (killed / "checkpoint.npz").exists():
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -123,8 +180,11 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path, backe
     # Both runs in fresh processes, as a user resumes: nothing this test process did before
     # (compiled specialisations, thread pools) can make them agree or disagree.
     for extra in (["--out", str(killed), "--resume"], ["--out", str(tmp_path / "straight")]):
-        done = subprocess.run([sys.executable, "-m", "mobilenet.cli", "train", *args, *extra],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "mobilenet.cli", "train", *args, *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         assert done.returncode == 0, done.stderr.decode()
     a, meta_a = _weights(killed / "checkpoint.npz")
     b, meta_b = _weights(tmp_path / "straight" / "checkpoint.npz")
@@ -216,49 +276,9 @@ def test_step_seeds_are_distinct_and_stable():
     assert step_seed(0, 1, 2, 1) == step_seed(0, 1, 2, 1)
 
 
-@pytest.mark.parametrize("kind", ["numpy", "torch"])
-def test_freeze_trains_only_the_head_and_keeps_bn_statistics(kind):
-    """A linear probe: one training step changes the classifier and nothing else, BN running
-    statistics included (frozen parts stay in eval mode, even after ``model.train()``)."""
-    cfg = TrainConfig(arch="v1", width_mult=0.25, backend=kind, batch_size=4, dropout=0.0)
-    runner = make_runner(cfg, 10)
-    model = replace_classifier(runner.model, 5, seed=1)
-    freeze(model, upto="features")
-    runner.make_optimizer()
-    model.train()
-    names = trainable_names(model)
-    assert names == ["classifier.1.weight", "classifier.1.bias"]
-    before = _state(model, kind)
-    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
-    runner.train_step(x, np.array([0, 1, 2, 4]), step_seed=0)
-    after = _state(model, kind)
-    changed = {k for k in before if not np.array_equal(before[k], after[k])}
-    assert changed == {"classifier.1.weight", "classifier.1.bias"}
-    assert after["classifier.1.weight"].shape == (5, 256)
-    # fine-tuning the last blocks: block 13 trains, block 12 (and its BN statistics) do not
-    unfreeze(model)
-    freeze(model, upto=13)
-    runner.make_optimizer()
-    before = _state(model, kind)
-    runner.train_step(x, np.array([0, 1, 2, 4]), step_seed=1)
-    after = _state(model, kind)
-    changed = {k for k in before if not np.array_equal(before[k], after[k])}
-    assert any(k.startswith("features.13.") for k in changed) and "features.13.1.1.running_mean" in changed
-    assert not any(k.startswith(tuple(f"features.{i}." for i in range(13))) for k in changed)
-
-
-def _state(model, kind):
-    sd = model.state_dict()
-    return state_dict_to_numpy(sd) if kind == "torch" else sd
-
-
 @pytest.mark.parametrize(
     "call, exc, match",
     [
-        (lambda: freeze(object()), TypeError, "numpy_impl or torch_impl MobileNet"),
-        (lambda: freeze(mobilenet_v2(0.35), upto=30), ValueError, r"upto must be in \[0, 19\]"),
-        (lambda: freeze(mobilenet_v2(0.35), upto="head"), TypeError, "upto"),
-        (lambda: replace_classifier(mobilenet_v1(0.25), 0), ValueError, "num_classes must be an int >= 1"),
         (lambda: TrainConfig(backend="jax").validate(), ValueError, "backend must be one of"),
         (lambda: TrainConfig(batch_size=1).validate(), ValueError, "batch_size must be >= 2"),
         (
@@ -286,8 +306,18 @@ def test_torch_backend_resumes_mid_epoch_with_rmsprop_state(tmp_path, monkeypatc
     from mobilenet import torch_runner
     from mobilenet import train as T
 
-    cfg = TrainConfig(width_mult=0.35, backend="torch", batch_size=16, train_limit=96, epochs=2, optimizer="rmsprop",
-                      lr=1e-3, momentum=0.9, checkpoint_every=2, seed=4)  # fmt: skip
+    cfg = TrainConfig(
+        width_mult=0.35,
+        backend="torch",
+        batch_size=16,
+        train_limit=96,
+        epochs=2,
+        optimizer="rmsprop",
+        lr=1e-3,
+        momentum=0.9,
+        checkpoint_every=2,
+        seed=4,
+    )
     T.run(cfg, tmp_path / "straight", progress=False)
     calls = {"n": 0}
     original = torch_runner.Runner.train_step
@@ -316,8 +346,26 @@ def test_torch_backend_resumes_mid_epoch_with_rmsprop_state(tmp_path, monkeypatc
 
 def test_shapes_data_trains_with_flips(tmp_path, capsys):
     out = tmp_path / "shapes"
-    args = ["train", "--arch", "v1", "--width-mult", "0.25", "--data", "shapes", "--backend", "torch", "--epochs", "1",
-            "--train-limit", "64", "--batch-size", "16", "--out", str(out), "--no-progress"]  # fmt: skip
+    args = [
+        "train",
+        "--arch",
+        "v1",
+        "--width-mult",
+        "0.25",
+        "--data",
+        "shapes",
+        "--backend",
+        "torch",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--batch-size",
+        "16",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert cli.main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["classes"] == list(D.SHAPES) and m["steps"] == 4 and m["config"]["arch"] == "v1"

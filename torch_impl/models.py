@@ -29,9 +29,14 @@ class InvertedResidual(nn.Module):
 def _leaf(spec) -> nn.Module:
     if isinstance(spec, A.Conv):
         return nn.Conv2d(
-            spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride,
-            spec.padding, groups=spec.groups, bias=spec.bias,
-        )  # fmt: skip
+            spec.in_channels,
+            spec.out_channels,
+            spec.kernel_size,
+            spec.stride,
+            spec.padding,
+            groups=spec.groups,
+            bias=spec.bias,
+        )
     if isinstance(spec, A.BatchNorm):
         return nn.BatchNorm2d(spec.num_features, eps=spec.eps, momentum=spec.momentum)
     if isinstance(spec, A.Act):
@@ -135,6 +140,11 @@ class MobileNet(nn.Module):
                 f"forward: input resolution must be >= {A.MIN_RESOLUTION} px, got {x.shape[2]}x{x.shape[3]}"
             )
         return self.classifier(self.pool(self.features(x)))
+
+
+def mobilenet(arch, **spec_kwargs) -> MobileNet:
+    """Any architecture of ``mobilenet_arch.ARCHS`` by name; see ``numpy_impl.mobilenet``."""
+    return MobileNet(A.build_spec(arch, **spec_kwargs), arch)
 
 
 def mobilenet_v1(width_mult=1.0, num_classes=1000, dropout=1e-3) -> MobileNet:

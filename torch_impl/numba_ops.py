@@ -97,8 +97,21 @@ class InvertedResidualFunction(torch.autograd.Function):
         dx, (dew, ddw, dpw), (dbn0, dbn1, dbn2) = kernels.inverted_residual_backward(_np(dy), ctx.cache)
         t = lambda a: None if a is None else torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
         e = (t(dew), t(dbn0[0]), t(dbn0[1])) if ctx.has_expand else (None, None, None)
-        return (t(dx), *e, t(ddw), t(dbn1[0]), t(dbn1[1]), t(dpw), t(dbn2[0]), t(dbn2[1]),
-                None, None, None, None, None)  # fmt: skip
+        return (
+            t(dx),
+            *e,
+            t(ddw),
+            t(dbn1[0]),
+            t(dbn1[1]),
+            t(dpw),
+            t(dbn2[0]),
+            t(dbn2[1]),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 class FusedInvertedResidual(InvertedResidual):
@@ -128,16 +141,25 @@ class FusedInvertedResidual(InvertedResidual):
     def forward(self, x):
         bns = self._bns()
         stride = self.dw[0].stride[0]
-        if not self.training and torch.is_grad_enabled() and (x.requires_grad or any(
-                p.requires_grad for p in self.parameters())):  # fmt: skip
+        if (
+            not self.training
+            and torch.is_grad_enabled()
+            and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        ):
             return super().forward(x)
         if not self.training:
-            weights = (None if self.expand is None else _np(self.expand[0].weight), _np(self.dw[0].weight),
-                       _np(self.project.weight))  # fmt: skip
-            stats = tuple(None if b is None else (_np(b.weight), _np(b.bias), _np(b.running_mean),
-                          _np(b.running_var)) for b in bns)  # fmt: skip
-            y, _ = kernels.inverted_residual(_np(x), weights, stats, stride, self.use_res_connect, False,
-                                             eps=self.bn.eps)  # fmt: skip
+            weights = (
+                None if self.expand is None else _np(self.expand[0].weight),
+                _np(self.dw[0].weight),
+                _np(self.project.weight),
+            )
+            stats = tuple(
+                None if b is None else (_np(b.weight), _np(b.bias), _np(b.running_mean), _np(b.running_var))
+                for b in bns
+            )
+            y, _ = kernels.inverted_residual(
+                _np(x), weights, stats, stride, self.use_res_connect, False, eps=self.bn.eps
+            )
             return torch.from_numpy(y)
         for b in bns:
             if b is not None:

@@ -171,8 +171,10 @@ def _check_ce_target(fn, target, logits, ignore_index):
         check_shape(fn, "target", target, (n,))
         bad = (target != ignore_index) & ((target < 0) | (target >= k))
         if bad.any():
-            raise ValueError(f"{fn}: target values must be in [0, {k}) or equal ignore_index "
-                             f"({ignore_index}), got {target[bad][0]}")  # fmt: skip
+            raise ValueError(
+                f"{fn}: target values must be in [0, {k}) or equal ignore_index "
+                f"({ignore_index}), got {target[bad][0]}"
+            )
         return target, False
     if isinstance(target, np.ndarray) and target.dtype in (np.float32, np.float64) and target.ndim == 2:
         same_dtype(fn, "logits", logits, target=target)
@@ -181,8 +183,10 @@ def _check_ce_target(fn, target, logits, ignore_index):
     got = type(target).__name__
     if isinstance(target, np.ndarray):
         got = f"{target.dtype} array of shape {target.shape}"
-    raise TypeError(f"{fn}: target must be an integer numpy.ndarray of class indices (N,) or a float array "
-                    f"of class probabilities (N, K), got {got}")  # fmt: skip
+    raise TypeError(
+        f"{fn}: target must be an integer numpy.ndarray of class indices (N,) or a float array "
+        f"of class probabilities (N, K), got {got}"
+    )
 
 
 def softmax_cross_entropy(logits, target, label_smoothing=0.0, *, weight=None, ignore_index=-100):

@@ -55,8 +55,9 @@ def check_inverted_residual(fn, x, weights, bns, stride, residual):
     if residual is None:
         residual = stride == 1 and cout == cin
     if residual and (stride != 1 or cout != cin):
-        raise ValueError(f"{fn}: residual needs stride 1 and C_out == C_in, got stride {stride}, "
-                         f"C_out {cout}, C_in {cin}")  # fmt: skip
+        raise ValueError(
+            f"{fn}: residual needs stride 1 and C_out == C_in, got stride {stride}, C_out {cout}, C_in {cin}"
+        )
     return x, bool(residual)
 
 
