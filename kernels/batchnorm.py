@@ -270,7 +270,8 @@ def _view(a, rows: bool):
     """(N, C, H, W) or (N, C) -> the kernels' (M, C) rows or (N, C, P) planes (views)."""
     if a.ndim == 2:
         return a
-    return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1]) if rows else a.reshape(a.shape[0], a.shape[1], -1)
+    n, c, h, w = a.shape  # explicit sizes: -1 cannot be inferred for an empty batch
+    return a.transpose(0, 2, 3, 1).reshape(n * h * w, c) if rows else a.reshape(n, c, h * w)
 
 
 def _sums(name, a, *args, rows):

@@ -341,6 +341,9 @@ def inverted_residual(
         raise ValueError(f"{fn}: memory must be 'store' or 'recompute', got {memory!r}")
     if training:
         return _forward_train(x, weights, bns, stride, residual, momentum, eps, memory)
+    if x.shape[0] == 0:  # an empty batch: nothing to tile
+        ho, wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
+        return np.empty((0, weights[2].shape[0], ho, wo), x.dtype), None
     if EVAL_POOL:
         return _forward_eval_pool(x, weights, bns, stride, residual, eps), None
     return _forward_eval(x, weights, bns, stride, residual, eps), None

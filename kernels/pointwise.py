@@ -31,12 +31,13 @@ PAIR_BYTES = 4 << 20  # dout at least this large: the backward's two GEMMs share
 
 def _rows(a):
     """(N, C, H, W) -> its (N*H*W, C) matrix: a view for channels-last memory, else a copy."""
-    return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
+    n, c, h, w = a.shape  # explicit sizes, not -1: an empty batch has nothing to infer from
+    return a.transpose(0, 2, 3, 1).reshape(n * h * w, c)
 
 
 def _from_rows(m, n, h, w):
     """(N*H*W, C) -> (N, C, H, W) view with channels-last memory."""
-    return m.reshape(n, h, w, -1).transpose(0, 3, 1, 2)
+    return m.reshape(n, h, w, m.shape[1]).transpose(0, 3, 1, 2)
 
 
 def pointwise_conv2d(x, w):
@@ -47,7 +48,7 @@ def pointwise_conv2d(x, w):
     if is_channels_last(x):
         out = _from_rows(_gemm.matmul(_rows(x), w2.T), n, h, wd)  # (NHW, C_in) @ (C_in, C_out)
     else:
-        out = (w2 @ np.ascontiguousarray(x).reshape(n, c, h * wd)).reshape(n, -1, h, wd)
+        out = (w2 @ np.ascontiguousarray(x).reshape(n, c, h * wd)).reshape(n, w2.shape[0], h, wd)
     return out[0] if unbatched else out
 
 
@@ -66,7 +67,7 @@ def pointwise_conv2d_backward(dout, x, w):
             dx, dw = _gemm.matmul(d2, np.ascontiguousarray(w2)), _gemm.matmul_tn(d2, _rows(x))
         dx = _from_rows(dx, n, h, wd)
     else:
-        d3 = np.ascontiguousarray(dout).reshape(n, -1, h * wd)  # (N, C_out, HW)
+        d3 = np.ascontiguousarray(dout).reshape(n, w2.shape[0], h * wd)  # (N, C_out, HW)
         x3 = np.ascontiguousarray(x).reshape(n, c, h * wd)
         dx = (w2.T @ d3).reshape(x.shape)
         dw = np.tensordot(d3, x3, axes=([0, 2], [0, 2]))  # (C_out, C_in)

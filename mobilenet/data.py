@@ -166,12 +166,31 @@ def make_shapes(n: int = 2000, resolution: int = 32, seed: int = 0, noise: float
     return Dataset(x, y.astype(np.int64), SHAPES, flips_preserve_label=True)
 
 
+MAX_PIXELS = 64_000_000  # a larger header is refused before decoding (decompression bombs)
+
+
 def _read_image(path: Path, resolution: int) -> np.ndarray:
+    """(3, R, R) float32 in [0, 1]. Pillow's RGB conversion serves 8-bit images and reduces 48- and
+    64-bit colour PNGs to 8 bits itself; 16-bit greyscale, which that conversion clips to white,
+    is scaled by its own range (65535) instead."""
     from PIL import Image
 
     with Image.open(path) as im:
-        im = im.convert("RGB").resize((resolution, resolution), Image.Resampling.BILINEAR)
-        return np.asarray(im, np.float32).transpose(2, 0, 1) / 255.0  # (3, R, R)
+        if im.width * im.height > MAX_PIXELS:
+            raise ValueError(
+                f"its header claims {im.width}x{im.height} pixels, more than the {MAX_PIXELS:,} allowed"
+            )
+        size, bilinear = (resolution, resolution), Image.Resampling.BILINEAR
+        if im.mode.startswith("I;16"):
+            grey = Image.fromarray(np.asarray(im, np.float32) / 65535.0, "F").resize(size, bilinear)
+            return np.repeat(np.asarray(grey, np.float32)[None], 3, axis=0)
+        if im.mode in ("I", "F"):
+            raise ValueError(
+                f"32-bit {'integer' if im.mode == 'I' else 'floating-point'} pixels have no known range; "
+                "save it as an 8- or 16-bit image"
+            )
+        rgb = im.convert("RGB").resize(size, bilinear)
+        return np.asarray(rgb, np.float32).transpose(2, 0, 1) / 255.0  # (3, R, R)
 
 
 def load_image_folder(path, resolution: int = 32, on_error: str = "raise") -> Dataset:
@@ -201,7 +220,7 @@ def load_image_folder(path, resolution: int = 32, on_error: str = "raise") -> Da
         for f in files:
             try:
                 xs.append(_read_image(f, resolution))
-            except (OSError, ValueError, SyntaxError) as e:  # Pillow's errors for broken files
+            except Exception as e:  # whatever a crafted file makes Pillow raise, the image is unreadable
                 if on_error == "raise":
                     raise ValueError(f"{fn}: cannot read image {str(f)!r}: {e}") from None
                 warnings.warn(f"{fn}: skipping unreadable image {str(f)!r}: {e}", stacklevel=2)

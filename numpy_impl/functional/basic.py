@@ -240,7 +240,10 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0, *, weight=None, i
         if total == 0:  # every row ignored: torch's loss is 0/0 = nan, its gradient zero
             return float("nan"), {"logp": logp, "q": q}
         q /= logits.dtype.type(total)
-    return float(-(q * logp).sum()), {"logp": logp, "q": q}
+    # class targets read log p only where Q > 0, as torch's gather does: a -inf logit of another
+    # class costs nothing (0 * -inf would be nan); probability targets multiply through, as torch
+    terms = q * logp if probs else np.multiply(q, logp, where=q != 0, out=np.zeros_like(q))
+    return float(-terms.sum()), {"logp": logp, "q": q}
 
 
 def softmax_cross_entropy_backward(dout, cache):
