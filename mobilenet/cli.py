@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import sys
@@ -14,6 +15,7 @@ import mobilenet_arch as A
 from . import backends as B
 from . import data as D
 from .apps import embed, embed_table, transfer, transfer_table
+from .checkpoint import FolderInUse, exclusive
 from .summary import format_table, summary_dict
 from .train import TrainConfig, evaluate, load_trained, run
 
@@ -25,8 +27,15 @@ def _positive_float(text):
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+def _width(text):
+    v = _positive_float(text)
+    if v > A.MAX_WIDTH_MULT:
+        raise argparse.ArgumentTypeError(f"must be <= {A.MAX_WIDTH_MULT:g}, got {text}")
     return v
 
 
@@ -92,13 +101,42 @@ def cmd_verify(args) -> int:
     return 0 if ok else 1
 
 
-def _fail(command: str, e: Exception) -> int:
-    print(f"mobilenet {command}: error: {e}", file=sys.stderr)
-    return 2
+# errors that come from what the user asked for (a path, a setting): exit code 2, as argparse's
+USAGE_ERRORS = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+)
 
 
-# errors that come from what the user asked for (a path, a setting): a message, not a traceback
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError)
+def explain(e: BaseException) -> tuple[int, str]:
+    """``(exit code, message)`` for an error that ended a command: 2 for a usage error, 1 for a
+    runtime one (a full disk, a read-only folder, a diverged run, a bug), with what to do."""
+    where = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
+    if isinstance(e, USAGE_ERRORS):
+        if isinstance(e, OSError) and e.strerror:  # raised by the OS on a path the user gave
+            return 2, f"{e.strerror.lower()}{where}: check the path"
+        return 2, str(e)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 1, f"no space left on the device{where}: free some space or choose another --out"
+    if isinstance(e, OSError) and e.errno == errno.EROFS:
+        return 1, f"read-only file system{where}: choose a writable --out"
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM):
+        return 1, f"permission denied{where}: choose a folder you can write to"
+    if isinstance(e, OSError):
+        return 1, f"{e.strerror or e}{where}"
+    if isinstance(e, (FloatingPointError, FolderInUse)):
+        return 1, str(e)
+    if isinstance(e, MemoryError):
+        return 1, "out of memory: lower --batch-size, --resolution or --width-mult"
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return 1, (
+        f"internal error ({type(e).__name__}: {first}); rerun with --debug for the traceback, "
+        "and please report it"
+    )
 
 
 def _classes(text):
@@ -131,10 +169,7 @@ def cmd_train(args) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
     )
-    try:
-        m = run(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-    except USER_ERRORS as e:
-        return _fail("train", e)
+    m = run(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     print(
         f"test accuracy {m['test_accuracy']:.4f} after {m['epochs']} epochs "
         f"({m['seconds']:.0f} s of training, {m['images_per_second']:.0f} images/s); "
@@ -144,21 +179,19 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    try:
-        runner, meta = load_trained(
-            args.checkpoint, backend=args.backend, arch=args.arch, width_mult=args.width_mult
+    runner, meta = load_trained(
+        args.checkpoint, backend=args.backend, arch=args.arch, width_mult=args.width_mult
+    )
+    cfg = runner.cfg
+    name = cfg.data if args.data is None else args.data
+    test = D.load_data(name, cfg.resolution, seed=cfg.seed)[1]
+    if args.data is None and cfg.classes is not None:
+        test = test.select_classes(cfg.classes)
+    if list(test.classes) != meta["classes"]:  # the same labels, or accuracy means nothing
+        raise ValueError(
+            f"--data has classes {list(test.classes)}, the checkpoint's model was trained on "
+            f"{meta['classes']}"
         )
-        cfg = runner.cfg
-        name = cfg.data if args.data is None else args.data
-        test = D.load_data(name, cfg.resolution, seed=cfg.seed)[1]
-        if args.data is None and cfg.classes is not None:
-            test = test.select_classes(cfg.classes)
-        if len(test.classes) != meta["num_classes"]:
-            raise ValueError(
-                f"--data has {len(test.classes)} classes, the checkpoint's model {meta['num_classes']}"
-            )
-    except USER_ERRORS as e:
-        return _fail("evaluate", e)
     ev = evaluate(runner, test, meta["mean"], meta["std"])
     pred = ev["predictions"]
     per_class = {
@@ -197,35 +230,35 @@ def _shots(text):
 
 
 def cmd_transfer(args) -> int:
-    try:
-        report = transfer(
-            args.out,
-            args.arch,
-            args.width_mult,
-            args.resolution,
-            args.backend,
-            args.shots,
-            args.pretrain_epochs,
-            args.steps,
-            args.lr,
-            args.seed,
-            args.pretrained,
-            quiet=args.no_progress,
-        )
-    except USER_ERRORS as e:
-        return _fail("transfer", e)
+    with exclusive(args.out):  # one run per folder (its pretraining subfolder is locked too)
+        report = _transfer(args)
     print(transfer_table(report))
     print(f"wrote {args.out}/transfer.json, transfer.md and transfer.png")
     return 0
 
 
+def _transfer(args) -> dict:
+    return transfer(
+        args.out,
+        args.arch,
+        args.width_mult,
+        args.resolution,
+        args.backend,
+        args.shots,
+        args.pretrain_epochs,
+        args.steps,
+        args.lr,
+        args.seed,
+        args.pretrained,
+        quiet=args.no_progress,
+    )
+
+
 def cmd_embed(args) -> int:
-    try:
+    with exclusive(args.out):
         summary = embed(
             args.checkpoint, args.out, args.backend, args.enrol, args.seed, quiet=args.no_progress
         )
-    except USER_ERRORS as e:
-        return _fail("embed", e)
     print(json.dumps(summary, indent=2) if args.json else embed_table(summary))
     if not args.json:
         print(f"wrote {args.out}/embed.json, embed.md and embed.png")
@@ -238,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="layer table, parameters and multiply-adds")
     s.add_argument("--arch", choices=tuple(A.ARCHS), default="v2")
-    s.add_argument("--width-mult", type=_positive_float, default=1.0, help="alpha (default 1.0)")
+    s.add_argument("--width-mult", type=_width, default=1.0, help="alpha (default 1.0)")
     s.add_argument(
         "--resolution",
         type=_int_at_least(A.MIN_RESOLUTION),
@@ -251,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="NumPy model vs torch model: one training step, relative errors")
     v.add_argument("--arch", choices=(*A.ARCHS, "all"), default="all")
-    v.add_argument("--width-mult", type=_positive_float, default=1.0)
+    v.add_argument("--width-mult", type=_width, default=1.0)
     v.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     v.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=96)
     v.add_argument("--batch-size", type=_int_at_least(2), default=4, help=">= 2: training-mode BN")
@@ -264,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a model (numpy, numba or torch) with checkpoints and a metrics file"
     )
     t.add_argument("--arch", choices=tuple(A.ARCHS), default="v2")
-    t.add_argument("--width-mult", type=_positive_float, default=0.5)
+    t.add_argument("--width-mult", type=_width, default=0.5)
     t.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=32)
     t.add_argument(
         "--data", default="digits", help="digits, shapes, or a folder (class subfolders, or CIFAR-10 binary)"
@@ -296,13 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=None, help="default: the checkpoint's data (its test split)")
     e.add_argument("--backend", choices=B.NAMES, default=None)
     e.add_argument("--arch", choices=tuple(A.ARCHS), default=None, help="expected architecture (checked)")
-    e.add_argument("--width-mult", type=_positive_float, default=None, help="expected width (checked)")
+    e.add_argument("--width-mult", type=_width, default=None, help="expected width (checked)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
     tr = sub.add_parser("transfer", help="few-shot transfer: pretrain on digits 0-4, adapt to 5-9, four ways")
     tr.add_argument("--arch", choices=tuple(A.ARCHS), default="v2")
-    tr.add_argument("--width-mult", type=_positive_float, default=0.5)
+    tr.add_argument("--width-mult", type=_width, default=0.5)
     tr.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=32)
     tr.add_argument("--backend", choices=B.NAMES, default="numba")
     tr.add_argument("--shots", type=_shots, default=(5, 20), help="labelled images per class (default 5,20)")
@@ -328,12 +361,24 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--json", action="store_true")
     em.add_argument("--no-progress", action="store_true")
     em.set_defaults(func=cmd_embed)
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"mobilenet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        code, message = explain(e)
+        print(f"mobilenet {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

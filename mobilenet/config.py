@@ -4,9 +4,11 @@ read by the trainer and by each backend's runner."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import mobilenet_arch as A
+from numpy_impl.functional._checks import check_int, check_number
 
 from . import backends as B
 
@@ -53,19 +55,27 @@ class TrainConfig:
             raise ValueError(
                 f"{fn}: schedule must be cosine, step, exponential or constant, got {self.schedule!r}"
             )
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{fn}: {name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_size < 2:
-            raise ValueError(f"{fn}: batch_size must be >= 2 (batch norm in training), got {self.batch_size}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"{fn}: dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.label_smoothing <= 1:
-            raise ValueError(f"{fn}: label_smoothing must be in [0, 1], got {self.label_smoothing}")
-        if self.lr <= 0 or self.width_mult <= 0:
-            raise ValueError(f"{fn}: lr and width_mult must be > 0, got {self.lr} and {self.width_mult}")
-        if self.resolution < 32:
-            raise ValueError(f"{fn}: resolution must be >= 32, got {self.resolution}")
+        for name, lo in (("epochs", 1), ("batch_size", 2), ("resolution", A.MIN_RESOLUTION)):
+            check_int(fn, name, getattr(self, name), lo)  # batch_size >= 2: batch norm in training
+        for name in ("max_shift", "train_limit", "seed", "checkpoint_every"):
+            check_int(fn, name, getattr(self, name), 0)
+        check_number(fn, "width_mult", self.width_mult, 1e-3, A.MAX_WIDTH_MULT)
+        check_number(fn, "lr", self.lr, 1e-12, 1e3)
+        check_number(fn, "dropout", self.dropout, 0.0, 0.999)
+        check_number(fn, "label_smoothing", self.label_smoothing, 0.0, 1.0)
+        check_number(fn, "momentum", self.momentum, 0.0, 1.0)
+        check_number(fn, "weight_decay", self.weight_decay, 0.0, 1.0)
+        check_number(fn, "warmup_epochs", self.warmup_epochs, 0.0, 1e6)
+        for name in ("nesterov", "exempt_bn_dw") + (() if self.flip is None else ("flip",)):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{fn}: {name} must be True or False, got {getattr(self, name)!r}")
+        if self.classes is not None:
+            for c in self.classes:
+                check_int(fn, "classes", c, 0)
+            if len(set(self.classes)) != len(self.classes) or not self.classes:
+                raise ValueError(f"{fn}: classes must be distinct class indices, got {self.classes}")
+        if not isinstance(self.data, (str, os.PathLike)):
+            raise TypeError(f"{fn}: data must be a name or a path, got {type(self.data).__name__}")
         return self
 
     def to_dict(self) -> dict:

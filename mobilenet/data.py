@@ -285,6 +285,8 @@ def stratified_split(
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
         k = int(round(len(idx) * test_fraction))
+        if 0 < test_fraction < 1 and len(idx) >= 2:  # a tiny class keeps one image on each side
+            k = min(max(k, 1), len(idx) - 1)
         test.append(idx[:k])
         train.append(idx[k:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))

@@ -13,8 +13,10 @@ atomically), ``metrics.json`` and ``training_curves.png``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,8 @@ from . import backends as B
 from . import checkpoint as ckpt
 from . import data as D
 from .config import TrainConfig
+
+PARTIAL_KEYS = ("loss", "correct", "seen", "seconds")  # the running sums of an epoch in progress
 
 # --- runners: one module per model (mobilenet.backends names it) ----------------------------
 
@@ -103,9 +107,10 @@ class Trainer:
         self.steps_per_epoch = len(D.batch_indices(len(train), cfg.batch_size, cfg.seed, 0))
         self.schedule = make_schedule(cfg, self.steps_per_epoch)
         self.flip = train.flips_preserve_label if cfg.flip is None else cfg.flip
+        self.data_fingerprint = data_fingerprint(train, test)
         self.epoch, self.step, self.history, self.seconds = 0, 0, [], 0.0
         self.step_losses = []  # this process's per-step training losses (for plots; not checkpointed)
-        self.partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}  # PARTIAL_KEYS
 
     # --- checkpoints ---------------------------------------------------------------------------
     @property
@@ -120,6 +125,7 @@ class Trainer:
             "classes": list(self.train.classes),
             "mean": self.mean,
             "std": self.std,
+            "data": self.data_fingerprint,
             "epoch": self.epoch,
             "step": self.step,
             "partial": self.partial,
@@ -139,12 +145,22 @@ class Trainer:
         if path is None or not path.is_file():
             raise FileNotFoundError(f"resume: no checkpoint to resume from at {str(path)!r}")
         arrays, meta = ckpt.load(path)
-        mine, theirs = self.cfg.to_dict(), meta.get("config", {})
+        meta = check_training_meta("resume", path, meta)
+        mine, theirs = self.cfg.to_dict(), meta["config"]
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if "data" in diff and same_data(mine["data"], theirs.get("data")):
+            diff.remove("data")  # the same folder, spelled another way
         if diff:
             detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r}, now {mine.get(k)!r}" for k in diff[:4])
             raise ValueError(
                 f"resume: the checkpoint in {str(self.out)!r} is of another configuration ({detail})"
+            )
+        theirs = meta.get("data")
+        if theirs is not None and theirs != self.data_fingerprint:
+            raise ValueError(
+                f"resume: the data changed since the checkpoint was written (then {describe_data(theirs)}, "
+                f"now {describe_data(self.data_fingerprint)}): resume with the data it was trained on, "
+                "or start a new run in another --out"
             )
         self.runner.load_state_arrays(arrays)
         self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
@@ -155,7 +171,10 @@ class Trainer:
             meta["std"],
         )
         if meta.get("rng_state") and hasattr(self.runner.model, "rng"):
-            self.runner.model.rng.bit_generator.state = meta["rng_state"]
+            try:
+                self.runner.model.rng.bit_generator.state = meta["rng_state"]
+            except (TypeError, ValueError, KeyError):
+                raise ValueError(f"resume: {str(path)!r} holds a broken random generator state") from None
         return self
 
     # --- training --------------------------------------------------------------------------------
@@ -236,7 +255,7 @@ class Trainer:
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_accuracy']:.3f}", **test)
             bar.close()
         self.epoch += 1
-        self.partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}  # PARTIAL_KEYS
         self.save()
         if self.out is not None:
             (self.out / "metrics.json").write_text(json.dumps(self.metrics(), indent=2) + "\n")
@@ -282,19 +301,96 @@ def plot_curves(history: list, path, title=""):
     return path
 
 
+def data_fingerprint(train: D.Dataset, test: D.Dataset) -> dict:
+    """What identifies a run's data: sizes, class names and a digest of every image and label."""
+    h = hashlib.sha256()
+    for a in (train.x, train.y, test.x, test.y):
+        h.update(np.ascontiguousarray(a).data)
+    return {
+        "train_images": len(train),
+        "test_images": len(test),
+        "classes": list(train.classes),
+        "sha256": h.hexdigest(),
+    }
+
+
+def describe_data(f: dict) -> str:
+    return f"{f.get('train_images')} training and {f.get('test_images')} test images of {f.get('classes')}"
+
+
+def same_data(a, b) -> bool:
+    """Whether two ``data`` settings name the same thing (``g2``, ``./g2`` and its absolute path do)."""
+    if a == b:
+        return True
+    if not isinstance(a, str) or not isinstance(b, str) or "digits" in (a, b) or "shapes" in (a, b):
+        return False
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _is_number(v, lo=-math.inf) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= lo
+
+
+def check_training_meta(fn: str, path, meta: dict) -> dict:
+    """A training checkpoint's description, checked before anything reads it: a crafted or
+    foreign file gives a ValueError naming the field, never a KeyError or a wrong model."""
+    where = f"{fn}: {str(path)!r}"
+    if not isinstance(meta.get("config"), dict) or "num_classes" not in meta:
+        raise ValueError(f"{where} is not a training checkpoint (no config in its meta)")
+    n = meta["num_classes"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{where}: num_classes must be an int >= 1, got {n!r}")
+    classes = meta.get("classes")
+    if not (isinstance(classes, list) and len(classes) == n and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"{where}: classes must be {n} class names, got {classes!r}")
+    for key, lo, what in (("mean", -math.inf, ""), ("std", 1e-12, " > 0")):
+        v = meta.get(key)
+        if not (isinstance(v, list) and len(v) == 3 and all(_is_number(a, lo) for a in v)):
+            raise ValueError(f"{where}: {key} must be 3 finite numbers{what}, got {v!r}")
+    for key in ("epoch", "step"):
+        v = meta.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{where}: {key} must be an int >= 0, got {v!r}")
+    partial = meta.get("partial")
+    if not (isinstance(partial, dict) and all(_is_number(partial.get(k), 0) for k in PARTIAL_KEYS)):
+        raise ValueError(f"{where}: partial must hold {', '.join(PARTIAL_KEYS)}, got {partial!r}")
+    if not isinstance(meta.get("history"), list) or not _is_number(meta.get("seconds"), 0):
+        raise ValueError(f"{where}: history must be a list and seconds a number >= 0")
+    return meta
+
+
 def load_split(cfg: TrainConfig) -> tuple[D.Dataset, D.Dataset]:
+    """The run's training and test sets; refused here, before any training, when either is empty
+    or the training set holds less than one batch."""
     train, test = D.load_data(cfg.data, cfg.resolution, seed=cfg.seed)
     if cfg.classes is not None:
         train, test = train.select_classes(cfg.classes), test.select_classes(cfg.classes)
     if cfg.train_limit:
         train = train.subset(np.arange(min(cfg.train_limit, len(train))))
+    if len(test) == 0 or len(train) < cfg.batch_size:
+        counts = np.bincount(np.concatenate([train.y, test.y]), minlength=len(train.classes))
+        raise ValueError(
+            f"the data has too few images: {len(train)} to train and {len(test)} to test "
+            f"(per class: {dict(zip(train.classes, counts.tolist()))}); every class needs at least 2 "
+            f"images and the training set one batch (--batch-size {cfg.batch_size})"
+        )
     return train, test
 
 
 def run(cfg: TrainConfig, out, resume=False, progress=True) -> dict:
-    """Load the data, build the model, train (or resume), write the metrics and the plot."""
+    """Load the data, build the model, train (or resume), write the metrics and the plot. The
+    folder ``out`` is locked for the run: a second run into it is refused at once."""
     cfg.validate()
     out = Path(out)
+    if resume and not out.is_dir():
+        raise FileNotFoundError(
+            f"resume: {str(out)!r} does not exist, so there is nothing to resume; drop --resume to start"
+        )
+    with ckpt.exclusive(out):
+        return _run_locked(cfg, out, resume, progress)
+
+
+def _run_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> dict:
     suffix = B.get(cfg.backend).checkpoint
     others = [out / f"checkpoint{b.checkpoint}" for b in B.BACKENDS.values() if b.checkpoint != suffix]
     if not resume and (out / f"checkpoint{suffix}").exists():
@@ -304,14 +400,13 @@ def run(cfg: TrainConfig, out, resume=False, progress=True) -> dict:
         )
     other = next((o for o in others if o.exists()), None)
     if resume and not (out / f"checkpoint{suffix}").exists() and other is not None:
-        theirs = ckpt.load(other)[1].get("config", {}).get("backend")
+        theirs = ckpt.load(other)[1].get("config", {})
         raise ValueError(
-            f"resume: {str(out)!r} holds a checkpoint of the {theirs} backend, "
+            f"resume: {str(out)!r} holds a checkpoint of the {theirs.get('backend')} backend, "
             f"this run's backend is {cfg.backend}"
         )
     train, test = load_split(cfg)
     runner = make_runner(cfg, len(train.classes))
-    out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, runner, train, test, out, progress=progress)
     if resume:
         trainer.resume()
@@ -332,6 +427,8 @@ def config_from_dict(d: dict) -> TrainConfig:
         raise ValueError(f"config_from_dict: unknown settings {unknown}")
     d = dict(d)
     if d.get("classes") is not None:
+        if not isinstance(d["classes"], list):
+            raise ValueError(f"config_from_dict: classes must be a list, got {d['classes']!r}")
         d["classes"] = tuple(d["classes"])
     return TrainConfig(**d).validate()
 
@@ -343,8 +440,7 @@ def load_trained(path, backend=None, arch=None, width_mult=None):
     ``backend`` picks numpy or numba for a ``.npz`` checkpoint (default: the one it was trained on).
     """
     arrays, meta = ckpt.load(path)
-    if "config" not in meta or "num_classes" not in meta:
-        raise ValueError(f"load_trained: {str(path)!r} is not a training checkpoint (no config in its meta)")
+    meta = check_training_meta("load_trained", path, meta)
     cfg = config_from_dict(meta["config"])
     got = f"MobileNet{cfg.arch.upper()} width {cfg.width_mult:g}"
     if arch is not None and arch != cfg.arch:

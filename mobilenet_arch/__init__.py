@@ -106,11 +106,14 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
     return new_v
 
 
+MAX_WIDTH_MULT = 100.0  # far beyond any published model; keeps channel counts (and their int casts) finite
+
+
 def _check_common(width_mult, num_classes, dropout):
     if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)):
         raise TypeError(f"width_mult must be a number, got {type(width_mult).__name__}")
-    if not width_mult > 0:
-        raise ValueError(f"width_mult must be > 0, got {width_mult}")
+    if not 0 < width_mult <= MAX_WIDTH_MULT:  # also refuses inf and nan
+        raise ValueError(f"width_mult must be in (0, {MAX_WIDTH_MULT}], got {width_mult}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
         raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
     if num_classes < 1:

@@ -162,8 +162,16 @@ def test_functional_bad_input(call, exc, pattern):
 @pytest.mark.parametrize(
     "call,exc,pattern",
     [
-        (lambda: numpy_impl.mobilenet_v2(width_mult=0), ValueError, r"width_mult must be > 0, got 0"),
-        (lambda: numpy_impl.mobilenet_v1(width_mult=-0.5), ValueError, r"width_mult must be > 0, got -0.5"),
+        (
+            lambda: numpy_impl.mobilenet_v2(width_mult=0),
+            ValueError,
+            r"width_mult must be in \(0, 100.0\], got 0",
+        ),
+        (
+            lambda: numpy_impl.mobilenet_v1(width_mult=-0.5),
+            ValueError,
+            r"width_mult must be in \(0, 100.0\], got -0.5",
+        ),
         (lambda: numpy_impl.mobilenet_v1(width_mult="1"), TypeError, r"width_mult must be a number, got str"),
         (lambda: numpy_impl.mobilenet_v2(num_classes=0), ValueError, r"num_classes must be >= 1, got 0"),
         (lambda: numpy_impl.mobilenet_v2(dropout=2.0), ValueError, r"dropout must be in \[0, 1\], got 2.0"),

@@ -252,7 +252,8 @@ def test_bad_resumes_and_checkpoints_are_clear_errors(trained, tmp_path, capsys)
     assert "checkpoint of the numba backend, this run's backend is torch" in capsys.readouterr().err
     assert (trained / "checkpoint.npz").read_bytes() == ckpt_bytes  # nothing overwritten
     assert cli.main(["train", *TINY, "--out", str(tmp_path / "none"), "--resume"]) == 2
-    assert "no checkpoint to resume from" in capsys.readouterr().err
+    assert "does not exist, so there is nothing to resume" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()  # not created empty
     ck = str(trained / "checkpoint.npz")
     assert cli.main(["evaluate", "--checkpoint", ck, "--arch", "v1"]) == 2
     assert "holds a MobileNetV2 width 0.35, expected arch v1" in capsys.readouterr().err
