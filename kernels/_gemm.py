@@ -1,5 +1,6 @@
-"""GEMMs on Numba's thread pool: each thread multiplies a block of rows with a
-single-threaded BLAS call (``np.dot`` inside ``prange``).
+"""GEMMs on Numba's thread pool: ``PARTS`` blocks of rows, each multiplied by a
+single-threaded BLAS call (``np.dot`` inside ``prange``); reductions add the blocks'
+partial sums in block order, so results do not depend on the number of threads.
 
 Why not the BLAS's own threads: the depthwise and batch-norm kernels run on Numba's
 OpenMP pool; a GEMM on OpenBLAS's pthreads right after them finds OpenMP's workers
@@ -9,11 +10,10 @@ With the GEMMs inside OpenMP regions there is one pool, whatever libgomp's spin 
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
-from ._threads import single_threaded_blas
+from ._threads import PARTS, single_threaded_blas
 
 _opts = {"cache": True, "error_model": "numpy", "nogil": True}
 
@@ -48,15 +48,15 @@ def matmul(a, b, out=None):
         return out
     if not (b.flags.c_contiguous or b.flags.f_contiguous):
         b = np.ascontiguousarray(b)
-    blocks = max(1, min(numba.get_num_threads(), a.shape[0]))
+    blocks = max(1, min(PARTS, a.shape[0]))
     single_threaded_blas()
     _rows(a, b, out, blocks)
     return out
 
 
 def matmul_tn(a, b):
-    """``a.T @ b`` for C-contiguous a (M, K), b (M, N): a reduction over M, per-thread partials."""
-    T = max(1, min(numba.get_num_threads(), a.shape[0]))
+    """``a.T @ b`` for C-contiguous a (M, K), b (M, N): a reduction over M in PARTS row blocks."""
+    T = max(1, min(PARTS, a.shape[0]))
     partial = np.empty((T, a.shape[1], b.shape[1]), dtype=a.dtype)
     single_threaded_blas()
     _tn_partials(a, b, partial)
@@ -65,7 +65,7 @@ def matmul_tn(a, b):
 
 @njit(parallel=True, **_opts)
 def _dx_dw(d, w, x, dx, partial, block):
-    """dx = d @ w and partial[t] = (d^T x over thread t's rows), block by block, so each block of
+    """dx = d @ w and partial[t] = (d^T x over part t's rows), block by block, so each block of
     d is read from memory once and used twice while it is in cache."""
     M, T = d.shape[0], partial.shape[0]
     nb = (M + block - 1) // block
@@ -85,7 +85,7 @@ def backward_pair(d, w, x, cache_bytes=1 << 18):
     a 1x1 convolution's input and weight gradients."""
     M = d.shape[0]
     dx = np.empty((M, w.shape[1]), dtype=d.dtype)
-    T = max(1, min(numba.get_num_threads(), M))
+    T = max(1, min(PARTS, M))
     partial = np.empty((T, d.shape[1], x.shape[1]), dtype=d.dtype)
     if M == 0:
         return dx, np.zeros(partial.shape[1:], d.dtype)

@@ -16,8 +16,9 @@ kernels do; the variance is accumulated around a per-channel shift (the first
 value) so E[d^2] - E[d]^2 does not cancel.
 
 Layouts: channels-last memory is a (M, C) matrix of rows: the inner loop runs
-over C (contiguous, SIMD) and the rows are split into one chunk per thread, each
-chunk summing into its own (C,) buffers, reduced afterwards (race-free). NCHW is
+over C (contiguous, SIMD) and the rows are split into ``PARTS`` chunks (not one per thread:
+the sums must not depend on the thread count), each summing into its own (C,) buffers,
+added afterwards in chunk order (race-free). NCHW is
 (N, C, P) planes: prange over channels, one writer per channel. Arrays smaller than
 ``SERIAL_BELOW`` elements run the same loop bodies on serial drivers (waking the thread
 pool costs more than the work there).
@@ -25,7 +26,6 @@ pool costs more than the work there).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -33,6 +33,7 @@ from numpy_impl.functional._checks import as_float_array, check_number, check_sh
 from numpy_impl.functional.norm import check_batch_norm
 
 from ._prep import is_channels_last
+from ._threads import PARTS
 
 _opts = {"cache": True, "fastmath": True, "error_model": "numpy"}
 ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}
@@ -65,7 +66,7 @@ def _live(y, act):
 # pool the threshold may be lower, not re-measured.)
 
 SERIAL_BELOW = 1 << 17  # elements; smaller arrays take the serial drivers
-ROW_CHUNKS = None  # chunks of rows the parallel sums split into (None: one per thread; tests set it)
+ROW_CHUNKS = None  # chunks of rows the parallel sums split into (None: PARTS, whatever the threads)
 
 
 @njit(inline="always", **_opts)
@@ -279,7 +280,7 @@ def _sums(name, a, *args, rows):
     kernel = _kernel(name, a, rows)
     if rows:  # one (2, C) buffer per chunk of rows, reduced here
         serial = a.size < SERIAL_BELOW
-        chunks = ROW_CHUNKS or numba.get_num_threads()
+        chunks = ROW_CHUNKS or PARTS
         part = np.empty((1 if serial else max(1, min(chunks, a.shape[0])), 2, a.shape[1]))
         kernel(a, *args, part)
         return part.sum(axis=0)

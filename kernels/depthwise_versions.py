@@ -56,7 +56,7 @@ Backward versions:
        parity of its column and row), so it is written once from its one to four
        products instead of read-modify-written per tap.
     7  stride 1: dx by forward version 10; dw over flat rows like version 10 when C
-       divides DW_LANES, into per-thread (9, DW_LANES) partial sums, one update per
+       divides DW_LANES, into per-chunk (9, DW_LANES) partial sums, one update per
        four output rows (otherwise version 5's dw).
 
 Arguments: NCHW kernels take x (N, C, H, W), w (C, kh, kw); NHWC kernels take
@@ -69,6 +69,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from ._threads import PARTS
 
 _opts = {"cache": True, "fastmath": True, "error_model": "numpy"}
 
@@ -581,9 +583,7 @@ def _bwd_dw_nhwc(dout, x, partial, sh, sw, ph, pw, dh, dw_):
 
 def bwd_v3(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks=None):
     """NHWC: dx by gathering per input row, dw by per-chunk buffers then a sum."""
-    import numba
-
-    chunks = chunks or numba.get_num_threads()
+    chunks = chunks or PARTS
     chunks = max(1, min(chunks, dout.shape[0] * dout.shape[1]))
     _bwd_dx_nhwc(dout, w, dx, sh, sw, ph, pw, dh, dw_)
     partial = np.empty((chunks, *w.shape), dtype=x.dtype)
@@ -655,9 +655,7 @@ def _bwd_dw_3x3(dout, x, partial, sh, sw, ph, pw):
 
 def bwd_v4(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks=None):
     """NHWC, 3x3, dilation 1."""
-    import numba
-
-    chunks = chunks or numba.get_num_threads()
+    chunks = chunks or PARTS
     chunks = max(1, min(chunks, dout.shape[0] * dout.shape[1]))
     if sh == sw == 1:
         # stride 1: dx is dout correlated with the flipped filter, padded by 2 - p: the forward kernel
@@ -723,9 +721,7 @@ def _bwd_dw_v5(dout, x, partial, sh, ph, pw):
 
 def bwd_v5(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks=None):
     """NHWC, 3x3, dilation 1: at stride 1 dx by forward version 9, dw four pixels per update."""
-    import numba
-
-    chunks = chunks or numba.get_num_threads()
+    chunks = chunks or PARTS
     chunks = max(1, min(chunks, dout.shape[0] * dout.shape[1]))
     partial = np.empty((chunks, 3, 3, x.shape[3]), dtype=x.dtype)
     if sh == sw == 1:
@@ -787,9 +783,7 @@ def _bwd_dx_s2(dout, w, dx, ph, pw):
 def bwd_v6(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks=None):
     """Version 5 with a stride-2 dx that writes each input pixel once from its 1-4 taps."""
     if sh == sw == 2:
-        import numba
-
-        chunks = chunks or numba.get_num_threads()
+        chunks = chunks or PARTS
         chunks = max(1, min(chunks, dout.shape[0] * dout.shape[1]))
         partial = np.empty((chunks, 3, 3, x.shape[3]), dtype=x.dtype)
         _bwd_dx_s2(dout, w, dx, ph, pw)
@@ -830,7 +824,7 @@ def _flat_dw4(g0, g1, g2, g3, x0, x1, x2, x3, x4, x5, q, lo, stop, pw, C, P):
 
 @njit(parallel=True, **_opts)
 def _bwd_dw_v7(dout, x, partial, flat, ph, pw):
-    """Stride 1, C dividing DW_LANES: flat partial sums (9, DW_LANES) per thread for the
+    """Stride 1, C dividing DW_LANES: flat partial sums (9, DW_LANES) per chunk for the
     interior, the (3, 3, C) ones of version 5 for the border columns and the last few."""
     N, H, W, C = x.shape
     T = partial.shape[0]
@@ -870,12 +864,10 @@ def bwd_v7(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks=None):
     if not sh == sw == 1:
         bwd_v6(dout, x, w, dx, dw, sh, sw, ph, pw, dh, dw_, chunks)
         return
-    import numba
-
     C = x.shape[3]
     flat = C <= DW_LANES and DW_LANES % C == 0
     steps = dout.shape[0] * ((dout.shape[1] + 3) // 4 if flat else dout.shape[1])
-    chunks = max(1, min(chunks or numba.get_num_threads(), steps))
+    chunks = max(1, min(chunks or PARTS, steps))
     fwd_v10(dout, np.ascontiguousarray(w[::-1, ::-1]), dx, 1, 1, 2 - ph, 2 - pw, 1, 1)
     partial = np.empty((chunks, 3, 3, C), dtype=x.dtype)
     if flat:

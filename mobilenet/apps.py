@@ -23,6 +23,7 @@ import numpy as np
 
 from . import backends as B
 from . import data as D
+from .checkpoint import write_text
 from .train import TrainConfig, Trainer, load_trained, make_runner, run
 from .transfer import freeze, frozen_modules, replace_classifier
 
@@ -140,8 +141,8 @@ def transfer(
         "seed": seed,
         "rows": rows,
     }
-    (out / "transfer.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "transfer.md").write_text(transfer_table(report))
+    write_text(out / "transfer.json", json.dumps(report, indent=2) + "\n")
+    write_text(out / "transfer.md", transfer_table(report))
     plot_transfer(report, out / "transfer.png")
     return report
 
@@ -320,8 +321,8 @@ def embed(checkpoint, out, backend=None, enrol=5, seed=0, quiet=False) -> dict:
         },
         "by_stage": by_stage,
     }
-    (out / "embed.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "embed.md").write_text(embed_table(summary))
+    write_text(out / "embed.json", json.dumps(summary, indent=2) + "\n")
+    write_text(out / "embed.md", embed_table(summary))
     return summary
 
 

@@ -7,7 +7,8 @@ loads with ``torch.load(weights_only=True)``.
 
 Writes are atomic: a temporary file in the same folder, flushed and fsync'ed, then
 ``os.replace``d over the old checkpoint (and the folder fsync'ed), so a reader sees either
-the old file or the new one, never half of one.
+the old file or the new one, never half of one. A run holds its folder with :func:`exclusive`
+(an ``flock`` on ``.lock``), so two runs never write into one folder.
 """
 
 from __future__ import annotations
@@ -67,6 +68,24 @@ def save(path, arrays: dict, meta: dict) -> Path:
         os.fsync(dir_fd)  # the rename itself reaches the disk
     finally:
         os.close(dir_fd)
+    return path
+
+
+def write_text(path, text: str) -> Path:
+    """``path.write_text(text)``, atomically as :func:`save`: a kill leaves the old file or the new."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return path
 
 
@@ -170,7 +189,7 @@ def exclusive(folder, option: str = "--out"):
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        for stale in folder.glob(".checkpoint*.tmp"):  # save()'s temporary files, of a killed run
+        for stale in folder.glob(".*.tmp"):  # save()'s and write_text()'s, of a killed run
             stale.unlink(missing_ok=True)
         yield folder
     finally:

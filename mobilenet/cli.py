@@ -6,6 +6,7 @@ import argparse
 import errno
 import importlib
 import json
+import os
 import sys
 
 import numpy as np
@@ -366,9 +367,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_environment() -> None:
+    """Settings read from the environment, checked before a library reads them its own way
+    (Numba would ignore a bad NUMBA_NUM_THREADS with a warning, or fail with no name)."""
+    text = os.environ.get("NUMBA_NUM_THREADS")
+    if text is not None and not (text.strip().isdigit() and int(text) >= 1):
+        raise ValueError(
+            f"the environment variable NUMBA_NUM_THREADS must be a whole number >= 1, got {text!r}; "
+            "unset it to use every core"
+        )
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_environment()
         return args.func(args)
     except KeyboardInterrupt:
         print(f"mobilenet {args.command}: interrupted", file=sys.stderr)

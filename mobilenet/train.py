@@ -258,7 +258,7 @@ class Trainer:
         self.partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}  # PARTIAL_KEYS
         self.save()
         if self.out is not None:
-            (self.out / "metrics.json").write_text(json.dumps(self.metrics(), indent=2) + "\n")
+            ckpt.write_text(self.out / "metrics.json", json.dumps(self.metrics(), indent=2) + "\n")
 
     def metrics(self) -> dict:
         last = self.history[-1] if self.history else {}
@@ -411,7 +411,7 @@ def _run_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> di
     if resume:
         trainer.resume()
     metrics = trainer.fit()
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    ckpt.write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     if trainer.history:
         name = Path(str(cfg.data)).name
         title = f"MobileNet{cfg.arch.upper()}-{cfg.width_mult:g} {cfg.resolution}px on {name} ({cfg.backend})"

@@ -7,6 +7,7 @@ import numpy as np
 import mobilenet_arch as A
 
 from .backend import get_backend
+from .functional._checks import check_rng
 from .nn import Conv2d, Linear, Sequential, build
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
@@ -15,7 +16,16 @@ _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 def _to_numpy(name, v):
     """A numpy array from a numpy array, a torch tensor (without importing torch) or a scalar."""
     if hasattr(v, "detach") and hasattr(v, "cpu"):
-        v = v.detach().cpu().numpy()
+        if getattr(v, "is_meta", False):
+            raise ValueError(
+                f"load_state_dict: {name} is a meta tensor (a shape, no data); load real weights"
+            )
+        try:
+            v = v.detach().cpu().numpy()
+        except TypeError:  # bfloat16 and the like
+            raise TypeError(
+                f"load_state_dict: {name} has dtype {v.dtype}, which numpy cannot hold; convert with .float()"
+            ) from None
     if isinstance(v, (int, float, np.number)):
         v = np.asarray(v)
     if not isinstance(v, np.ndarray):
@@ -38,7 +48,7 @@ class MobileNet(Sequential):
         if dtype not in _DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         self.F = get_backend(backend)
-        self.rng = np.random.default_rng(seed)
+        self.rng = check_rng("MobileNet", "seed", seed)
         super().__init__((name, build(child, self.F, dtype, self.rng)) for name, child in spec)
         self.spec, self.arch, self.dtype, self.backend = spec, arch, dtype, backend
         self.num_classes = spec.children[-1][1].children[-1][1].out_features
@@ -76,7 +86,7 @@ class MobileNet(Sequential):
         head = self._children["classifier"]._children
         key = list(head)[-1]
         spec = A.Linear(head[key]._params["weight"].shape[1], num_classes)
-        head[key] = Linear(spec, self.F, self.dtype, np.random.default_rng(seed))
+        head[key] = Linear(spec, self.F, self.dtype, check_rng("replace_classifier", "seed", seed))
         self.num_classes = num_classes
         return self
 

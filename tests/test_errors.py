@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 
 import numpy_impl
 from numpy_impl import functional as F
+from torch_impl.numba_ops import DepthwiseConv2dFunction
 
 x4 = np.zeros((2, 4, 8, 8), np.float32)
 w3 = np.zeros((6, 4, 3, 3), np.float32)
@@ -152,6 +154,28 @@ wp = np.zeros((6, 4, 1, 1), np.float32)
             TypeError,
             r"target must be an integer",
         ),
+        (
+            lambda: F.global_avg_pool2d_backward(np.zeros((1, 2), np.float32), None),
+            TypeError,
+            r"x_shape must be a tuple of ints \(x.shape\), got None",
+        ),
+        (
+            lambda: F.dropout(np.zeros((2, 2), np.float32), 0.5, True, rng=-1),
+            ValueError,
+            r"dropout: rng must be >= 0 \(a seed\), got -1",
+        ),
+        (
+            lambda: F.dropout(np.zeros((2, 2), np.float32), 0.5, True, rng="seed"),
+            TypeError,
+            r"dropout: rng must be a numpy.random.Generator, an int seed or None, got str",
+        ),
+        (
+            lambda: F.softmax_cross_entropy_backward(
+                float("nan"), F.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1]))[1]
+            ),
+            ValueError,
+            r"dout must be a number, not nan, got nan",
+        ),
     ],
 )
 def test_functional_bad_input(call, exc, pattern):
@@ -173,6 +197,7 @@ def test_functional_bad_input(call, exc, pattern):
             r"width_mult must be in \(0, 100.0\], got -0.5",
         ),
         (lambda: numpy_impl.mobilenet_v1(width_mult="1"), TypeError, r"width_mult must be a number, got str"),
+        (lambda: numpy_impl.mobilenet_v2(seed=-1), ValueError, r"seed must be >= 0 \(a seed\), got -1"),
         (lambda: numpy_impl.mobilenet_v2(num_classes=0), ValueError, r"num_classes must be >= 1, got 0"),
         (lambda: numpy_impl.mobilenet_v2(dropout=2.0), ValueError, r"dropout must be in \[0, 1\], got 2.0"),
         (
@@ -244,3 +269,33 @@ def test_memoised_geometry_still_rejects_bool_and_float_parameters():
         F.conv2d(x4, w3, stride=True)
     with pytest.raises(TypeError, match=r"stride must be an int or a pair of ints, got \(1.0, 1\)"):
         F.conv2d(x4, w3, stride=(1.0, 1))
+
+
+@pytest.mark.parametrize(
+    "convert, exc, pattern",
+    [
+        (lambda v: v.to(torch.bfloat16), TypeError, r"has dtype torch.bfloat16, which numpy cannot hold"),
+        (lambda v: v.to("meta"), ValueError, r"is a meta tensor"),
+    ],
+)
+def test_load_state_dict_names_tensors_numpy_cannot_hold(small_model, convert, exc, pattern):
+    sd = {k: torch.from_numpy(np.array(v)) for k, v in small_model.state_dict().items()}
+    sd = {k: convert(v) if v.is_floating_point() else v for k, v in sd.items()}
+    with pytest.raises(exc, match=pattern):
+        small_model.load_state_dict(sd)
+
+
+@pytest.mark.parametrize(
+    "x, exc, pattern",
+    [
+        (
+            torch.zeros(1, 2, 4, 4, dtype=torch.bfloat16),
+            TypeError,
+            r"x must be float32 or float64, got torch.bfloat16",
+        ),
+        (torch.zeros(1, 2, 4, 4, device="meta"), ValueError, r"x must be on the CPU"),
+    ],
+)
+def test_numba_ops_refuse_tensors_the_kernels_cannot_take(x, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        DepthwiseConv2dFunction.apply(x, torch.zeros(2, 1, 3, 3), 1, 1)

@@ -361,3 +361,30 @@ def test_resume_names_changed_data_and_accepts_the_same_folder_spelled_otherwise
     assert cli.main([*args, "--data", "g2", "--resume"]) == 2
     err = capsys.readouterr().err
     assert "the data changed since the checkpoint was written" in err and "resume with the data" in err
+
+
+# --- threads ---------------------------------------------------------------------------------------
+
+
+def test_training_is_bit_identical_on_any_number_of_numba_threads(tmp_path):
+    """The kernels' reductions split into fixed parts, summed in a fixed order: the weights, the
+    optimiser state and the recorded losses of a run do not depend on the thread count."""
+    runs = {}
+    for threads in (1, 3):
+        out = tmp_path / f"t{threads}"
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+        cmd = [sys.executable, "-m", "mobilenet.cli", "train", *QUICK, "--epochs", "2", "--out", str(out)]
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+        runs[threads] = checkpoint.load(out / "checkpoint.npz")
+    (a, meta_a), (b, meta_b) = runs[1], runs[3]
+    assert a.keys() == b.keys()
+    assert [k for k in a if not np.array_equal(a[k], b[k])] == []
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+        assert [h[key] for h in meta_a["history"]] == [h[key] for h in meta_b["history"]]
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "-2", " "])
+def test_a_bad_thread_count_in_the_environment_is_named(monkeypatch, capsys, value):
+    monkeypatch.setenv("NUMBA_NUM_THREADS", value)
+    assert cli.main(["summary"]) == 2
+    assert "the environment variable NUMBA_NUM_THREADS must be a whole number >= 1" in capsys.readouterr().err

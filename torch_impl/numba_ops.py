@@ -29,6 +29,8 @@ def _check_cpu(name, t):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.device.type != "cpu":
         raise ValueError(f"{name} must be on the CPU (the kernels are Numba CPU kernels), got {t.device}")
+    if t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}; convert it with .float()")
 
 
 class DepthwiseConv2dFunction(torch.autograd.Function):

@@ -61,8 +61,22 @@ def check_number(fn: str, name: str, v, lo=None, hi=None) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a real number, got {type(v).__name__}")
     if (lo is not None and v < lo) or (hi is not None and v > hi) or v != v:
-        raise ValueError(f"{fn}: {name} must be in [{lo}, {hi}], got {v}")
+        where = "a number, not nan" if lo is None and hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{fn}: {name} must be {where}, got {v}")
     return float(v)
+
+
+def check_rng(fn: str, name: str, v) -> np.random.Generator:
+    """A numpy Generator from a Generator, an int seed >= 0 or None (fresh entropy)."""
+    if isinstance(v, np.random.Generator):
+        return v
+    if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
+        raise TypeError(
+            f"{fn}: {name} must be a numpy.random.Generator, an int seed or None, got {type(v).__name__}"
+        )
+    if v is not None and v < 0:
+        raise ValueError(f"{fn}: {name} must be >= 0 (a seed), got {v}")
+    return np.random.default_rng(v)
 
 
 def check_int(fn: str, name: str, v, lo: int) -> int:

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from ._checks import as_float_array, check_int, check_number, check_shape, same_dtype
+from ._checks import as_float_array, check_int, check_number, check_rng, check_shape, same_dtype
 
 
 def _check_dout_like(fn, dout, x, name="x"):
@@ -76,12 +76,7 @@ def dropout(x, p=0.5, training=True, rng=None):
         return x.copy(), np.ones_like(x)
     if p == 1.0:
         return np.zeros_like(x), np.zeros_like(x)
-    if rng is None or isinstance(rng, numbers.Integral):
-        rng = np.random.default_rng(rng)
-    elif not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"{fn}: rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}"
-        )
+    rng = check_rng(fn, "rng", rng)
     keep = rng.random(x.shape) >= p
     mask = keep.astype(x.dtype) / x.dtype.type(1 - p)
     return x * mask, mask
@@ -107,8 +102,10 @@ def global_avg_pool2d_backward(dout, x_shape):
     """``dx[n, c, h, w] = dout[n, c] / (H * W)``: returns dx of shape ``x_shape``."""
     fn = "global_avg_pool2d_backward"
     dout = as_float_array(fn, "dout", dout, ndim=2)
-    x_shape = tuple(x_shape)
-    if len(x_shape) != 4 or x_shape[:2] != dout.shape:
+    if not isinstance(x_shape, (tuple, list)) or not all(isinstance(d, numbers.Integral) for d in x_shape):
+        raise TypeError(f"{fn}: x_shape must be a tuple of ints (x.shape), got {x_shape!r}")
+    x_shape = tuple(int(d) for d in x_shape)
+    if len(x_shape) != 4 or x_shape[:2] != dout.shape or min(x_shape) < 0:
         raise ValueError(
             f"{fn}: x_shape must be (N, C, H, W) with (N, C) == dout.shape {dout.shape}, got {x_shape}"
         )
