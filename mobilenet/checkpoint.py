@@ -33,30 +33,17 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read, restored: files get the modes open() would give them
 
 
-def save(path, arrays: dict, meta: dict) -> Path:
-    path = Path(path)
-    if path.suffix not in (".npz", ".pt"):
-        raise ValueError(f"checkpoint.save: path must end in .npz or .pt, got {str(path)!r}")
-    if META_KEY in arrays:
-        raise ValueError(f"checkpoint.save: {META_KEY!r} is reserved")
-    text = json.dumps(meta)
+@contextlib.contextmanager
+def _atomic(path: Path, mode: str):
+    """A file to write ``path`` through: a temporary file in the same folder, flushed, given the
+    mode open() would give it (not mkstemp's 0600) and fsync'ed, then renamed over ``path`` and
+    the folder fsync'ed. Removed instead if the writing fails."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            if path.suffix == ".npz":
-                np.savez(f, **{META_KEY: np.array(text)}, **arrays)
-            else:
-                import torch
-
-                torch.save(
-                    {
-                        META_KEY: text,
-                        **{k: torch.from_numpy(np.array(v, order="C")) for k, v in arrays.items()},
-                    },
-                    f,
-                )
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp's 0600 would differ from metrics.json's
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -68,24 +55,31 @@ def save(path, arrays: dict, meta: dict) -> Path:
         os.fsync(dir_fd)  # the rename itself reaches the disk
     finally:
         os.close(dir_fd)
+
+
+def save(path, arrays: dict, meta: dict) -> Path:
+    path = Path(path)
+    if path.suffix not in (".npz", ".pt"):
+        raise ValueError(f"checkpoint.save: path must end in .npz or .pt, got {str(path)!r}")
+    if META_KEY in arrays:
+        raise ValueError(f"checkpoint.save: {META_KEY!r} is reserved")
+    text = json.dumps(meta)
+    with _atomic(path, "wb") as f:
+        if path.suffix == ".npz":
+            np.savez(f, **{META_KEY: np.array(text)}, **arrays)
+        else:
+            import torch
+
+            tensors = {k: torch.from_numpy(np.array(v, order="C")) for k, v in arrays.items()}
+            torch.save({META_KEY: text, **tensors}, f)
     return path
 
 
 def write_text(path, text: str) -> Path:
     """``path.write_text(text)``, atomically as :func:`save`: a kill leaves the old file or the new."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _atomic(path, "w") as f:
+        f.write(text)
     return path
 
 
