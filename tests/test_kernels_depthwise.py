@@ -141,6 +141,16 @@ def test_3x3_kernels_on_awkward_shapes(fwd, bwd, case, dtype, seed, wide, lanes)
     strides=(1, 1),
     seed=0,
 )
+# version 5's stride-1 dx (forward version 9 on the flipped filter) with unequal paddings
+@example(
+    case={"x": (2, 3, 6, 5), "w": (3, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
+    version=5,
+    chunks=2,
+    dtype=np.float64,
+    pads=(2, 0),
+    strides=(1, 1),
+    seed=4,
+)
 # version 7's flat dw (C divides DW_LANES): 64 channels, 4 pixels per step, a last band of 3 rows
 @example(
     case={"x": (2, 64, 7, 11), "w": (64, 1, 3, 3), "stride": (1, 1), "padding": 0, "dilation": (1, 1)},
