@@ -226,6 +226,64 @@ def v2_spec(width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8) -> S
     )
 
 
+SSDLITE_TAP = 14  # features[14]: the first block of the 160-channel stage ("layer 15", stride 16)
+SSDLITE_EXTRAS = (512, 256, 256, 128)  # torchvision's SSDLite extra layers (stride 64, 128, 256, 512)
+SSDLITE_ANCHORS = 6  # default boxes per cell: two squares, aspect ratios 2 and 3 and their inverses
+
+
+def ssdlite_spec(width_mult=1.0, num_classes=7, extras=SSDLITE_EXTRAS, anchors=SSDLITE_ANCHORS) -> Seq:
+    """SSDLite on MobileNetV2 (Sandler et al. 2018, section 6.2): ``num_classes`` counts the
+    background (class 0), as torchvision's detectors do.
+
+    - ``body1``: features[0:14] and the expansion (1x1 conv, BN, ReLU6) of features[14]: the first
+      prediction layer reads that expansion output, at output stride 16.
+    - ``body2``: the rest of features[14] (depthwise 3x3 stride 2, BN, ReLU6, linear 1x1, BN) and
+      features[15:19]: the second prediction layer reads the last feature layer, stride 32.
+    - ``extras``: stride-2 depthwise separable blocks (1x1 to half the width, depthwise 3x3 stride
+      2, 1x1 to the width, each with BN and ReLU6), one more prediction layer each.
+    - ``cls``, ``reg``: one head per prediction layer, a depthwise 3x3 conv + BN + ReLU6 then a 1x1
+      conv with bias to ``anchors * num_classes`` (class logits) or ``anchors * 4`` (box regressions).
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2 (the background and a class), got {num_classes!r}")
+    if not extras or not all(isinstance(c, int) and c >= 2 for c in extras):
+        raise ValueError(f"extras must be channel counts >= 2 (one per extra layer), got {extras!r}")
+    if isinstance(anchors, bool) or not isinstance(anchors, int) or anchors < 1:
+        raise ValueError(f"anchors must be an int >= 1, got {anchors!r}")
+    features = list(dict(v2_spec(width_mult, num_classes=2).children)["features"])  # (name, spec)
+    tap = features[SSDLITE_TAP][1].conv.children  # expand, depthwise, project conv, project BN
+    body1 = Seq((*features[:SSDLITE_TAP], (str(SSDLITE_TAP), tap[0][1])))
+    rest = Seq(tap[1:])
+    body2 = Seq((("0", rest), *((str(i + 1), f) for i, (_, f) in enumerate(features[SSDLITE_TAP + 1 :]))))
+    hidden = tap[0][1].children[0][1].out_channels
+    last = features[-1][1].children[0][1].out_channels
+    blocks, cin = [], last
+    for c in extras:
+        mid = c // 2
+        blocks.append(
+            _seq(
+                conv_bn_act(cin, mid, 1),
+                conv_bn_act(mid, mid, 3, stride=2, groups=mid),
+                conv_bn_act(mid, c, 1),
+            )
+        )
+        cin = c
+    taps = (hidden, last, *extras)
+
+    def head(c, out):
+        return _seq(conv_bn_act(c, c, 3, groups=c), Conv(c, out, 1, bias=True))
+
+    return Seq(
+        (
+            ("body1", body1),
+            ("body2", body2),
+            ("extras", _seq(*blocks)),
+            ("cls", _seq(*(head(c, anchors * num_classes) for c in taps))),
+            ("reg", _seq(*(head(c, anchors * 4) for c in taps))),
+        )
+    )
+
+
 def build_spec(arch: str, **kwargs) -> Seq:
     """``build_spec("v1", width_mult=0.5)``: the spec of any architecture in :data:`ARCHS`."""
     if arch not in ARCHS:

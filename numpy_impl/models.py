@@ -35,7 +35,60 @@ def _to_numpy(name, v):
     return v
 
 
-class MobileNet(Sequential):
+class Model(Sequential):
+    """What every model of this package shares: parameters, gradients and state by torch name."""
+
+    arch = "model"
+
+    # --- parameters and state -------------------------------------------------------
+    @property
+    def params(self) -> dict:
+        """Parameter arrays by torch name (live references: update them in place)."""
+        return dict(self.named_parameters())
+
+    @property
+    def grads(self) -> dict:
+        """Gradients of the last backward by torch name."""
+        return dict(self._named("_grads"))
+
+    def state_dict(self) -> dict:
+        """Copies of parameters and buffers in torch's key order."""
+        out = {}
+        for prefix, m in self.named_modules():
+            for name, a in {**m._params, **m._buffers}.items():
+                out[prefix + name] = a.copy()
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True):
+        """Copy values (numpy arrays or torch tensors) into the model, checking keys and shapes.
+
+        Nothing is changed unless every key and shape matches.
+        """
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"load_state_dict: state_dict must be a mapping, got {type(state_dict).__name__}")
+        own = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        unknown = sorted(set(state_dict) - set(own))
+        missing = sorted(set(own) - set(state_dict))
+        if unknown or (strict and missing):
+            raise ValueError(
+                f"load_state_dict: keys do not match this {self.arch} model: "
+                f"unexpected {unknown[:5]}{'...' if len(unknown) > 5 else ''}, "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}"
+            )
+        staged = {}
+        for key, v in state_dict.items():
+            v = _to_numpy(key, v)
+            if v.shape != own[key].shape:
+                raise ValueError(f"load_state_dict: {key} must have shape {own[key].shape}, got {v.shape}")
+            if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+                raise TypeError(f"load_state_dict: {key} must hold numbers, got dtype {v.dtype}")
+            staged[key] = v
+        for key, v in staged.items():
+            own[key][...] = v  # in place: references from .params stay valid
+        return self
+
+
+class MobileNet(Model):
     """A MobileNet whose parameter and buffer names are those of the torch mirror.
 
     ``forward(x)`` takes (N, 3, H, W) in the model's dtype, H and W >= 32, and
@@ -127,53 +180,6 @@ class MobileNet(Sequential):
         finally:
             first.input_grad = True
         return dx if input_grad else None
-
-    # --- parameters and state -------------------------------------------------------
-    @property
-    def params(self) -> dict:
-        """Parameter arrays by torch name (live references: update them in place)."""
-        return dict(self.named_parameters())
-
-    @property
-    def grads(self) -> dict:
-        """Gradients of the last backward by torch name."""
-        return dict(self._named("_grads"))
-
-    def state_dict(self) -> dict:
-        """Copies of parameters and buffers in torch's key order."""
-        out = {}
-        for prefix, m in self.named_modules():
-            for name, a in {**m._params, **m._buffers}.items():
-                out[prefix + name] = a.copy()
-        return out
-
-    def load_state_dict(self, state_dict, strict: bool = True):
-        """Copy values (numpy arrays or torch tensors) into the model, checking keys and shapes.
-
-        Nothing is changed unless every key and shape matches.
-        """
-        if not hasattr(state_dict, "items"):
-            raise TypeError(f"load_state_dict: state_dict must be a mapping, got {type(state_dict).__name__}")
-        own = {**dict(self.named_parameters()), **dict(self.named_buffers())}
-        unknown = sorted(set(state_dict) - set(own))
-        missing = sorted(set(own) - set(state_dict))
-        if unknown or (strict and missing):
-            raise ValueError(
-                f"load_state_dict: keys do not match this {self.arch} model: "
-                f"unexpected {unknown[:5]}{'...' if len(unknown) > 5 else ''}, "
-                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}"
-            )
-        staged = {}
-        for key, v in state_dict.items():
-            v = _to_numpy(key, v)
-            if v.shape != own[key].shape:
-                raise ValueError(f"load_state_dict: {key} must have shape {own[key].shape}, got {v.shape}")
-            if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
-                raise TypeError(f"load_state_dict: {key} must hold numbers, got dtype {v.dtype}")
-            staged[key] = v
-        for key, v in staged.items():
-            own[key][...] = v  # in place: references from .params stay valid
-        return self
 
 
 def _build(arch, spec_kwargs, dtype, backend, seed):
