@@ -344,5 +344,5 @@ def random_crop(x: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng, min_s
     b = np.clip(b, 0.0, 1.0)
     window = x[:, r0 : r0 + ch, c0 : c0 + cw]
     rh, rw = _interp_matrix(ch, r), _interp_matrix(cw, r)
-    out = np.einsum("oh,chw,pw->cop", rh, window, rw).astype(np.float32)
+    out = (rh @ window @ rw.T).astype(np.float32)  # (C, R, R): rows, then columns
     return out, b, labels[keep]
