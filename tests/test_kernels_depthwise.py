@@ -113,6 +113,14 @@ def test_only_the_3x3_versions_refuse_other_filters():
 
 
 @pytest.mark.parametrize("fwd,bwd", [(7, 4), (8, 5), (9, 6), (10, 7)])
+# version 9's 2x2 blocks over an odd number (5) of interior columns: the last one alone
+@example(
+    case={"x": (1, 4, 5, 7), "w": (4, 1, 3, 3), "stride": (1, 1), "padding": 1, "dilation": (1, 1)},
+    dtype=np.float64,
+    seed=0,
+    wide=True,
+    lanes=1,
+)
 @given(
     case=dw_cases(only_3x3=True),
     dtype=DTYPES,

@@ -15,13 +15,14 @@ from . import fuzz
 from .helpers import DTYPES, MEMORY, assert_within_bound, in_memory, rng_arrays, strided
 
 
-# The one-pass backward with several blocks per thread (98 rows in blocks of 16), always.
+# The one-pass backward with several blocks per part (162 rows in blocks of 16: 11 blocks in
+# kernels._threads.PARTS = 8 parts, so some part sums two), always.
 @example(
     n=2,
     cin=5,
     cout=6,
-    h=7,
-    w=7,
+    h=9,
+    w=9,
     dtype=np.float64,
     memory="channels_last",
     dout_memory="channels_last",
