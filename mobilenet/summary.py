@@ -110,3 +110,41 @@ def format_table(d: dict) -> str:
         f"\n{d['params'] / 1e6:.2f} M parameters, {d['macs'] / 1e6:.1f} M multiply-adds"
     )
     return "\n".join(lines)
+
+
+def ssdlite_summary(
+    width_mult: float = 1.0, resolution: int = 320, num_classes: int = 91, **spec_kwargs
+) -> dict:
+    """SSDLite's layers, parameters and mult-adds for a square input, with its prediction heads
+    set against SSD's (Liu et al. 2016): a regular 3x3 convolution per head where SSDLite has a
+    depthwise 3x3 (+ BN, ReLU6) and a 1x1 (the V2 paper's comparison, section 6.2)."""
+    spec = A.ssdlite_spec(width_mult, num_classes, **spec_kwargs)
+    parts = dict(spec.children)
+    summarize(parts["body1"], resolution)  # checks the resolution
+    first = layer_rows(parts["body1"], (3, resolution, resolution))
+    rows = [Row(f"body1.{r.name}", r.type, r.output_shape, r.params, r.macs) for r in first]
+    taps = [rows[-1].output_shape]
+    for part in ["body2", *(f"extras.{k}" for k, _ in parts["extras"])]:
+        sub = parts["body2"] if part == "body2" else dict(parts["extras"].children)[part.split(".")[1]]
+        new = layer_rows(sub, taps[-1])
+        rows += [Row(f"{part}.{r.name}", r.type, r.output_shape, r.params, r.macs) for r in new]
+        taps.append(new[-1].output_shape)
+    heads, regular = 0, 0
+    for kind in ("cls", "reg"):
+        for (k, head), shape in zip(parts[kind], taps):
+            new = layer_rows(head, shape)
+            rows += [Row(f"{kind}.{k}.{r.name}", r.type, r.output_shape, r.params, r.macs) for r in new]
+            heads += sum(r.macs for r in new)
+            c, h, w = shape
+            regular += new[-1].output_shape[0] * h * w * c * 9  # one 3x3 conv, c -> the same outputs
+    return {
+        "arch": "ssdlite",
+        "width_mult": width_mult,
+        "resolution": resolution,
+        "num_classes": num_classes,
+        **totals(rows),
+        "head_macs": heads,
+        "regular_head_macs": regular,
+        "feature_maps": [list(s) for s in taps],
+        "layers": [{**asdict(r), "output_shape": list(r.output_shape)} for r in rows],
+    }

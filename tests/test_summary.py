@@ -2,8 +2,9 @@
 
 import pytest
 
-from mobilenet.summary import conv_output_size, summary_dict
+from mobilenet.summary import conv_output_size, ssdlite_summary, summary_dict
 from mobilenet_arch import make_divisible
+from numpy_impl.detector import ssdlite
 
 # (width, resolution) -> (M mult-adds, M params) from V1 paper Tables 6 and 7, rounded as published
 V1_PUBLISHED = {
@@ -85,3 +86,14 @@ def test_v1_parameter_shares_match_paper_table_2():
     total = sum(weights.values())
     expected = {"Conv1x1": 74.59, "DWConv3x3": 1.06, "Conv3x3": 0.02, "Linear": 24.33}
     assert {k: round(100 * v / total, 2) for k, v in weights.items()} == expected
+
+
+def test_ssdlite_summary_counts_the_built_detector():
+    d = ssdlite_summary(0.5, 320, 11)
+    model = ssdlite(0.5, 11)
+    assert d["params"] == sum(p.size for p in model.params.values())
+    assert [tuple(s[1:]) for s in d["feature_maps"]] == model.feature_sizes(320)
+    assert [s[1] for s in d["feature_maps"]] == [20, 10, 5, 3, 2, 1]  # SSDLite320's maps
+    assert d["macs"] == sum(layer["macs"] for layer in d["layers"])
+    # the paper's point: depthwise separable heads cost a fraction of SSD's 3x3 heads
+    assert d["head_macs"] < d["regular_head_macs"] / 5
