@@ -15,11 +15,8 @@ import numpy as np
 
 import mobilenet_arch as A
 
-from .backend import get_backend
 from .boxes import default_boxes
-from .functional._checks import check_rng
-from .models import _DTYPES, Model
-from .nn import build
+from .models import Model
 
 
 def _halve(n: int) -> int:
@@ -31,13 +28,7 @@ class SSDLite(Model):
     fills ``grads`` and returns dx."""
 
     def __init__(self, spec: A.Seq, dtype=np.float32, backend: str = "numpy", seed=0):
-        dtype = np.dtype(dtype)
-        if dtype not in _DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-        self.F = get_backend(backend)
-        self.rng = check_rng("SSDLite", "seed", seed)
-        super().__init__((name, build(child, self.F, dtype, self.rng)) for name, child in spec)
-        self.spec, self.arch, self.dtype, self.backend = spec, "ssdlite", dtype, backend
+        super().__init__(spec, "ssdlite", dtype, backend, seed)
         parts = dict(spec.children)
         reg = list(parts["reg"])[0][1].children[-1][1]
         self.anchors = reg.out_channels // 4

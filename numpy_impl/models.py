@@ -36,9 +36,17 @@ def _to_numpy(name, v):
 
 
 class Model(Sequential):
-    """What every model of this package shares: parameters, gradients and state by torch name."""
+    """What every model of this package shares: built from a spec on a backend, seeded, with
+    parameters, gradients and state by torch name."""
 
-    arch = "model"
+    def __init__(self, spec: A.Seq, arch: str, dtype, backend: str, seed):
+        dtype = np.dtype(dtype)
+        if dtype not in _DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.F = get_backend(backend)
+        self.rng = check_rng(type(self).__name__, "seed", seed)
+        super().__init__((name, build(child, self.F, dtype, self.rng)) for name, child in spec)
+        self.spec, self.arch, self.dtype, self.backend = spec, arch, dtype, backend
 
     # --- parameters and state -------------------------------------------------------
     @property
@@ -97,13 +105,7 @@ class MobileNet(Model):
     """
 
     def __init__(self, spec: A.Seq, arch: str, dtype, backend: str, seed):
-        dtype = np.dtype(dtype)
-        if dtype not in _DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-        self.F = get_backend(backend)
-        self.rng = check_rng("MobileNet", "seed", seed)
-        super().__init__((name, build(child, self.F, dtype, self.rng)) for name, child in spec)
-        self.spec, self.arch, self.dtype, self.backend = spec, arch, dtype, backend
+        super().__init__(spec, arch, dtype, backend, seed)
         self.num_classes = spec.children[-1][1].children[-1][1].out_features
         self._forward_batch = None
 
