@@ -83,6 +83,14 @@ def write_text(path, text: str) -> Path:
     return path
 
 
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """``fig.savefig(path)`` as a PNG, atomically as :func:`save`."""
+    path = Path(path)
+    with _atomic(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    return path
+
+
 def _reason(e: Exception) -> str:
     """Why a file would not load, in a line: the first line of the error only (torch's unpickling
     errors go on to advise ``weights_only=False``, which must never be followed here)."""

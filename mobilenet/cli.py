@@ -17,7 +17,7 @@ from . import backends as B
 from . import data as D
 from .apps import embed, embed_table, transfer, transfer_table
 from .checkpoint import FolderInUse, exclusive
-from .summary import format_table, summary_dict
+from .summary import format_table, ssdlite_summary, summary_dict
 from .train import TrainConfig, evaluate, load_trained, run
 
 TRAIN_DEFAULTS = TrainConfig()
@@ -54,7 +54,10 @@ def _int_at_least(lo):
 
 
 def cmd_summary(args) -> int:
-    d = summary_dict(args.arch, args.width_mult, args.resolution, args.num_classes)
+    if args.arch == "ssdlite":  # num_classes counts the background, as torchvision's detectors
+        d = ssdlite_summary(args.width_mult, args.resolution, args.num_classes)
+    else:
+        d = summary_dict(args.arch, args.width_mult, args.resolution, args.num_classes)
     print(json.dumps(d, indent=2) if args.json else format_table(d))
     return 0
 
@@ -266,12 +269,179 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def _detect():
+    return importlib.import_module("mobilenet.detect_train")
+
+
+def cmd_detect_train(args) -> int:
+    dt = _detect()
+    cfg = dt.DetectConfig(
+        width_mult=args.width_mult,
+        resolution=args.resolution,
+        data=args.data,
+        images=args.images,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        backend=args.backend,
+        dtype=args.dtype,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        augment=not args.no_augment,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+    )
+    m = dt.run(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    print(
+        f"mAP@0.5 {m['map_50']:.4f}, mAP@[.5:.95] {m['map_50_95']:.4f} on {m['test_images']} held-out "
+        f"images after {m['epochs']} epochs ({m['seconds']:.0f} s); "
+        f"wrote {args.out}/metrics.json, detection_curves.png and the checkpoint"
+    )
+    return 0
+
+
+def _detect_data(dt, args, cfg):
+    """The held-out images ``evaluate`` scores: the checkpoint's, or ``--data`` (a COCO file, all
+    of it)."""
+    if args.data is None:
+        return dt.load_split(cfg)[1]
+    if args.data == "scenes":
+        return dt.S.make_scenes(cfg.test_size, cfg.resolution, seed=dt.SCENE_SEEDS[1])
+    data = dt.S.load_coco(args.data, args.images, cfg.resolution, on_error="skip")
+    if data.skipped:
+        print(
+            f"skipped {len(data.skipped)} images or annotations (first: {data.skipped[0]})", file=sys.stderr
+        )
+    return data
+
+
+def cmd_detect_evaluate(args) -> int:
+    dt = _detect()
+    runner, meta = dt.load_trained(args.checkpoint, backend=args.backend)
+    cfg = runner.cfg
+    test = _detect_data(dt, args, cfg)
+    if len(test) == 0:
+        raise ValueError(f"--data {args.data!r} holds no usable images")
+    if list(test.classes) != meta["classes"]:
+        raise ValueError(
+            f"--data has classes {list(test.classes)}, "
+            f"the checkpoint's detector was trained on {meta['classes']}"
+        )
+    ev = dt.evaluate(runner, test, meta["mean"], meta["std"])
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "data": str(args.data or cfg.data),
+        "images": len(test),
+        **{k: ev[k] for k in ("map_50", "map_50_95", "per_class")},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{args.checkpoint}: SSDLite-MobileNetV2-{cfg.width_mult:g} {cfg.resolution}px, "
+            f"{len(test)} held-out images"
+        )
+        print(f"  mAP@0.5 {ev['map_50']:.4f}   mAP@[.5:.95] {ev['map_50_95']:.4f}")
+        print("  AP@[.5:.95] per class: " + "  ".join(f"{c} {a:.3f}" for c, a in ev["per_class"].items()))
+    return 0
+
+
+def cmd_detect_predict(args) -> int:
+    dt = _detect()
+    runner, meta = dt.load_trained(args.checkpoint, backend=args.backend)
+    x, rgb = dt.read_image(args.image, runner.cfg.resolution)
+    found = dt.detect_images(runner, meta, x[None])[0]
+    dt.draw(rgb, found, meta["classes"], args.out, args.min_score)
+    kept = [
+        {
+            "class": meta["classes"][int(lab) - 1],
+            "score": round(float(s), 4),
+            "box": [round(float(v), 4) for v in b],
+        }
+        for b, s, lab in zip(*found)
+        if s >= args.min_score
+    ]
+    if args.json:
+        print(json.dumps({"image": str(args.image), "detections": kept}, indent=2))
+    else:
+        for d in kept:
+            print(f"  {d['class']:<10} {d['score']:.3f}  box (x1, y1, x2, y2) {d['box']}")
+        print(f"{len(kept)} objects with score >= {args.min_score:g}; wrote {args.out}")
+    return 0
+
+
+def _score(text):
+    v = _positive_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return v
+
+
+def add_detect_parser(sub):
+    dt_defaults = importlib.import_module("mobilenet.detect_train").DetectConfig()
+    d = sub.add_parser("detect", help="object detection with SSDLite: train, evaluate, predict")
+    dsub = d.add_subparsers(dest="detect_command", required=True)
+    t = dsub.add_parser("train", help="train SSDLite (numpy, numba or torch) with checkpoints and metrics")
+    t.add_argument("--width-mult", type=_width, default=dt_defaults.width_mult)
+    t.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=dt_defaults.resolution)
+    t.add_argument("--data", default="scenes", help="scenes (generated), or a COCO-format annotations JSON")
+    t.add_argument("--images", default=None, help="the COCO file's image folder (default: beside it)")
+    t.add_argument(
+        "--train-size",
+        type=_int_at_least(2),
+        default=dt_defaults.train_size,
+        help="generated training scenes",
+    )
+    t.add_argument(
+        "--test-size",
+        type=_int_at_least(1),
+        default=dt_defaults.test_size,
+        help="held-out images (generated, or held out of a COCO file, at most a fifth)",
+    )
+    t.add_argument("--backend", choices=B.NAMES, default="numba")
+    t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    t.add_argument("--epochs", type=_int_at_least(1), default=dt_defaults.epochs)
+    t.add_argument("--batch-size", type=_int_at_least(2), default=dt_defaults.batch_size)
+    t.add_argument("--lr", type=_positive_float, default=dt_defaults.lr, help="peak learning rate")
+    t.add_argument("--weight-decay", type=float, default=dt_defaults.weight_decay)
+    t.add_argument("--no-augment", action="store_true", help="no random crops or flips")
+    t.add_argument("--seed", type=_int_at_least(0), default=0)
+    t.add_argument(
+        "--checkpoint-every", type=_int_at_least(0), default=0, help="also checkpoint every N steps"
+    )
+    t.add_argument("--out", required=True, help="folder for the checkpoint, metrics.json and the plot")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_detect_train)
+
+    e = dsub.add_parser("evaluate", help="mAP of a detector checkpoint (pycocotools)")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", default=None, help="default: the checkpoint's held-out images; or a COCO JSON")
+    e.add_argument("--images", default=None, help="the COCO file's image folder")
+    e.add_argument("--backend", choices=B.NAMES, default=None)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_detect_evaluate)
+
+    pr = dsub.add_parser("predict", help="detect objects in an image and draw them")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--image", required=True)
+    pr.add_argument("--out", required=True, help="the annotated image (PNG)")
+    pr.add_argument("--min-score", type=_score, default=0.5, help="draw detections of at least this score")
+    pr.add_argument("--backend", choices=B.NAMES, default=None)
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_detect_predict)
+    return [t, e, pr]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilenet", description="MobileNet V1/V2 from scratch.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("summary", help="layer table, parameters and multiply-adds")
-    s.add_argument("--arch", choices=tuple(A.ARCHS), default="v2")
+    s.add_argument(
+        "--arch", choices=(*A.ARCHS, "ssdlite"), default="v2", help="ssdlite: the detector (V2 backbone)"
+    )
     s.add_argument("--width-mult", type=_width, default=1.0, help="alpha (default 1.0)")
     s.add_argument(
         "--resolution",
@@ -279,7 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=224,
         help="input side in px (default 224)",
     )
-    s.add_argument("--num-classes", type=_int_at_least(1), default=1000)
+    s.add_argument(
+        "--num-classes", type=_int_at_least(1), default=1000, help="ssdlite: counting the background (>= 2)"
+    )
     s.add_argument("--json", action="store_true", help="print JSON (params, macs, layers)")
     s.set_defaults(func=cmd_summary)
 
@@ -362,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--json", action="store_true")
     em.add_argument("--no-progress", action="store_true")
     em.set_defaults(func=cmd_embed)
-    for command in sub.choices.values():
+    nested = add_detect_parser(sub)
+    for command in [*(c for name, c in sub.choices.items() if name != "detect"), *nested]:
         command.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     return p
 
@@ -378,19 +551,24 @@ def _check_environment() -> None:
         )
 
 
+def _name(args) -> str:
+    sub = getattr(args, "detect_command", None)
+    return args.command if sub is None else f"{args.command} {sub}"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check_environment()
         return args.func(args)
     except KeyboardInterrupt:
-        print(f"mobilenet {args.command}: interrupted", file=sys.stderr)
+        print(f"mobilenet {_name(args)}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
         if args.debug:
             raise
         code, message = explain(e)
-        print(f"mobilenet {args.command}: error: {message}", file=sys.stderr)
+        print(f"mobilenet {_name(args)}: error: {message}", file=sys.stderr)
         return code
 
 

@@ -95,9 +95,9 @@ def summary_dict(arch: str, width_mult: float = 1.0, resolution: int = 224, num_
 
 def format_table(d: dict) -> str:
     """The human-readable table of :func:`summary_dict`'s output."""
+    name = "SSDLite-MobileNetV2" if d["arch"] == "ssdlite" else f"MobileNet{d['arch'].upper()}"
     lines = [
-        f"MobileNet{d['arch'].upper()}  width_mult={d['width_mult']:g}  "
-        f"resolution={d['resolution']}  classes={d['num_classes']}",
+        f"{name}  width_mult={d['width_mult']:g}  resolution={d['resolution']}  classes={d['num_classes']}",
         f"{'layer':<28} {'type':<18} {'output shape':<16} {'params':>10} {'mult-adds':>13}",
         "-" * 89,
     ]
@@ -109,6 +109,12 @@ def format_table(d: dict) -> str:
         f"{'total':<64} {d['params']:>10,} {d['macs']:>13,}"
         f"\n{d['params'] / 1e6:.2f} M parameters, {d['macs'] / 1e6:.1f} M multiply-adds"
     )
+    if "head_macs" in d:
+        lines.append(
+            f"prediction heads: {d['head_macs'] / 1e6:.1f} M multiply-adds; SSD's regular 3x3 heads "
+            f"would take {d['regular_head_macs'] / 1e6:.1f} M "
+            f"({d['regular_head_macs'] / d['head_macs']:.1f}x)"
+        )
     return "\n".join(lines)
 
 

@@ -18,9 +18,32 @@ import mobilenet_arch as A
 from .boxes import default_boxes
 from .models import Model
 
+HEAD_PREFIXES = ("extras.", "cls.", "reg.")
+# The extras' and heads' convolutions start from N(0, 0.03) weights (biases 0), as torchvision's
+# SSDLite: with the backbone's He init the first box regressions are ~10x their targets' scale.
+HEAD_INIT_STD = 0.03
+
 
 def _halve(n: int) -> int:
     return (n - 1) // 2 + 1  # a 3x3 stride-2 convolution with padding 1
+
+
+def feature_sizes(height: int, width: int | None = None, extras: int = len(A.SSDLITE_EXTRAS)) -> list:
+    """(H, W) of each prediction layer of SSDLite with ``extras`` extra layers for an input of
+    ``height`` x ``width`` pixels (whatever the width multiplier and the classes)."""
+    h, w = height, width or height
+    for _ in range(4):  # the stem and three stride-2 stages before features[14]
+        h, w = _halve(h), _halve(w)
+    sizes = [(h, w)]
+    for _ in range(extras + 1):
+        h, w = _halve(h), _halve(w)
+        sizes.append((h, w))
+    return sizes
+
+
+def ssdlite_default_boxes(resolution: int, extras: int = len(A.SSDLITE_EXTRAS)) -> np.ndarray:
+    """The (D, 4) default boxes of SSDLite on a square ``resolution`` input, in its outputs' order."""
+    return default_boxes([h for h, _ in feature_sizes(resolution, None, extras)])
 
 
 class SSDLite(Model):
@@ -34,22 +57,17 @@ class SSDLite(Model):
         self.anchors = reg.out_channels // 4
         self.num_classes = list(parts["cls"])[0][1].children[-1][1].out_channels // self.anchors
         self._maps = None
+        for name, p in self.params.items():  # the new layers: torchvision's SSDLite init
+            if name.startswith(HEAD_PREFIXES) and p.ndim == 4:
+                p[...] = self.rng.normal(0.0, HEAD_INIT_STD, p.shape)
 
     def feature_sizes(self, height: int, width: int | None = None) -> list:
         """(H, W) of each prediction layer for an input of ``height`` x ``width`` pixels."""
-        h, w = height, width or height
-        for _ in range(4):  # the stem and three stride-2 stages before features[14]
-            h, w = _halve(h), _halve(w)
-        sizes = [(h, w)]
-        for _ in range(len(self._children["extras"]._children) + 1):
-            h, w = _halve(h), _halve(w)
-            sizes.append((h, w))
-        return sizes
+        return feature_sizes(height, width, len(self._children["extras"]._children))
 
     def default_boxes(self, resolution: int) -> np.ndarray:
         """The (D, 4) default boxes of a square ``resolution`` input, in the outputs' order."""
-        sizes = [h for h, _ in self.feature_sizes(resolution)]
-        return default_boxes(sizes)
+        return ssdlite_default_boxes(resolution, len(self._children["extras"]._children))
 
     # --- running --------------------------------------------------------------------
     def forward(self, x):

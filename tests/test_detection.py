@@ -1,35 +1,22 @@
-"""numpy_impl.detection: the SSD loss and its backward against torch's autograd of torchvision's
-formulation (smooth L1 on positives, cross-entropy with 3:1 hard-negative mining)."""
+"""numpy_impl.detection: the SSD loss and its hand-written backward against torch's autograd of
+torchvision's formulation, ``torch_impl.detector.ssd_loss`` (smooth L1 on positives,
+cross-entropy with 3:1 hard-negative mining)."""
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as TF
 from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_impl import detection as Dt
+from torch_impl.detector import ssd_loss as torch_ssd
 
 from .helpers import DTYPES
 
 
 def torch_ssd_loss(loc, conf, loc_target, labels, ratio):
-    """torchvision's ``SSDHead``/``SSD.compute_loss``, written out for (N, D) targets; the
-    negatives capped at the background boxes there are."""
-    positive = labels > 0
-    n_pos = positive.sum()
-    loc_loss = TF.smooth_l1_loss(loc[positive], loc_target[positive], reduction="sum")
-    k = conf.shape[-1]
-    ce = TF.cross_entropy(conf.reshape(-1, k), labels.reshape(-1), reduction="none").reshape(labels.shape)
-    neg = ce.detach().clone()
-    neg[positive] = -torch.inf
-    # a stable sort on the negated loss: ties broken by index, as in numpy_impl
-    idx = torch.sort(-neg, dim=1, stable=True)[1]
-    rank = torch.sort(idx, dim=1, stable=True)[1]
-    budget = torch.minimum(ratio * positive.sum(1, keepdim=True), (~positive).sum(1, keepdim=True))
-    selected = positive | (rank < budget)
-    norm = max(1, int(n_pos))
-    return (loc_loss + ce[selected].sum()) / norm
+    loc_loss, conf_loss = torch_ssd(loc, conf, loc_target, labels, ratio)
+    return loc_loss + conf_loss
 
 
 @given(

@@ -1,0 +1,79 @@
+"""The torch runner of ``mobilenet.detect_train``: ``torch_impl``'s SSDLite with the NumPy
+detector's seeded initial weights and a ``torch.optim.SGD`` of the same settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import torch_impl
+from torch_impl.detector import ssd_loss, ssdlite
+
+from .detect_train import DetectConfig, build_numpy
+
+
+class TorchRunner:
+    def __init__(self, cfg: DetectConfig, num_classes: int):
+        self.cfg = cfg
+        start = build_numpy(cfg, num_classes)
+        model = ssdlite(cfg.width_mult, num_classes + 1)
+        model = model.to(torch.float64 if cfg.dtype == "float64" else torch.float32)
+        model.load_state_dict(torch_impl.state_dict_to_torch(start.state_dict()))
+        self.model = model
+        decay, exempt = [], []  # as numpy_impl.optim.decay_groups: no decay on BN and depthwise
+        for m in model.modules():
+            no = isinstance(m, torch.nn.BatchNorm2d) or (
+                isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+            )
+            (exempt if no else decay).extend(m.parameters(recurse=False))
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": exempt, "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
+        )
+
+    def set_lr(self, lr):
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+
+    def train_step(self, x, loc_target, labels):
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loc, conf = self.model(torch.from_numpy(x))
+        target = torch.from_numpy(loc_target.astype(x.dtype))
+        loc_loss, conf_loss = ssd_loss(loc, conf, target, torch.from_numpy(labels), self.cfg.neg_pos_ratio)
+        loss = loc_loss + conf_loss
+        loss.backward()
+        self.optimizer.step()
+        return loss.item(), loc_loss.item(), conf_loss.item()
+
+    def predict(self, x, batch_size=64):
+        self.model.eval()
+        with torch.no_grad():
+            outs = [self.model(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        self.model.train()
+        return (np.concatenate([o[k].numpy() for o in outs]).astype(np.float64) for k in (0, 1))
+
+    def state_arrays(self) -> dict:
+        out = {f"model/{k}": v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        for p, st in self.optimizer.state.items():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    out[f"optim/{names[id(p)]}/{k}"] = v.detach().cpu().numpy().copy()
+        return out
+
+    def load_state_arrays(self, arrays: dict):
+        self.model.load_state_dict(
+            {k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model/")}
+        )
+        params = dict(self.model.named_parameters())
+        self.optimizer.state.clear()
+        for key, v in arrays.items():
+            if key.startswith("optim/"):
+                name, _, buf = key[6:].rpartition("/")
+                if name not in params:
+                    raise ValueError(f"load_state_arrays: optimiser state for unknown parameter {name!r}")
+                self.optimizer.state[params[name]][buf] = torch.from_numpy(np.array(v))
