@@ -386,7 +386,109 @@ def embed_results() -> str:
     return embed_table(r).rstrip() + f"\n\n`{r['command']}`. {_machine_line(r)}"
 
 
+# --- detection chapter ---------------------------------------------------------------------------
+
+
+def detect_heads() -> str:
+    """SSDLite's cost, with its heads against SSD's regular 3x3 heads (the V2 paper's comparison)."""
+    from mobilenet.summary import ssdlite_summary
+
+    rows = []
+    for width, res, classes, what in (
+        (1.0, 320, 91, "the V2 paper's setting (COCO, 90 classes + background)"),
+        (0.5, 128, 7, "this chapter's (6 classes + background)"),
+    ):
+        d = ssdlite_summary(width, res, classes)
+        rows.append(
+            (
+                what,
+                f"{width:g}",
+                res,
+                f"{d['params'] / 1e6:.2f} M",
+                f"{d['macs'] / 1e6:.0f} M",
+                f"{d['head_macs'] / 1e6:.1f} M",
+                f"{d['regular_head_macs'] / 1e6:.1f} M",
+                f"{d['regular_head_macs'] / d['head_macs']:.1f}x",
+            )
+        )
+    header = ("setting", "alpha", "px", "params", "mult-adds", "heads", "regular 3x3 heads", "saving")
+    return _md(header, rows)
+
+
+def _detect_result():
+    return _train_result("detect")
+
+
+def detect_results() -> str:
+    r = _detect_result()
+    if r is None:
+        return NOT_RUN
+    rows = []
+    for backend, m in r["runs"].items():
+        rows.append(
+            (
+                backend,
+                f"{m['map_50']:.3f}",
+                f"{m['map_50_95']:.3f}",
+                m["test_images"],
+                m["steps"],
+                f"{m['seconds_per_step']:.3f}",
+                f"{m['wall_seconds'] / 60:.1f}",
+            )
+        )
+    header = (
+        "backend",
+        "mAP@0.5",
+        "mAP@[.5:.95]",
+        "held-out scenes",
+        "steps",
+        "s / step",
+        "whole command (min)",
+    )
+    cfg = next(iter(r["runs"].values()))["config"]
+    head = (
+        f"`{r['command']}`: SSDLite-MobileNetV2-{cfg['width_mult']:g} at {cfg['resolution']} px, "
+        f"{cfg['train_size']} training scenes, {cfg['epochs']} epochs of batch {cfg['batch_size']}. "
+        f"Each backend ran alone in its own process. {_machine_line(r)}"
+    )
+    return head + "\n\n" + _md(header, rows)
+
+
+def detect_ap() -> str:
+    r = _detect_result()
+    if r is None:
+        return NOT_RUN
+    runs = r["runs"]
+    classes = list(next(iter(runs.values()))["per_class"])
+    rows = [(c, *(f"{m['per_class'][c]:.3f}" for m in runs.values())) for c in classes]
+    return _md(("class", *(f"AP@[.5:.95], {b}" for b in runs)), rows)
+
+
+def detect_history() -> str:
+    r = _detect_result()
+    if r is None:
+        return NOT_RUN
+    m = r["runs"]["numba"]
+    rows = [
+        (
+            h["epoch"],
+            f"{h['lr']:.4f}",
+            f"{h['train_loc_loss']:.3f}",
+            f"{h['train_conf_loss']:.3f}",
+            f"{h['map_50']:.3f}",
+            f"{h['map_50_95']:.3f}",
+        )
+        for h in m["history"]
+        if h["map_50"] is not None
+    ]
+    return _md(("epoch", "lr (end)", "box loss", "class loss", "mAP@0.5", "mAP@[.5:.95]"), rows)
+
+
 TABLES = {
+    "detect_heads": detect_heads,
+    "detect_results": detect_results,
+    "detect_ap": detect_ap,
+    "detect_history": detect_history,
     "training_run": training_run,
     "loss_overlay": loss_overlay,
     "transfer_results": transfer_results,
@@ -468,7 +570,68 @@ def fig_relu_collapse(path, seed=0):
     plt.close(fig)
 
 
-FIGURES_BUILDERS = {"cost_grid.png": fig_cost_grid, "relu_collapse.png": fig_relu_collapse}
+def fig_default_boxes(path, resolution=128):
+    """SSDLite's default boxes on a generated scene: left, the six boxes of one cell on each of
+    the first three maps; right, the default boxes matched to the scene's objects (IoU >= 0.5,
+    or an object's best box)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mobilenet.scenes import make_scenes
+    from numpy_impl import boxes as Bx
+    from numpy_impl.detector import feature_sizes, ssdlite_default_boxes
+
+    scene = make_scenes(1, resolution, seed=3)
+    img = scene.x[0].transpose(1, 2, 0)
+    gt, labels = scene.boxes[0], scene.labels[0]
+    defaults = ssdlite_default_boxes(resolution)
+    sizes = [h for h, _ in feature_sizes(resolution)]
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
+    r = resolution
+
+    def rect(ax, b, **kw):
+        ax.add_patch(
+            plt.Rectangle((b[0] * r, b[1] * r), (b[2] - b[0]) * r, (b[3] - b[1]) * r, fill=False, **kw)
+        )
+
+    start = 0
+    for k, f in enumerate(sizes[:3]):
+        ax = axes[k]
+        ax.imshow(img, alpha=0.5)
+        for g in range(1, f):  # the map's cells
+            ax.axhline(g * r / f, color="white", lw=0.6)
+            ax.axvline(g * r / f, color="white", lw=0.6)
+        cell = (f // 2) * f + f // 2
+        for j, b in enumerate(defaults[start + cell * 6 : start + cell * 6 + 6]):
+            rect(ax, b, ec=plt.get_cmap("tab10")(j), lw=1.5)
+        ax.set_title(f"map {k}: {f}x{f} cells, stride {r // f}\n6 default boxes of one cell", fontsize=9)
+        start += f * f * 6
+    matched, _ = Bx.match(gt, labels, defaults)
+    axes[3].imshow(img)
+    for b in defaults[matched > 0]:
+        rect(axes[3], b, ec="yellow", lw=0.8)
+    for b in gt:
+        rect(axes[3], b, ec="red", lw=2)
+    axes[3].set_title(
+        f"{int((matched > 0).sum())} of {len(defaults)} default boxes\nmatched to {len(gt)} objects (red)",
+        fontsize=9,
+    )
+    for ax in axes:
+        ax.set_xlim(0, r)
+        ax.set_ylim(r, 0)
+        ax.set_axis_off()
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+FIGURES_BUILDERS = {
+    "cost_grid.png": fig_cost_grid,
+    "relu_collapse.png": fig_relu_collapse,
+    "detect_default_boxes.png": fig_default_boxes,
+}
 
 
 def render(text: str) -> str:

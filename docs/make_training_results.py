@@ -1,4 +1,4 @@
-"""The long runs behind the training chapters (about 10 minutes on 2 cores).
+"""The long runs behind the training chapters (about 10 minutes on 2 cores, 45 with ``detect``).
 
     python docs/make_training_results.py            # all of them
     python docs/make_training_results.py --only overlay train
@@ -12,6 +12,8 @@ Each writes ``docs/results/<name>.json`` and a figure in ``docs/figures/``; then
   --backend numba --epochs 15 --seed 0``.
 * ``transfer``: ``mobilenet transfer`` (pretrain on digits 0-4, adapt to 5-9, k = 5 and 20).
 * ``embed``: ``mobilenet embed`` on the transfer run's digits 0-4 model.
+* ``detect``: ``mobilenet detect train --data scenes --seed 0`` on numba and on torch (about 35
+  minutes), its curves and a grid of predictions on held-out scenes.
 """
 
 from __future__ import annotations
@@ -180,7 +182,42 @@ def embed(work: Path) -> dict:
     return s
 
 
-JOBS = {"overlay": overlay, "train": train, "transfer": transfer, "embed": embed}
+DETECT_ARGS = ["detect", "train", "--data", "scenes", "--seed", "0"]
+
+
+def detect(work: Path) -> dict:
+    """``mobilenet detect train`` with the documented defaults on numba, then on torch: each in
+    its own process (two libraries' thread pools in one process starve each other on 2 cores)."""
+    import subprocess
+    import time
+
+    from mobilenet import detect_train as DT
+
+    runs = {}
+    for backend in ("numba", "torch"):
+        out = work / f"detect-{backend}"
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        cmd = [sys.executable, "-m", "mobilenet.cli", *DETECT_ARGS, "--backend", backend, "--out", str(out)]
+        subprocess.run(cmd, check=True)
+        runs[backend] = json.loads((out / "metrics.json").read_text())
+        runs[backend]["wall_seconds"] = time.perf_counter() - t0
+    shutil.copy(work / "detect-numba" / "detection_curves.png", FIGURES / "detect_curves.png")
+    runner, meta = DT.load_trained(work / "detect-numba" / "checkpoint.npz")
+    test = DT.load_split(runner.cfg)[1].subset(range(8))
+    found = DT.detect_images(runner, meta, test.x)
+    fig, axes = plt.subplots(2, 4, figsize=(12, 6.2))
+    for i, ax in enumerate(axes.ravel()):
+        rgb = (test.x[i].transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        DT.draw(rgb, found[i], meta["classes"], None, min_score=0.5, truth=test.boxes[i], ax=ax)
+    fig.suptitle("held-out scenes: detections of score >= 0.5 (ground truth dashed)")
+    fig.tight_layout()
+    fig.savefig(FIGURES / "detect_predictions.png", dpi=110)
+    plt.close(fig)
+    return {"command": "mobilenet " + " ".join(DETECT_ARGS) + " --backend BACKEND --out DIR", "runs": runs}
+
+
+JOBS = {"overlay": overlay, "train": train, "transfer": transfer, "embed": embed, "detect": detect}
 
 
 def main(argv=None) -> int:

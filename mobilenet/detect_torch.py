@@ -66,9 +66,14 @@ class TorchRunner:
         return out
 
     def load_state_arrays(self, arrays: dict):
-        self.model.load_state_dict(
-            {k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model/")}
-        )
+        state = {k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model/")}
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as e:  # torch's report of missing keys or mismatched shapes
+            first = str(e).strip().splitlines()
+            raise ValueError(
+                f"load_state_arrays: the checkpoint does not fit this detector ({first[-1].strip()})"
+            ) from None
         params = dict(self.model.named_parameters())
         self.optimizer.state.clear()
         for key, v in arrays.items():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -205,9 +206,7 @@ def make_runner(cfg: DetectConfig, num_classes: int):
     share the two cores with Numba's)."""
     cfg.validate()
     if B.get(cfg.backend).model == "torch_impl":
-        from .detect_torch import TorchRunner
-
-        return TorchRunner(cfg, num_classes)
+        return importlib.import_module("mobilenet.detect_torch").TorchRunner(cfg, num_classes)
     return NumpyRunner(cfg, num_classes)
 
 
@@ -547,7 +546,8 @@ def read_image(path, resolution: int):
 
 def draw(rgb: np.ndarray, detections, classes, path, min_score: float = 0.5, truth=None, ax=None):
     """The image with its detections of score >= ``min_score``: a box, the class name and the
-    score each; ``truth``, ground-truth boxes (k, 4), drawn dashed. Written to ``path`` (PNG) unless ``ax``."""
+    score each; ``truth``, ground-truth boxes (k, 4), drawn dashed. Written to ``path`` (PNG)
+    unless ``ax`` is given."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -184,6 +184,16 @@ def test_cli_bad_input_is_a_message_not_a_traceback(detector, tmp_path, capsys):
         assert cli.main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
+    # a detector's description over arrays that are not its weights
+    meta = checkpoint.load(ckpt)[1]
+    for suffix in (".npz", ".pt"):
+        crafted = tmp_path / f"crafted{suffix}"
+        backend = "numba" if suffix == ".npz" else "torch"
+        crafted_meta = {**meta, "config": {**meta["config"], "backend": backend}}
+        checkpoint.save(crafted, {"model/body1.0.0.weight": np.zeros((2, 3, 3, 3))}, crafted_meta)
+        assert cli.main(["detect", "evaluate", "--checkpoint", str(crafted)]) == 2
+        err = capsys.readouterr().err
+        assert "body1" in err and "Traceback" not in err, err
     # a classification checkpoint is not a detector
     other = tmp_path / "cls.npz"
     checkpoint.save(other, {"model/w": np.zeros(2)}, {"config": {"arch": "v2"}, "num_classes": 2})
