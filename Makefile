@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine with Python >= 3.10 and pip:
 #   make test   create .venv, install the project with its test extras, run the suite
-#   make demo   same install, then the main jobs (a 4-epoch digits training run included)
+#   make demo   same install, then the main jobs (short digits and detection training runs included)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -25,6 +25,13 @@ demo: $(STAMP)
 	$(BIN)/mobilenet train --arch v2 --width-mult 0.5 --resolution 32 --data digits --backend numba \
 		--epochs 4 --seed 0 --out runs/demo-digits
 	$(BIN)/mobilenet evaluate --checkpoint runs/demo-digits/checkpoint.npz
+	$(BIN)/mobilenet summary --arch ssdlite --width-mult 0.5 --resolution 128 --num-classes 7
+	rm -rf runs/demo-detect runs/demo-scenes
+	$(BIN)/mobilenet detect train --data scenes --train-size 320 --test-size 64 --epochs 2 --backend numba \
+		--seed 0 --out runs/demo-detect
+	$(BIN)/mobilenet detect scenes --count 4 --seed 7 --out runs/demo-scenes
+	$(BIN)/mobilenet detect predict --checkpoint runs/demo-detect/checkpoint.npz \
+		--image runs/demo-scenes/images/000000.png --min-score 0.2 --out runs/demo-detect/found.png
 
 # Each side alone in its process, alternating rounds (~15 min); bench-quick: a few minutes.
 bench: $(STAMP) $(VENV)/.bench

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import backends as B
 from . import data as D
-from .checkpoint import write_text
+from .checkpoint import save_figure, write_text
 from .train import TrainConfig, Trainer, load_trained, make_runner, run
 from .transfer import freeze, frozen_modules, replace_classifier
 
@@ -189,7 +189,7 @@ def plot_transfer(report: dict, path):
     )
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -395,6 +395,6 @@ def plot_embed(reports: dict, by_stage: list, path, title):
     c.grid(alpha=0.3)
     c.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path

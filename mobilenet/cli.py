@@ -371,6 +371,14 @@ def cmd_detect_predict(args) -> int:
     return 0
 
 
+def cmd_detect_scenes(args) -> int:
+    dt = _detect()
+    with exclusive(args.out):
+        path = dt.S.write_coco(args.out, dt.S.make_scenes(args.count, args.resolution, seed=args.seed))
+    print(f"wrote {args.count} scenes: {path} and {args.out}/images/")
+    return 0
+
+
 def _score(text):
     v = _positive_float(text)
     if v > 1:
@@ -431,7 +439,14 @@ def add_detect_parser(sub):
     pr.add_argument("--backend", choices=B.NAMES, default=None)
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_detect_predict)
-    return [t, e, pr]
+
+    sc = dsub.add_parser("scenes", help="write generated scenes as a COCO-format set (PNG images + JSON)")
+    sc.add_argument("--count", type=_int_at_least(1), default=100)
+    sc.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=dt_defaults.resolution)
+    sc.add_argument("--seed", type=_int_at_least(0), default=0)
+    sc.add_argument("--out", required=True, help="folder for annotations.json and images/")
+    sc.set_defaults(func=cmd_detect_scenes)
+    return [t, e, pr, sc]
 
 
 def build_parser() -> argparse.ArgumentParser:

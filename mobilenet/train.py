@@ -296,7 +296,7 @@ def plot_curves(history: list, path, title=""):
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ckpt.save_figure(fig, path)
     plt.close(fig)
     return path
 

@@ -151,7 +151,22 @@ def test_cli_train_evaluate_and_predict(detector, tmp_path, capsys):
     assert cli.main(["detect", "evaluate", "--checkpoint", ckpt, "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["images"] == 6 and ev["map_50"] == pytest.approx(metrics["map_50"], abs=1e-12)
-    scenes = write_coco(tmp_path / "s", make_scenes(2, 96, seed=9))
+    argv = [
+        "detect",
+        "scenes",
+        "--count",
+        "2",
+        "--resolution",
+        "96",
+        "--seed",
+        "9",
+        "--out",
+        str(tmp_path / "s"),
+    ]
+    assert cli.main(argv) == 0
+    scenes = tmp_path / "s" / "annotations.json"
+    assert len(json.loads(scenes.read_text())["images"]) == 2
+    assert "wrote 2 scenes" in capsys.readouterr().out
     image = next((tmp_path / "s" / "images").iterdir())
     out = tmp_path / "pred.png"
     args = ["detect", "predict", "--checkpoint", ckpt, "--image", str(image), "--out", str(out)]
