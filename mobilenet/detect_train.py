@@ -59,7 +59,7 @@ class DetectConfig:
     test_size: int = 500  # held-out images: generated scenes, or images held out of a COCO file
     backend: str = "numba"
     dtype: str = "float32"
-    epochs: int = 20
+    epochs: int = 24
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
