@@ -29,8 +29,13 @@ def test_cli_choices_come_from_the_registry_and_the_spec():
     for command in ("train", "evaluate", "transfer", "embed"):
         assert _choices(p, command, "--backend") == B.NAMES
     assert _choices(p, "verify", "--backend") == B.NUMPY_MODEL
-    assert _choices(p, "summary", "--arch") == tuple(A.ARCHS)
+    assert _choices(p, "summary", "--arch") == (*A.ARCHS, "ssdlite")  # the detector: summary only
     assert _choices(p, "verify", "--arch") == (*A.ARCHS, "all")
+    detect = next(a for a in p._actions if a.dest == "command").choices["detect"]
+    nested = next(a for a in detect._actions if a.dest == "detect_command").choices
+    for command in ("train", "evaluate", "predict"):
+        option = next(a for a in nested[command]._actions if "--backend" in a.option_strings)
+        assert tuple(option.choices) == B.NAMES
 
 
 def test_config_validation_reads_the_registry():
