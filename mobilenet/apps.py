@@ -117,7 +117,7 @@ def transfer(
                 if method == "linear_probe":
                     freeze(runner.model, "features")
                 elif method == "finetune_last":
-                    freeze(runner.model, n_blocks - 5)  # the last four inverted-residual/conv stages train
+                    freeze(runner.model, n_blocks - 5)  # the last five features entries train
                 runner.make_optimizer()
             m = _fit(cfg, runner, train, test, mean, std)
             row = {
