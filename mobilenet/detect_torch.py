@@ -9,6 +9,7 @@ import torch
 import torch_impl
 from torch_impl.detector import ssd_loss, ssdlite
 
+from . import torch_runner
 from .detect_train import DetectConfig, build_numpy
 
 
@@ -57,28 +58,7 @@ class TorchRunner:
         return (np.concatenate([o[k].numpy() for o in outs]).astype(np.float64) for k in (0, 1))
 
     def state_arrays(self) -> dict:
-        out = {f"model/{k}": v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        for p, st in self.optimizer.state.items():
-            for k, v in st.items():
-                if isinstance(v, torch.Tensor):
-                    out[f"optim/{names[id(p)]}/{k}"] = v.detach().cpu().numpy().copy()
-        return out
+        return torch_runner.state_arrays(self.model, self.optimizer)
 
     def load_state_arrays(self, arrays: dict):
-        state = {k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model/")}
-        try:
-            self.model.load_state_dict(state)
-        except RuntimeError as e:  # torch's report of missing keys or mismatched shapes
-            first = str(e).strip().splitlines()
-            raise ValueError(
-                f"load_state_arrays: the checkpoint does not fit this detector ({first[-1].strip()})"
-            ) from None
-        params = dict(self.model.named_parameters())
-        self.optimizer.state.clear()
-        for key, v in arrays.items():
-            if key.startswith("optim/"):
-                name, _, buf = key[6:].rpartition("/")
-                if name not in params:
-                    raise ValueError(f"load_state_arrays: optimiser state for unknown parameter {name!r}")
-                self.optimizer.state[params[name]][buf] = torch.from_numpy(np.array(v))
+        torch_runner.load_state_arrays(self.model, self.optimizer, arrays)

@@ -37,10 +37,10 @@ from numpy_impl.functional._checks import check_int, check_number
 from . import backends as B
 from . import checkpoint as ckpt
 from . import data as D
-from . import detect
+from . import detect, numpy_runner
 from . import scenes as S
 from .coco_eval import coco_map
-from .train import _is_number, step_seed
+from .train import check_out_folder, check_progress, step_seed
 
 FORMAT = "mobilenet-from-scratch/detector/1"
 SCENE_SEEDS = (1, 2)  # training and held-out scenes: fixed, whatever the run's --seed
@@ -192,13 +192,10 @@ class NumpyRunner:
         return (np.concatenate([o[k] for o in outs]).astype(np.float64) for k in (0, 1))
 
     def state_arrays(self) -> dict:
-        out = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        out.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
-        return out
+        return numpy_runner.state_arrays(self.model, self.optimizer)
 
     def load_state_arrays(self, arrays: dict):
-        self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
-        self.optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim/")})
+        numpy_runner.load_state_arrays(self.model, self.optimizer, arrays)
 
 
 def make_runner(cfg: DetectConfig, num_classes: int):
@@ -408,19 +405,7 @@ def check_meta(fn: str, path, meta: dict) -> dict:
     classes = meta.get("classes")
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise ValueError(f"{where}: classes must be a list of class names, got {classes!r}")
-    for key, lo, what in (("mean", -math.inf, ""), ("std", 1e-12, " > 0")):
-        v = meta.get(key)
-        if not (isinstance(v, list) and len(v) == 3 and all(_is_number(a, lo) for a in v)):
-            raise ValueError(f"{where}: {key} must be 3 finite numbers{what}, got {v!r}")
-    for key in ("epoch", "step"):
-        v = meta.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"{where}: {key} must be an int >= 0, got {v!r}")
-    partial = meta.get("partial")
-    if not (isinstance(partial, dict) and all(_is_number(partial.get(k), 0) for k in PARTIAL_KEYS)):
-        raise ValueError(f"{where}: partial must hold {', '.join(PARTIAL_KEYS)}, got {partial!r}")
-    if not isinstance(meta.get("history"), list) or not _is_number(meta.get("seconds"), 0):
-        raise ValueError(f"{where}: history must be a list and seconds a number >= 0")
+    check_progress(where, meta, PARTIAL_KEYS)
     if meta.get("last_eval") is not None and not isinstance(meta["last_eval"], dict):
         raise ValueError(f"{where}: last_eval must be a dict or null")
     config_from_dict(meta["config"])
@@ -464,25 +449,7 @@ def run(cfg: DetectConfig, out, resume=False, progress=True) -> dict:
             f"resume: {str(out)!r} does not exist, so there is nothing to resume; drop --resume to start"
         )
     with ckpt.exclusive(out):
-        suffix = B.get(cfg.backend).checkpoint
-        mine = out / f"checkpoint{suffix}"
-        if not resume and mine.exists():
-            raise FileExistsError(
-                f"detect train: {str(out)!r} already holds a checkpoint: "
-                "pass --resume to continue it, or choose another --out"
-            )
-        other = next(
-            (
-                out / f"checkpoint{b.checkpoint}"
-                for b in B.BACKENDS.values()
-                if b.checkpoint != suffix and (out / f"checkpoint{b.checkpoint}").exists()
-            ),
-            None,
-        )
-        if resume and not mine.exists() and other is not None:
-            raise ValueError(
-                f"resume: {str(out)!r} holds a checkpoint of another backend, not {cfg.backend}'s"
-            )
+        check_out_folder(out, cfg.backend, resume, "detect train")
         train, test = load_split(cfg, progress)
         runner = make_runner(cfg, len(train.classes))
         trainer = DetectTrainer(cfg, runner, train, test, out, progress=progress)

@@ -88,13 +88,22 @@ class Runner:
         return x
 
     def state_arrays(self) -> dict:
-        out = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        out.update({f"optim/{k}": v for k, v in self.optimizer.state_dict().items()})
-        return out
+        return state_arrays(self.model, self.optimizer)
 
     def load_state_arrays(self, arrays: dict):
-        self.model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
-        self.optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim/")})
+        load_state_arrays(self.model, self.optimizer, arrays)
 
     def rng_state(self) -> dict:
         return self.model.rng.bit_generator.state
+
+
+def state_arrays(model, optimizer) -> dict:
+    """A NumPy model's and its optimiser's arrays, as checkpoints store them (``model/``, ``optim/``)."""
+    out = {f"model/{k}": v for k, v in model.state_dict().items()}
+    out.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    return out
+
+
+def load_state_arrays(model, optimizer, arrays: dict):
+    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+    optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim/")})

@@ -43,7 +43,6 @@ class Runner:
                 name = f"{mname}.{pname}" if mname else pname
                 if name in keep:
                     (exempt if is_exempt and self.cfg.exempt_bn_dw else decay).append((name, p))
-        self.names = [n for n, _ in decay + exempt]
         groups = [{"params": [p for _, p in decay], "weight_decay": self.cfg.weight_decay}]
         if exempt:
             groups.append({"params": [p for _, p in exempt], "weight_decay": 0.0})
@@ -92,25 +91,38 @@ class Runner:
         return per_stage if every_stage else per_stage[-1]
 
     def state_arrays(self) -> dict:
-        out = {f"model/{k}": v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
-        params = dict(self.model.named_parameters())
-        for name in self.names:
-            for k, v in self.optimizer.state.get(params[name], {}).items():
-                out[f"optim/{name}/{k}"] = v.detach().cpu().numpy().copy()
-        return out
+        return state_arrays(self.model, self.optimizer)
 
     def load_state_arrays(self, arrays: dict):
-        self.model.load_state_dict(
-            {k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model/")}
-        )
-        params = dict(self.model.named_parameters())
-        self.optimizer.state.clear()
-        for key, v in arrays.items():
-            if key.startswith("optim/"):
-                name, _, buf = key[6:].rpartition("/")
-                if name not in params:
-                    raise ValueError(f"load_state_arrays: optimiser state for unknown parameter {name!r}")
-                self.optimizer.state[params[name]][buf] = torch.from_numpy(np.array(v))
+        load_state_arrays(self.model, self.optimizer, arrays)
 
     def rng_state(self) -> dict:
         return {}
+
+
+def state_arrays(model, optimizer) -> dict:
+    """A torch model's and its optimiser's tensors as NumPy arrays (``model/``, ``optim/NAME/BUF``)."""
+    out = {f"model/{k}": v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    for name, p in model.named_parameters():
+        for k, v in optimizer.state.get(p, {}).items():
+            if isinstance(v, torch.Tensor):
+                out[f"optim/{name}/{k}"] = v.detach().cpu().numpy().copy()
+    return out
+
+
+def load_state_arrays(model, optimizer, arrays: dict):
+    """The inverse of :func:`state_arrays`; a ValueError naming what does not fit."""
+    state = {k[6:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("model/")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # torch's report of missing keys or mismatched shapes
+        last = str(e).strip().splitlines()[-1].strip()
+        raise ValueError(f"load_state_arrays: the checkpoint does not fit this model ({last})") from None
+    params = dict(model.named_parameters())
+    optimizer.state.clear()
+    for key, v in arrays.items():
+        if key.startswith("optim/"):
+            name, _, buf = key[6:].rpartition("/")
+            if name not in params:
+                raise ValueError(f"load_state_arrays: optimiser state for unknown parameter {name!r}")
+            optimizer.state[params[name]][buf] = torch.from_numpy(np.array(v))

@@ -343,6 +343,13 @@ def check_training_meta(fn: str, path, meta: dict) -> dict:
     classes = meta.get("classes")
     if not (isinstance(classes, list) and len(classes) == n and all(isinstance(c, str) for c in classes)):
         raise ValueError(f"{where}: classes must be {n} class names, got {classes!r}")
+    check_progress(where, meta, PARTIAL_KEYS)
+    return meta
+
+
+def check_progress(where: str, meta: dict, partial_keys) -> None:
+    """The fields every run's checkpoint shares (normalisation, position, running sums, history),
+    each a ValueError naming the field when it is not what the trainer wrote."""
     for key, lo, what in (("mean", -math.inf, ""), ("std", 1e-12, " > 0")):
         v = meta.get(key)
         if not (isinstance(v, list) and len(v) == 3 and all(_is_number(a, lo) for a in v)):
@@ -352,11 +359,10 @@ def check_training_meta(fn: str, path, meta: dict) -> dict:
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ValueError(f"{where}: {key} must be an int >= 0, got {v!r}")
     partial = meta.get("partial")
-    if not (isinstance(partial, dict) and all(_is_number(partial.get(k), 0) for k in PARTIAL_KEYS)):
-        raise ValueError(f"{where}: partial must hold {', '.join(PARTIAL_KEYS)}, got {partial!r}")
+    if not (isinstance(partial, dict) and all(_is_number(partial.get(k), 0) for k in partial_keys)):
+        raise ValueError(f"{where}: partial must hold {', '.join(partial_keys)}, got {partial!r}")
     if not isinstance(meta.get("history"), list) or not _is_number(meta.get("seconds"), 0):
         raise ValueError(f"{where}: history must be a list and seconds a number >= 0")
-    return meta
 
 
 def load_split(cfg: TrainConfig) -> tuple[D.Dataset, D.Dataset]:
@@ -390,12 +396,14 @@ def run(cfg: TrainConfig, out, resume=False, progress=True) -> dict:
         return _run_locked(cfg, out, resume, progress)
 
 
-def _run_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> dict:
-    suffix = B.get(cfg.backend).checkpoint
+def check_out_folder(out: Path, backend: str, resume: bool, command: str) -> None:
+    """Refuse a new run into a folder that holds a checkpoint, and a resume from another
+    backend's checkpoint, before anything is loaded or written."""
+    suffix = B.get(backend).checkpoint
     others = [out / f"checkpoint{b.checkpoint}" for b in B.BACKENDS.values() if b.checkpoint != suffix]
     if not resume and (out / f"checkpoint{suffix}").exists():
         raise FileExistsError(
-            f"train: {str(out)!r} already holds a checkpoint: "
+            f"{command}: {str(out)!r} already holds a checkpoint: "
             "pass --resume to continue it, or choose another --out"
         )
     other = next((o for o in others if o.exists()), None)
@@ -403,8 +411,12 @@ def _run_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> di
         theirs = ckpt.load(other)[1].get("config", {})
         raise ValueError(
             f"resume: {str(out)!r} holds a checkpoint of the {theirs.get('backend')} backend, "
-            f"this run's backend is {cfg.backend}"
+            f"this run's backend is {backend}"
         )
+
+
+def _run_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> dict:
+    check_out_folder(out, cfg.backend, resume, "train")
     train, test = load_split(cfg)
     runner = make_runner(cfg, len(train.classes))
     trainer = Trainer(cfg, runner, train, test, out, progress=progress)
