@@ -34,7 +34,7 @@ os.umask(_UMASK)  # read, restored: files get the modes open() would give them
 
 
 @contextlib.contextmanager
-def _atomic(path: Path, mode: str):
+def atomic_file(path: Path, mode: str):
     """A file to write ``path`` through: a temporary file in the same folder, flushed, given the
     mode open() would give it (not mkstemp's 0600) and fsync'ed, then renamed over ``path`` and
     the folder fsync'ed. Removed instead if the writing fails."""
@@ -64,7 +64,7 @@ def save(path, arrays: dict, meta: dict) -> Path:
     if META_KEY in arrays:
         raise ValueError(f"checkpoint.save: {META_KEY!r} is reserved")
     text = json.dumps(meta)
-    with _atomic(path, "wb") as f:
+    with atomic_file(path, "wb") as f:
         if path.suffix == ".npz":
             np.savez(f, **{META_KEY: np.array(text)}, **arrays)
         else:
@@ -78,7 +78,7 @@ def save(path, arrays: dict, meta: dict) -> Path:
 def write_text(path, text: str) -> Path:
     """``path.write_text(text)``, atomically as :func:`save`: a kill leaves the old file or the new."""
     path = Path(path)
-    with _atomic(path, "w") as f:
+    with atomic_file(path, "w") as f:
         f.write(text)
     return path
 
@@ -86,12 +86,12 @@ def write_text(path, text: str) -> Path:
 def save_figure(fig, path, dpi: int = 110) -> Path:
     """``fig.savefig(path)`` as a PNG, atomically as :func:`save`."""
     path = Path(path)
-    with _atomic(path, "wb") as f:
+    with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=dpi)
     return path
 
 
-def _reason(e: Exception) -> str:
+def reason(e: Exception) -> str:
     """Why a file would not load, in a line: the first line of the error only (torch's unpickling
     errors go on to advise ``weights_only=False``, which must never be followed here)."""
     if isinstance(e, pickle.UnpicklingError) or "pickle" in str(e).lower():  # numpy's advice too
@@ -146,14 +146,14 @@ def load(path) -> tuple[dict, dict]:
         try:
             meta = json.loads(text)
         except ValueError as e:
-            raise _NotOurs(f"its description is not JSON ({_reason(e)})") from None
+            raise _NotOurs(f"its description is not JSON ({reason(e)})") from None
         if not isinstance(meta, dict):
             raise _NotOurs(f"its description is of type {type(meta).__name__}, not a JSON object")
     except _NotOurs as e:
         raise ValueError(f"checkpoint.load: {str(path)!r} is not a checkpoint of this project: {e}") from None
     except Exception as e:  # a truncated or crafted file may make the readers raise anything
         raise ValueError(
-            f"checkpoint.load: {str(path)!r} is not a checkpoint of this project: {_reason(e)}"
+            f"checkpoint.load: {str(path)!r} is not a checkpoint of this project: {reason(e)}"
         ) from None
     return arrays, meta
 

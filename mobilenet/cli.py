@@ -1,4 +1,5 @@
-"""The ``mobilenet`` command line: summary, verify, train, evaluate, transfer, embed."""
+"""The ``mobilenet`` command line: summary, verify, train, evaluate, transfer, embed, detect, bench,
+export, convert."""
 
 from __future__ import annotations
 
@@ -79,7 +80,63 @@ def _format_verify(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _deploy():
+    # torch, onnx and onnxruntime: imported by the commands that need them only
+    return importlib.import_module("mobilenet.deploy")
+
+
+def cmd_verify_onnx(args) -> int:
+    r = _deploy().verify_onnx(args.onnx, checkpoint=args.checkpoint, seed=args.seed)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        mark = "ok" if r["ok"] else "FAIL"
+        print(
+            f"{r['onnx']}: MobileNet{r['arch'].upper()} width_mult={r['width_mult']:g} "
+            f"{r['num_classes']} classes, {r['weights']} weights; onnxruntime {r['onnxruntime']} float32 "
+            f"vs the NumPy reference (float64), batch {r['batch']} at {r['resolution']} px\n"
+            f"  logits relative error {r['rel_err']:9.2e} <= {r['tolerance']:.0e} {mark}   "
+            f"top-1 agreement {r['top1_agreement']:.0%}"
+        )
+    print("verify: within tolerance" if r["ok"] else "verify: FAILED", file=sys.stderr)
+    return 0 if r["ok"] else 1
+
+
+def cmd_export(args) -> int:
+    if args.checkpoint is not None and args.arch is not None:
+        raise ValueError("export: --arch and --width-mult come from the checkpoint; drop them")
+    r = _deploy().export_onnx(
+        args.onnx,
+        checkpoint=args.checkpoint,
+        arch=args.arch or "v2",
+        width_mult=args.width_mult,
+        num_classes=args.num_classes,
+        resolution=args.resolution,
+        seed=args.seed,
+    )
+    src = f"checkpoint {args.checkpoint}" if args.checkpoint else f"fresh weights (seed {args.seed})"
+    print(
+        f"wrote {r['onnx']} ({r['bytes'] / 1e6:.1f} MB, opset {r['opset']}, dynamic batch): "
+        f"MobileNet{r['arch'].upper()} width {float(r['width_mult']):g}, {r['num_classes']} classes, "
+        f"{r['resolution']} px, {src}\ncheck it: mobilenet verify --onnx {r['onnx']}"
+    )
+    return 0
+
+
+def cmd_convert(args) -> int:
+    r = _deploy().convert(args.weights, args.out, arch=args.arch, width_mult=args.width_mult)
+    print(
+        f"wrote {r['to']}: MobileNet{r['arch'].upper()} width {r['width_mult']:g}, "
+        f"{r['num_classes']} classes (from {r['from']})"
+    )
+    return 0
+
+
 def cmd_verify(args) -> int:
+    if args.onnx is not None:
+        return cmd_verify_onnx(args)
+    if args.checkpoint is not None:
+        raise ValueError("verify: --checkpoint goes with --onnx (the checkpoint the ONNX file came from)")
     # verify compares with torch: imported on this command only, so the others never load torch
     compare = importlib.import_module("mobilenet.verify").compare
     archs = tuple(A.ARCHS) if args.arch == "all" else (args.arch,)
@@ -479,7 +536,28 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=_int_at_least(0), default=0)
     v.add_argument("--backend", choices=B.NUMPY_MODEL, default="numpy", help="ops of the NumPy model")
     v.add_argument("--json", action="store_true")
+    v.add_argument("--onnx", default=None, help="instead: check an exported ONNX file with onnxruntime")
+    v.add_argument("--checkpoint", default=None, help="with --onnx: where its checkpoint is now, if moved")
     v.set_defaults(func=cmd_verify)
+
+    x = sub.add_parser("export", help="write a model as ONNX (dynamic batch), from a checkpoint or fresh")
+    x.add_argument("--onnx", required=True, help="the file to write (.onnx)")
+    x.add_argument("--checkpoint", default=None, help="a classification checkpoint (.npz or .pt)")
+    x.add_argument("--arch", choices=tuple(A.ARCHS), default=None, help="without --checkpoint (default v2)")
+    x.add_argument("--width-mult", type=_width, default=1.0, help="without --checkpoint")
+    x.add_argument("--num-classes", type=_int_at_least(1), default=1000, help="without --checkpoint")
+    x.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=224)
+    x.add_argument("--seed", type=_int_at_least(0), default=0, help="of the fresh weights")
+    x.set_defaults(func=cmd_export)
+
+    c = sub.add_parser(
+        "convert", help="torchvision-format state_dict (.pth) to a checkpoint (.npz), or back (by --out)"
+    )
+    c.add_argument("weights", help="a .pth state_dict (torch.save(model.state_dict())), or a checkpoint")
+    c.add_argument("--arch", choices=tuple(A.ARCHS), default="v2")
+    c.add_argument("--width-mult", type=_width, default=None, help="default: inferred from the shapes")
+    c.add_argument("--out", required=True, help="checkpoint.npz, or weights.pth")
+    c.set_defaults(func=cmd_convert)
 
     t = sub.add_parser(
         "train", help="train a model (numpy, numba or torch) with checkpoints and a metrics file"
