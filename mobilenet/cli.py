@@ -132,6 +132,27 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _backends(text):
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    bench = importlib.import_module("mobilenet.bench")
+    bad = [b for b in names if b not in bench.BACKENDS]
+    if bad or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct names among {','.join(bench.BACKENDS)} separated by commas, got {text!r}"
+        )
+    return names
+
+
+def cmd_bench(args) -> int:
+    bench = importlib.import_module("mobilenet.bench")
+    case = bench.Case(args.arch, args.width_mult, args.resolution, args.batch, args.train).validate()
+    say = (lambda *a: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    say(f"timing {case.key} on {', '.join(args.backends)}: each alone in its process, {args.rounds} rounds")
+    res = bench.bench([case], args.backends, args.rounds, args.threads, args.min_time, progress=say)
+    print(json.dumps(res, indent=2) if args.json else bench.format_table(res))
+    return 0 if res["results"] else 1
+
+
 def cmd_verify(args) -> int:
     if args.onnx is not None:
         return cmd_verify_onnx(args)
@@ -539,6 +560,19 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--onnx", default=None, help="instead: check an exported ONNX file with onnxruntime")
     v.add_argument("--checkpoint", default=None, help="with --onnx: where its checkpoint is now, if moved")
     v.set_defaults(func=cmd_verify)
+
+    bn = sub.add_parser("bench", help="latency on each backend (each alone in its process), peak memory")
+    bn.add_argument("--arch", choices=tuple(A.ARCHS), default="v2")
+    bn.add_argument("--width-mult", type=_width, default=1.0)
+    bn.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=224)
+    bn.add_argument("--batch", type=_int_at_least(1), default=1)
+    bn.add_argument("--train", action="store_true", help="a training step (forward and backward)")
+    bn.add_argument("--backends", type=_backends, default="numba,torch,onnxruntime", help="comma-separated")
+    bn.add_argument("--rounds", type=_int_at_least(1), default=2, help="alternating rounds (default 2)")
+    bn.add_argument("--threads", type=_int_at_least(1), default=2, help="on every backend (default 2)")
+    bn.add_argument("--min-time", type=_positive_float, default=0.5, help="seconds of timing per round")
+    bn.add_argument("--json", action="store_true")
+    bn.set_defaults(func=cmd_bench)
 
     x = sub.add_parser("export", help="write a model as ONNX (dynamic batch), from a checkpoint or fresh")
     x.add_argument("--onnx", required=True, help="the file to write (.onnx)")
