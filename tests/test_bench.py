@@ -34,6 +34,8 @@ def test_numba_worker_never_loads_torch():
             "worker",
             "--backend",
             "numba",
+            "--threads",
+            "1",
             "--min-time",
             "0.01",
             "--cases",
