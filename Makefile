@@ -25,6 +25,10 @@ demo: $(STAMP)
 	$(BIN)/mobilenet train --arch v2 --width-mult 0.5 --resolution 32 --data digits --backend numba \
 		--epochs 4 --seed 0 --out runs/demo-digits
 	$(BIN)/mobilenet evaluate --checkpoint runs/demo-digits/checkpoint.npz
+	$(BIN)/mobilenet export --checkpoint runs/demo-digits/checkpoint.npz --onnx runs/demo-digits/model.onnx --resolution 32
+	$(BIN)/mobilenet verify --onnx runs/demo-digits/model.onnx
+	$(BIN)/mobilenet convert runs/demo-digits/checkpoint.npz --out runs/demo-digits/weights.pth
+	$(BIN)/mobilenet bench --arch v2 --width-mult 0.5 --resolution 128 --backends numba,torch,onnxruntime
 	$(BIN)/mobilenet summary --arch ssdlite --width-mult 0.5 --resolution 128 --num-classes 7
 	rm -rf runs/demo-detect runs/demo-scenes
 	@echo "a short detection run (20 steps): the documented default trains for 2232"
@@ -34,21 +38,18 @@ demo: $(STAMP)
 	$(BIN)/mobilenet detect predict --checkpoint runs/demo-detect/checkpoint.npz \
 		--image runs/demo-scenes/images/000000.png --min-score 0.15 --out runs/demo-detect/found.png
 
-# Each side alone in its process, alternating rounds (~15 min); bench-quick: a few minutes.
-bench: $(STAMP) $(VENV)/.bench
+# Each side alone in its process, alternating rounds (~25 min); bench-quick: a few minutes.
+bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.profile_step
 	$(BIN)/python -m benchmarks.bench_kernels
+	$(BIN)/python -m benchmarks.perf
 	$(BIN)/python docs/make_figures.py
 
-bench-quick: $(STAMP) $(VENV)/.bench
+bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.run --quick
+	$(BIN)/python -m benchmarks.perf --quick
 	$(BIN)/python docs/make_figures.py
-
-# onnxruntime (and onnx, for the export) is a third side of the benchmarks only
-$(VENV)/.bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]'
-	touch $@
 
 # The mutation check (slow, outside make test): each curated bug must fail its module's tests.
 mutants: $(STAMP)

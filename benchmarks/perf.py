@@ -119,6 +119,14 @@ def roofline(threads, min_time):
     out["copy numpy 1 thread"] = {**t, "GBps": 2 * a.nbytes / t["median_us"] / 1e3}
     t = measure(lambda: par_copy(b, a), min_time)
     out[f"copy numba {threads} threads"] = {**t, "GBps": 2 * a.nbytes / t["median_us"] / 1e3}
+    # 2 x 256 KiB per thread: source and destination stay in each core's L2
+    small, small_out = a[: 64 * 1024 * threads].copy(), np.empty(64 * 1024 * threads, np.float32)
+    t = measure(lambda: par_copy(small_out, small), min_time)
+    out[f"copy numba {threads} threads, in L2"] = {
+        **t,
+        "GBps": 2 * small.nbytes / t["median_us"] / 1e3,
+        "cache": True,
+    }
     m = np.random.default_rng(1).standard_normal((1024, 1024), dtype=np.float32)
     with threadpool_limits(threads, user_api="blas"):
         t = measure(lambda: m @ m, min_time)
@@ -136,12 +144,18 @@ def roofline_torch(threads, min_time):
     cl = torch.channels_last
     x = torch.randn(1, 256, 56, 56).contiguous(memory_format=cl)
     w = torch.randn(256, 256, 1, 1).contiguous(memory_format=cl)
+    w3 = torch.randn(256, 256, 3, 3).contiguous(memory_format=cl)
     with torch.no_grad():
         t = measure(lambda: F.conv2d(x, w), min_time)
-    out[f"oneDNN 1x1 conv 256x3136x256 {threads} threads"] = {
-        **t,
-        "GFLOPs": 2 * 256 * 3136 * 256 / t["median_us"] / 1e3,
-    }
+        out[f"oneDNN 1x1 conv 256->256 56x56 {threads} threads"] = {
+            **t,
+            "GFLOPs": 2 * 256 * 3136 * 256 / t["median_us"] / 1e3,
+        }
+        t = measure(lambda: F.conv2d(x, w3, None, 1, 1), min_time)
+        out[f"oneDNN 3x3 conv 256->256 56x56 {threads} threads"] = {
+            **t,
+            "GFLOPs": 2 * 9 * 256 * 3136 * 256 / t["median_us"] / 1e3,
+        }
     for n in (1024, 2048):
         m = torch.randn(n, n)
         t = measure(lambda m=m: torch.mm(m, m), min_time)
@@ -195,7 +209,7 @@ def collect_ops(task, sides, rounds, threads, min_time) -> dict:
             meds = [t["median_us"] for t in ts]
             best = min(ts, key=lambda t: t["median_us"])
             row = {"us": best["median_us"], "spread": max(meds) / min(meds) - 1, "rounds_us": meds}
-            row.update({k: best[k] for k in ("GBps", "GFLOPs") if k in best})
+            row.update({k: best[k] for k in ("GBps", "GFLOPs", "cache") if k in best})
             summary.setdefault(side, {})[case] = row
     return {"results": summary, "versions": vers}
 
@@ -218,7 +232,7 @@ def main(argv=None):
     res.update({"machine": cpu(), "threads": a.threads})
     t0 = time.perf_counter()
     if "roofline" in a.tasks:
-        res["roofline"] = collect_ops("roofline", ["numba", "torch"], rounds, a.threads, min_time)
+        res["roofline"] = collect_ops("roofline", ["numba", "torch"], max(rounds, 2), a.threads, 2 * min_time)
     if "separable" in a.tasks:
         res["separable"] = collect_ops("separable", ["numba", "torch"], rounds, a.threads, min_time / 2)
     if "sweep" in a.tasks:

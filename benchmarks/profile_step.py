@@ -33,7 +33,9 @@ SHAPES = {"train": (16, 128), "infer": (1, 224)}  # (batch, resolution)
 def _data(mode="train"):
     n, r = SHAPES[mode]
     rng = np.random.default_rng(0)
-    return rng.standard_normal((n, 3, r, r), dtype=np.float32), rng.standard_normal((n, 1000), dtype=np.float32)
+    return rng.standard_normal((n, 3, r, r), dtype=np.float32), rng.standard_normal(
+        (n, 1000), dtype=np.float32
+    )
 
 
 def profile_numba(threads, mode="train") -> dict:

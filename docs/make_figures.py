@@ -19,6 +19,9 @@ import numpy as np
 import mobilenet_arch as A
 from mobilenet.summary import layer_rows, summary_dict, totals
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import perf_figures  # noqa: E402  (the performance chapter's tables and figures, beside this file)
+
 DOCS = Path(__file__).resolve().parent
 FIGURES = DOCS / "figures"
 
@@ -632,6 +635,10 @@ FIGURES_BUILDERS = {
     "relu_collapse.png": fig_relu_collapse,
     "detect_default_boxes.png": fig_default_boxes,
 }
+
+
+TABLES.update(perf_figures.TABLES)
+FIGURES_BUILDERS.update(perf_figures.FIGURES)
 
 
 def render(text: str) -> str:

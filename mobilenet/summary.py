@@ -154,3 +154,46 @@ def ssdlite_summary(
         "feature_maps": [list(s) for s in taps],
         "layers": [{**asdict(r), "output_shape": list(r.output_shape)} for r in rows],
     }
+
+
+def activation_memory(
+    arch: str, width_mult: float = 1.0, resolution: int = 224, itemsize: int = 4
+) -> list[dict]:
+    """Peak activation bytes of each ``features`` entry at batch 1, two ways.
+
+    ``unfused``: each convolution's output is materialised (its batch norm and activation
+    applied in place), and a tensor is freed after its last use; during a convolution its input,
+    its output and, in a residual block, the block's input are alive.
+    ``fused``: an inverted residual computed tile by tile (the V2 paper, section 5.1): only the
+    block's input and output exist whole, the expanded tensor one tile at a time (not counted).
+    Blocks that are not inverted residuals are the same both ways.
+    """
+    spec = A.build_spec(arch, width_mult=width_mult)
+    shape = (3, resolution, resolution)
+    summarize(spec, resolution)  # checks the resolution
+    out = []
+    for name, stage in dict(spec.children)["features"]:
+        x = shape
+        conv_outputs = [
+            r.output_shape for r in layer_rows(stage, shape) if r.type.startswith(("Conv", "DWConv"))
+        ]
+        shape = layer_rows(stage, shape)[-1].output_shape
+        size = lambda s: s[0] * s[1] * s[2] * itemsize  # noqa: E731
+        residual = isinstance(stage, A.Block) and stage.residual
+        peak, prev = 0, x
+        for i, o in enumerate(conv_outputs):
+            keep = size(x) if residual and i > 0 else 0
+            peak = max(peak, size(prev) + size(o) + keep)
+            prev = o
+        block = isinstance(stage, A.Block)
+        out.append(
+            {
+                "name": f"features.{name}",
+                "input": list(x),
+                "output": list(shape),
+                "hidden": max(c[0] for c in conv_outputs),
+                "unfused": peak,
+                "fused": size(x) + size(shape) if block else peak,
+            }
+        )
+    return out
