@@ -376,8 +376,33 @@ def transfer_results() -> str:
     from mobilenet.apps import transfer_table
 
     steps = sorted({row["steps"] for row in r["rows"]})
-    tail = f"`{r['command']}`; each adaptation runs {steps[0]}-{steps[-1]} SGD steps. {_machine_line(r)}"
+    steps = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}-{steps[-1]}"
+    lr = max(row["lr"] for row in r["rows"])  # fine-tuning everything runs at a tenth of it
+    command = (
+        r["command"].replace(" --out", f" --lr {lr:g} --out") if "--lr" not in r["command"] else r["command"]
+    )
+    tail = f"`{command}`; each adaptation runs {steps} SGD steps. {_machine_line(r)}"
     return transfer_table(r).rstrip() + "\n\n" + tail
+
+
+def transfer_findings() -> str:
+    """What the transfer table says, in sentences whose numbers come from the same results."""
+    r = _train_result("transfer")
+    if r is None:
+        return NOT_RUN
+    acc = {(row["k"], row["method"]): row["test_accuracy"] for row in r["rows"]}
+    names = {
+        "scratch": "from scratch",
+        "linear_probe": "the linear probe",
+        "finetune_last": "fine-tuning the last blocks",
+        "finetune_all": "fine-tuning everything",
+    }
+    lines = []
+    for k in sorted({row["k"] for row in r["rows"]}):
+        ranked = sorted(names, key=lambda m: -acc[(k, m)])
+        order = ", ".join(f"{names[m]} {acc[(k, m)]:.3f}" for m in ranked)
+        lines.append(f"- k = {k}: {order}.")
+    return "\n".join(lines)
 
 
 def embed_results() -> str:
@@ -495,6 +520,7 @@ TABLES = {
     "training_run": training_run,
     "loss_overlay": loss_overlay,
     "transfer_results": transfer_results,
+    "transfer_findings": transfer_findings,
     "embed_results": embed_results,
     "depthwise_road": depthwise_road,
     "kernel_results": kernel_results,

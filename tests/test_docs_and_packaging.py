@@ -2,6 +2,7 @@
 packages import downward only."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,56 @@ def _imported_in(node):
     if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
         return {node.module.split(".")[0]}
     return set()
+
+
+def _make_figures():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "docs" / "make_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BLOCK = re.compile(r"<!-- generated:(\w+) -->(.*?)<!-- /generated:\1 -->", re.S)
+
+
+def test_the_docs_check_catches_an_edited_number():
+    """Edit one digit inside each generated block that holds a number: the check must see it."""
+    mf = _make_figures()
+    checked = 0
+    for md in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md", ROOT / "benchmarks" / "README.md"]:
+        text = md.read_text()
+        for m in BLOCK.finditer(text):
+            digit = re.search(r"\d", m.group(2))
+            if digit is None:
+                continue
+            at = m.start(2) + digit.start()
+            edited = text[:at] + str((int(text[at]) + 1) % 10) + text[at + 1 :]
+            assert mf.render(edited) != edited, f"{md.name}: block {m.group(1)} does not notice an edit"
+            checked += 1
+    assert checked >= 25  # every chapter's tables, the performance chapter's included
+
+
+# a time or a speed-up typed into prose goes stale: such numbers belong in generated blocks
+MEASUREMENT = re.compile(
+    r"\d+(\.\d+)?\s?(ms|us|µs|GB/s|GFLOP/s|s per step|seconds|minutes|min\b|x faster|x slower|% faster|% slower)"
+)
+NOT_MEASUREMENTS = {  # phrase: why it may stay
+    "grouped in blocks of ~10 ms": "the timer's setting, not a result",
+}
+
+
+def test_docs_hold_no_hand_typed_measurement():
+    found = []
+    for md in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md", ROOT / "benchmarks" / "README.md"]:
+        text = re.sub(r"```.*?```", "", BLOCK.sub("", md.read_text()), flags=re.S)
+        for phrase in NOT_MEASUREMENTS:
+            text = text.replace(phrase, "")
+        found += [f"{md.name}: {m.group(0)!r}" for m in MEASUREMENT.finditer(text)]
+    assert not found, f"hand-typed measurements (generate them instead): {found}"
+
+
+def test_the_measurement_scan_sees_a_typed_time():
+    assert MEASUREMENT.search("the whole model takes ~14 ms") and MEASUREMENT.search("about 1.2x faster")
+    assert not MEASUREMENT.search("a 3x3 depthwise convolution, 1.4 width")

@@ -97,3 +97,21 @@ def test_ssdlite_summary_counts_the_built_detector():
     assert d["macs"] == sum(layer["macs"] for layer in d["layers"])
     # the paper's point: depthwise separable heads cost a fraction of SSD's 3x3 heads
     assert d["head_macs"] < d["regular_head_macs"] / 5
+
+
+def test_activation_memory_matches_shapes_worked_by_hand():
+    from mobilenet.summary import activation_memory
+
+    px = 112 * 112
+    v1 = {b["name"]: b for b in activation_memory("v1")}
+    # V1 features.1: 32 channels in, depthwise to 32, pointwise to 64, all at 112x112
+    assert v1["features.1"]["unfused"] == 4 * px * (32 + 64) == v1["features.1"]["fused"]
+    v2 = {b["name"]: b for b in activation_memory("v2")}
+    # V2 features.2 (t=6, c=24, s=2): 16 in -> 96 expanded at 112^2 -> 96 at 56^2 -> 24 at 56^2
+    b = v2["features.2"]
+    assert b["unfused"] == 4 * max(px * (16 + 96), px * 96 + px // 4 * 96, px // 4 * (96 + 24))
+    assert b["fused"] == 4 * (px * 16 + px // 4 * 24) and b["hidden"] == 96
+    # features.3 keeps its shape: the residual keeps the block's input alive throughout
+    s = 56 * 56
+    assert v2["features.3"]["unfused"] == 4 * (s * (144 + 144) + s * 24)
+    assert max(b["fused"] for b in v2.values()) < max(b["unfused"] for b in v1.values())
