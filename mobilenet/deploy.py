@@ -29,7 +29,9 @@ import mobilenet_arch as A
 import numpy_impl
 
 from . import checkpoint as ckpt
+from .summary import summary_dict
 
+MAX_VERIFY_RESOLUTION = 1024  # bounds what a crafted file's metadata can make verify allocate
 OPSET = 18  # onnxruntime 1.17+ runs it; torch's TorchScript exporter writes it
 ONNX_TOL = 1e-4  # float32 onnxruntime against the float64 reference: rounding only
 META_PREFIX = "mobilenet."
@@ -183,6 +185,22 @@ def read_onnx_meta(path) -> dict:
         raise ValueError(f"verify: {str(path)!r} has malformed mobilenet.* metadata: {meta}") from None
     if out["arch"] not in A.ARCHS or out["weights"] not in ("seed", "checkpoint"):
         raise ValueError(f"verify: {str(path)!r} has malformed mobilenet.* metadata: {meta}")
+    if not (0 < out["width_mult"] <= A.MAX_WIDTH_MULT and out["num_classes"] >= 1):
+        raise ValueError(f"verify: {str(path)!r} has malformed mobilenet.* metadata: {meta}")
+    if not A.MIN_RESOLUTION <= out["resolution"] <= MAX_VERIFY_RESOLUTION:
+        raise ValueError(
+            f"verify: {str(path)!r} was exported at {out['resolution']} px; verify runs "
+            f"{A.MIN_RESOLUTION}-{MAX_VERIFY_RESOLUTION} px"
+        )
+    # the metadata must describe the graph it sits in before a model of that size is built: the
+    # exporter folds batch norm into the convolutions, so the counts agree only roughly
+    held = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+    expected = summary_dict(out["arch"], out["width_mult"], A.MIN_RESOLUTION, out["num_classes"])["params"]
+    if not 0.9 * expected <= held <= 1.1 * expected:
+        raise ValueError(
+            f"verify: {str(path)!r} holds {held:,} weights, but its metadata describes a model of "
+            f"{expected:,} parameters: the file was altered"
+        )
     return out
 
 

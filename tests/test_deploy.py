@@ -166,3 +166,20 @@ def test_cli_export_verify_convert(tmp_path, capsys):
     args = ["export", "--onnx", onnx_path, "--checkpoint", str(tmp_path / "c.npz"), "--arch", "v2"]
     assert cli.main(args) == 2
     assert "come from the checkpoint" in capsys.readouterr().err
+
+
+def test_verify_refuses_metadata_that_does_not_describe_the_graph(tmp_path):
+    path = _export(tmp_path)
+    for key, value, message in (
+        ("width_mult", "100.0", "the file was altered"),
+        ("num_classes", "1000000", "the file was altered"),
+        ("resolution", "100000", "verify runs 32-1024 px"),
+        ("arch", "v9", "malformed"),
+    ):
+        proto = onnx.load(path)
+        for p in proto.metadata_props:
+            if p.key == f"mobilenet.{key}":
+                p.value = value
+        onnx.save(proto, tmp_path / "crafted.onnx")
+        with pytest.raises(ValueError, match=message):
+            deploy.verify_onnx(tmp_path / "crafted.onnx")
