@@ -13,6 +13,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 import mobilenet_arch as A
 from mobilenet.summary import activation_memory, layer_rows, summary_dict, totals
 
@@ -41,6 +43,15 @@ PUBLISHED_TOP1 = {
     ("v2", 1.0, 96): 60.3,
 }
 MISSING = "(run `make bench` to produce benchmarks/results/perf.json)"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _load(name):
@@ -131,10 +142,7 @@ def sweep_table() -> str:
 
 
 def fig_latency(path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     res = _load("perf")
     if not res or "sweep" not in res:
@@ -171,10 +179,7 @@ def fig_latency(path):
 
 
 def fig_accuracy(path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     res = _load("perf")
     if not res or "sweep" not in res:
@@ -296,11 +301,7 @@ def separable_table() -> str:
 
 
 def fig_separable(path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    plt = _pyplot()
 
     res = _load("perf")
     if not res or "separable" not in res:
@@ -388,11 +389,7 @@ def roofline_table() -> str:
 
 
 def fig_roofline(path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    plt = _pyplot()
 
     res = _load("perf")
     if not res or "roofline" not in res or "separable" not in res:
@@ -471,10 +468,7 @@ def memory_table() -> str:
 
 
 def fig_memory(path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(10, 4.2))
     for arch, how, style in (("v1", "unfused", "o-"), ("v2", "unfused", "s-"), ("v2", "fused", "s--")):
@@ -579,10 +573,7 @@ def breakdown_table() -> str:
 
 
 def fig_breakdown(path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     res = _load("step_profile")
     if not res or "infer" not in res:
