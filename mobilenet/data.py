@@ -8,6 +8,7 @@ batch order are seeded functions, so a run can be replayed (and resumed) exactly
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -308,12 +309,15 @@ def few_shot(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
 def load_data(
     name, resolution: int = 32, seed: int = 0, test_fraction: float = 0.2
 ) -> tuple[Dataset, Dataset]:
-    """``"digits"``, ``"shapes"`` or a path (a CIFAR-10 binary folder, or an image folder with
-    class subfolders, optionally split into ``train/`` and ``test/``) -> ``(train, test)``."""
+    """``"digits"``, ``"shapes"``, ``"glyphs"`` (:mod:`mobilenet.glyphs`) or a path (a CIFAR-10
+    binary folder, or an image folder with class subfolders, optionally split into ``train/`` and
+    ``test/``) -> ``(train, test)``."""
     if name == "digits":
         full = load_digits(resolution)
     elif name == "shapes":
         full = make_shapes(3000, resolution, seed=1234)  # the images do not depend on the run's seed
+    elif name == "glyphs":  # the generated pretraining corpus (its classes not held out)
+        return importlib.import_module("mobilenet.glyphs").load_glyphs(resolution, seed, test_fraction)
     elif not isinstance(name, (str, os.PathLike)):
         raise TypeError(f"load_data: name must be 'digits', 'shapes' or a path, got {type(name).__name__}")
     elif is_cifar_folder(name):

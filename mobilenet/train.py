@@ -322,7 +322,7 @@ def same_data(a, b) -> bool:
     """Whether two ``data`` settings name the same thing (``g2``, ``./g2`` and its absolute path do)."""
     if a == b:
         return True
-    if not isinstance(a, str) or not isinstance(b, str) or "digits" in (a, b) or "shapes" in (a, b):
+    if not isinstance(a, str) or not isinstance(b, str) or {"digits", "shapes", "glyphs"} & {a, b}:
         return False
     return os.path.realpath(a) == os.path.realpath(b)
 

@@ -33,6 +33,7 @@ from .conv import (
     pointwise_conv2d,
     pointwise_conv2d_backward,
 )
+from .metric import arcface_logits, arcface_logits_backward
 from .norm import batch_norm, batch_norm_backward
 
 # --- what a backend declares, and this one's values ---
@@ -49,6 +50,8 @@ __all__ = [
     "FUSED_INVERTED_RESIDUAL",
     "MEMORY_FORMAT",
     "OPS",
+    "arcface_logits",
+    "arcface_logits_backward",
     "batch_norm",
     "batch_norm_backward",
     "conv2d",
@@ -72,4 +75,6 @@ __all__ = [
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
 ]
-OPS = tuple(name for name in __all__ if name.islower())  # the ops every backend offers
+# applied to a model's output, never inside a model: a backend need not offer them
+HEAD_OPS = ("arcface_logits", "arcface_logits_backward")
+OPS = tuple(name for name in __all__ if name.islower() and name not in HEAD_OPS)  # every backend offers these
