@@ -371,37 +371,35 @@ def loss_overlay() -> str:
 
 def transfer_results() -> str:
     r = _train_result("transfer")
-    if r is None:
+    if r is None or "summary" not in r:
         return NOT_RUN
     from mobilenet.apps import transfer_table
 
-    steps = sorted({row["steps"] for row in r["rows"]})
-    steps = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}-{steps[-1]}"
-    lr = max(row["lr"] for row in r["rows"])  # fine-tuning everything runs at a tenth of it
-    command = (
-        r["command"].replace(" --out", f" --lr {lr:g} --out") if "--lr" not in r["command"] else r["command"]
+    tail = (
+        f"`{r['command']}` (`mobilenet pretrain`'s defaults, then {r['steps']} SGD steps per adaptation at "
+        f"a peak learning rate of {r['lr']:g}). {_machine_line(r)}"
     )
-    tail = f"`{command}`; each adaptation runs {steps} SGD steps. {_machine_line(r)}"
     return transfer_table(r).rstrip() + "\n\n" + tail
 
 
 def transfer_findings() -> str:
     """What the transfer table says, in sentences whose numbers come from the same results."""
     r = _train_result("transfer")
-    if r is None:
+    if r is None or "summary" not in r:
         return NOT_RUN
-    acc = {(row["k"], row["method"]): row["test_accuracy"] for row in r["rows"]}
-    names = {
-        "scratch": "from scratch",
-        "linear_probe": "the linear probe",
-        "finetune_last": "fine-tuning the last blocks",
-        "finetune_all": "fine-tuning everything",
-    }
+    from mobilenet.apps import METHODS, TARGETS
+
+    mean = {(s["target"], s["k"], s["method"]): s["mean"] for s in r["summary"]}
     lines = []
-    for k in sorted({row["k"] for row in r["rows"]}):
-        ranked = sorted(names, key=lambda m: -acc[(k, m)])
-        order = ", ".join(f"{names[m]} {acc[(k, m)]:.3f}" for m in ranked)
-        lines.append(f"- k = {k}: {order}.")
+    for target in dict.fromkeys(s["target"] for s in r["summary"]):
+        for k in sorted({s["k"] for s in r["summary"] if s["target"] == target}):
+            best = max(METHODS, key=lambda m: mean[(target, k, m)])
+            gain = mean[(target, k, "finetune_last")] - mean[(target, k, "scratch")]
+            lines.append(
+                f"- {TARGETS[target]}, k = {k}: best is {METHODS[best].split(' (')[0]} "
+                f"({mean[(target, k, best)]:.3f}); fine-tuning the last blocks "
+                f"{'beats' if gain > 0 else 'trails'} training from scratch by {abs(gain) * 100:.1f} points."
+            )
     return "\n".join(lines)
 
 
@@ -656,7 +654,36 @@ def fig_default_boxes(path, resolution=128):
     plt.close(fig)
 
 
+def fig_glyph_samples(path, seed=0):
+    """The glyph corpus: eight draws of each of a dozen pretraining and held-out classes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mobilenet.glyphs import load_corpus
+
+    corpus = load_corpus()
+    rng = np.random.default_rng(seed)
+    pre = rng.choice(corpus.pretrain_classes, 8, replace=False)
+    held = rng.choice(corpus.heldout, 4, replace=False)
+    fig, axes = plt.subplots(12, 8, figsize=(6.4, 10.2))
+    for row, c in enumerate([*pre, *held]):
+        idx = np.flatnonzero(corpus.labels == c)[:8]
+        for col, i in enumerate(idx):
+            ax = axes[row, col]
+            ax.imshow(corpus.images[i], cmap="gray", vmin=0, vmax=255)
+            ax.set_axis_off()
+        kind = "held out" if c in held else "pretraining"
+        axes[row, 0].set_title(f"{corpus.chars[c]} ({kind})", fontsize=7, loc="left", pad=2)
+    fig.suptitle(f"The glyph corpus: {len(corpus.chars)} classes, random draws", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 FIGURES_BUILDERS = {
+    "glyph_samples.png": fig_glyph_samples,
     "cost_grid.png": fig_cost_grid,
     "relu_collapse.png": fig_relu_collapse,
     "detect_default_boxes.png": fig_default_boxes,

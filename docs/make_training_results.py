@@ -10,8 +10,9 @@ Each writes ``docs/results/<name>.json`` and a figure in ``docs/figures/``; then
   torch model from the same weights and batches (dropout 0).
 * ``train``: ``mobilenet train --arch v2 --width-mult 0.5 --resolution 32 --data digits
   --backend numba --epochs 15 --seed 0``.
-* ``transfer``: ``mobilenet transfer`` (pretrain on digits 0-4, adapt to 5-9, k = 5 and 20).
-* ``embed``: ``mobilenet embed`` on the transfer run's digits 0-4 model.
+* ``transfer``: ``mobilenet transfer`` (``mobilenet pretrain`` on the glyph corpus, then adapt
+  to the digits and to the held-out glyph classes, k = 1, 5 and 20, three seeds).
+* ``embed``: ``mobilenet embed`` on a digits 0-4 model (``mobilenet train --classes 0,1,2,3,4``).
 * ``detect``: ``mobilenet detect train --data scenes --seed 0`` on numba and on torch (about 35
   minutes), its curves and a grid of predictions on held-out scenes.
 """
@@ -173,12 +174,15 @@ def transfer(work: Path) -> dict:
 
 
 def embed(work: Path) -> dict:
-    ckpt = work / "transfer" / "pretrain" / "checkpoint.npz"
+    ckpt = work / "digits-0-4" / "checkpoint.npz"
     if not ckpt.exists():
         apps.pretrain(apps.TrainConfig(classes=apps.SOURCE), ckpt.parent)
     s = apps.embed(ckpt, work / "embed")
     shutil.copy(work / "embed" / "embed.png", FIGURES / "embed.png")
-    s["command"] = "mobilenet embed --checkpoint DIR/pretrain/checkpoint.npz --out DIR2"
+    s["command"] = (
+        "mobilenet train --classes 0,1,2,3,4 --out DIR; "
+        "mobilenet embed --checkpoint DIR/checkpoint.npz --out DIR2"
+    )
     return s
 
 

@@ -4,6 +4,7 @@ export, convert."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import importlib
 import json
@@ -16,7 +17,7 @@ import mobilenet_arch as A
 
 from . import backends as B
 from . import data as D
-from .apps import embed, embed_table, transfer, transfer_table
+from .apps import PRETRAIN, TARGETS, embed, embed_table, transfer, transfer_table
 from .checkpoint import FolderInUse, exclusive
 from .summary import format_table, ssdlite_summary, summary_dict
 from .train import TrainConfig, evaluate, load_trained, run
@@ -311,6 +312,16 @@ def _shots(text):
     return v
 
 
+def _seeds(text):
+    try:
+        v = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2, got {text!r}") from None
+    if not v or any(c < 0 for c in v) or len(set(v)) != len(v):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct integers >= 0, got {text!r}")
+    return v
+
+
 def cmd_transfer(args) -> int:
     with exclusive(args.out):  # one run per folder (its pretraining subfolder is locked too)
         report = _transfer(args)
@@ -322,18 +333,45 @@ def cmd_transfer(args) -> int:
 def _transfer(args) -> dict:
     return transfer(
         args.out,
-        args.arch,
-        args.width_mult,
-        args.resolution,
-        args.backend,
-        args.shots,
-        args.pretrain_epochs,
-        args.steps,
-        args.lr,
-        args.seed,
-        args.pretrained,
+        pretrained=args.pretrained,
+        targets=args.targets,
+        shots=args.shots,
+        seeds=args.seeds,
+        steps=args.steps,
+        lr=args.lr,
+        backend=args.backend,
         quiet=args.no_progress,
     )
+
+
+def _targets(text):
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names or any(t not in TARGETS for t in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct names among {','.join(TARGETS)}, got {text!r}")
+    return names
+
+
+def cmd_pretrain(args) -> int:
+    cfg = dataclasses.replace(
+        PRETRAIN,
+        arch=args.arch,
+        width_mult=args.width_mult,
+        resolution=args.resolution,
+        backend=args.backend,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        train_limit=args.train_limit,
+        seed=args.seed,
+    )
+    m = run(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    ckpt = f"{args.out}/checkpoint{B.get(args.backend).checkpoint}"
+    print(
+        f"test accuracy {m['test_accuracy']:.4f} on {len(m['classes'])} glyph classes after "
+        f"{m['epochs']} epochs ({m['seconds']:.0f} s of training); wrote {ckpt}, metrics.json and "
+        f"training_curves.png\nnext: mobilenet transfer --pretrained {ckpt} --out DIR"
+    )
+    return 0
 
 
 def cmd_embed(args) -> int:
@@ -633,19 +671,44 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
-    tr = sub.add_parser("transfer", help="few-shot transfer: pretrain on digits 0-4, adapt to 5-9, four ways")
-    tr.add_argument("--arch", choices=tuple(A.ARCHS), default="v2")
-    tr.add_argument("--width-mult", type=_width, default=0.5)
-    tr.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=32)
-    tr.add_argument("--backend", choices=B.NAMES, default="numba")
-    tr.add_argument("--shots", type=_shots, default=(5, 20), help="labelled images per class (default 5,20)")
-    tr.add_argument("--pretrain-epochs", type=_int_at_least(1), default=15)
-    tr.add_argument("--steps", type=_int_at_least(1), default=150, help="SGD steps of each adaptation")
-    tr.add_argument("--lr", type=_positive_float, default=TRAIN_DEFAULTS.lr)
-    tr.add_argument("--seed", type=_int_at_least(0), default=0)
-    tr.add_argument(
-        "--pretrained", default=None, help="a digits 0-4 checkpoint (default: train one in OUT/pretrain)"
+    pt = sub.add_parser(
+        "pretrain", help="pretrain on the generated glyph corpus (the source of transfer and embeddings)"
     )
+    pt.add_argument("--arch", choices=tuple(A.ARCHS), default=PRETRAIN.arch)
+    pt.add_argument("--width-mult", type=_width, default=PRETRAIN.width_mult)
+    pt.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=PRETRAIN.resolution)
+    pt.add_argument("--backend", choices=B.NAMES, default=PRETRAIN.backend)
+    pt.add_argument("--epochs", type=_int_at_least(1), default=PRETRAIN.epochs)
+    pt.add_argument("--batch-size", type=_int_at_least(2), default=PRETRAIN.batch_size)
+    pt.add_argument("--lr", type=_positive_float, default=PRETRAIN.lr, help="peak learning rate")
+    pt.add_argument(
+        "--train-limit", type=_int_at_least(0), default=0, help="use only N training images (0: all)"
+    )
+    pt.add_argument("--seed", type=_int_at_least(0), default=0)
+    pt.add_argument("--out", required=True, help="folder for the checkpoint, metrics.json and the plot")
+    pt.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    pt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pt.set_defaults(func=cmd_pretrain)
+
+    tr = sub.add_parser(
+        "transfer",
+        help="few-shot transfer from a glyph-pretrained model to digits and held-out glyphs, four ways",
+    )
+    tr.add_argument(
+        "--pretrained",
+        default=None,
+        help="a `mobilenet pretrain` checkpoint (default: pretrain one in OUT/pretrain)",
+    )
+    tr.add_argument("--targets", type=_targets, default=tuple(TARGETS), help="digits,glyphs (default both)")
+    tr.add_argument(
+        "--shots", type=_shots, default=(1, 5, 20), help="labelled images per class (default 1,5,20)"
+    )
+    tr.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="seeds to average over (default 0,1,2)")
+    tr.add_argument("--steps", type=_int_at_least(1), default=150, help="SGD steps of each adaptation")
+    tr.add_argument(
+        "--lr", type=_positive_float, default=0.02, help="peak learning rate (fine-tuning all: a tenth)"
+    )
+    tr.add_argument("--backend", choices=B.NAMES, default="numba")
     tr.add_argument("--out", required=True)
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_transfer)

@@ -5,6 +5,7 @@ CI sets CI=true; choose explicitly with HYPOTHESIS_PROFILE=dev|ci|thorough|mutan
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 # deadline=None: a first call may compile (Numba) or warm up BLAS/oneDNN.
@@ -18,3 +19,9 @@ _mutants = {"max_examples": 20, "phases": [Phase.explicit, Phase.generate], **_c
 settings.register_profile("mutants", derandomize=True, **_mutants)
 settings.register_profile("mutants-random", **_mutants)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """The generated corpora go to a folder of the test session, never to the user's cache."""
+    os.environ["MOBILENET_CACHE"] = str(tmp_path_factory.mktemp("cache"))

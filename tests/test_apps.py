@@ -40,62 +40,60 @@ def test_embedding_report_separates_clusters_and_not_noise():
 
 
 @pytest.fixture(scope="module")
-def transfer_run(tmp_path_factory):
+def pretrained(tmp_path_factory):
+    """A glyph-pretrained checkpoint, as small and short as a test allows."""
+    out = tmp_path_factory.mktemp("pretrain")
+    args = ["pretrain", "--width-mult", "0.25", "--epochs", "1", "--train-limit", "128", "--out", str(out)]
+    assert cli.main([*args, "--no-progress"]) == 0
+    return out / "checkpoint.npz"
+
+
+@pytest.fixture(scope="module")
+def digits_0_4(tmp_path_factory):
+    """A model trained on digits 0-4 only: the embedding tests' network."""
+    out = tmp_path_factory.mktemp("digits")
+    args = ["train", "--classes", "0,1,2,3,4", "--width-mult", "0.35", "--epochs", "1", "--out", str(out)]
+    assert cli.main([*args, "--no-progress"]) == 0
+    return out / "checkpoint.npz"
+
+
+@pytest.fixture(scope="module")
+def transfer_run(tmp_path_factory, pretrained):
     out = tmp_path_factory.mktemp("transfer")
-    args = [
-        "transfer",
-        "--width-mult",
-        "0.35",
-        "--pretrain-epochs",
-        "1",
-        "--steps",
-        "2",
-        "--shots",
-        "2,3",
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    assert cli.main(args) == 0
+    args = ["transfer", "--pretrained", str(pretrained), "--shots", "1,2", "--seeds", "0,3", "--steps", "2"]
+    assert cli.main([*args, "--out", str(out), "--no-progress"]) == 0
     return out
 
 
-def test_transfer_writes_table_json_and_plot(transfer_run, capsys):
+def test_transfer_writes_table_json_and_plot(transfer_run, pretrained):
+    from mobilenet import glyphs
+
     report = json.loads((transfer_run / "transfer.json").read_text())
-    assert [(r["k"], r["method"]) for r in report["rows"]] == [(k, m) for k in (2, 3) for m in apps.METHODS]
-    assert {r["test_images"] for r in report["rows"]} == {896 - 10, 896 - 15}  # every unused 5-9 image
-    assert all(0 <= r["test_accuracy"] <= 1 and r["steps"] >= 2 for r in report["rows"])
-    table = (transfer_run / "transfer.md").read_text()
-    assert "| linear probe (frozen backbone, BN in eval) |" in table and "k = 3 (881 test images)" in table
-    assert (transfer_run / "transfer.png").stat().st_size > 5000
-    # a second call reuses the finished pretraining run instead of training again
-    before = (transfer_run / "pretrain" / "checkpoint.npz").stat().st_mtime_ns
-    assert (
-        cli.main(
-            [
-                "transfer",
-                "--width-mult",
-                "0.35",
-                "--pretrain-epochs",
-                "1",
-                "--steps",
-                "1",
-                "--shots",
-                "2",
-                "--out",
-                str(transfer_run / "again"),
-                "--no-progress",
-                "--pretrained",
-                str(transfer_run / "pretrain" / "checkpoint.npz"),
-            ]
+    keys = [(r["target"], r["k"], r["seed"], r["method"]) for r in report["rows"]]
+    expected = [
+        (t, k, s, m) for t in ("digits", "glyphs") for k in (1, 2) for s in (0, 3) for m in apps.METHODS
+    ]
+    assert keys == expected
+    n_held = len(glyphs.load_corpus().heldout)
+    for r in report["rows"]:  # every image not picked for training is a test image
+        total, n = (1797, 10) if r["target"] == "digits" else (100 * n_held, n_held)
+        assert (
+            r["classes"] == n and r["train_images"] == r["k"] * n and r["test_images"] == total - r["k"] * n
         )
-        == 0
-    )
-    assert (transfer_run / "pretrain" / "checkpoint.npz").stat().st_mtime_ns == before
+        assert 0 <= r["test_accuracy"] <= 1 and r["steps"] >= 2
+    for s in report["summary"]:
+        group = (s["target"], s["k"], s["method"])
+        accs = [r["test_accuracy"] for r in report["rows"] if (r["target"], r["k"], r["method"]) == group]
+        assert s["runs"] == 2 and s["mean"] == pytest.approx(np.mean(accs))
+        assert s["std"] == pytest.approx(np.std(accs))
+    table = (transfer_run / "transfer.md").read_text()
+    assert "| linear probe (frozen backbone, BN in eval) |" in table and "the held-out glyph classes" in table
+    assert (transfer_run / "transfer.png").stat().st_size > 5000
+    assert report["pretrained"] == str(pretrained)
 
 
-def test_embed_reports_three_embeddings(transfer_run, tmp_path, capsys):
-    ck = str(transfer_run / "pretrain" / "checkpoint.npz")
+def test_embed_reports_three_embeddings(digits_0_4, tmp_path, capsys):
+    ck = str(digits_0_4)
     assert cli.main(["embed", "--checkpoint", ck, "--out", str(tmp_path), "--json", "--no-progress"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["unseen_classes"] == [5, 6, 7, 8, 9] and s["images"] == 896
@@ -124,50 +122,12 @@ def test_stage_features_agree_between_numpy_and_torch():
     np.testing.assert_array_equal(make_runner(cfg, 10).features(x), a[-1])
 
 
-def test_transfer_and_embed_reject_wrong_checkpoints(transfer_run, tmp_path, capsys):
-    ck = str(transfer_run / "pretrain" / "checkpoint.npz")
-    assert cli.main(["transfer", "--width-mult", "0.5", "--pretrained", ck, "--out", str(tmp_path)]) == 2
-    assert "holds a MobileNetV2 width 0.35, expected width 0.5" in capsys.readouterr().err
-    assert (
-        cli.main(
-            ["transfer", "--arch", "v1", "--width-mult", "0.35", "--pretrained", ck, "--out", str(tmp_path)]
-        )
-        == 2
-    )
-    assert "expected arch v1" in capsys.readouterr().err
-    full = tmp_path / "full"
-    assert (
-        cli.main(
-            [
-                "train",
-                "--width-mult",
-                "0.35",
-                "--epochs",
-                "1",
-                "--train-limit",
-                "32",
-                "--out",
-                str(full),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    capsys.readouterr()
-    assert cli.main(["embed", "--checkpoint", str(full / "checkpoint.npz"), "--out", str(tmp_path)]) == 2
+def test_transfer_and_embed_reject_wrong_checkpoints(pretrained, digits_0_4, tmp_path, capsys):
+    assert cli.main(["transfer", "--pretrained", str(digits_0_4), "--out", str(tmp_path)]) == 2
+    assert "must be trained on the whole glyph corpus" in capsys.readouterr().err
+    assert cli.main(["embed", "--checkpoint", str(pretrained), "--out", str(tmp_path)]) == 2
     assert "must be trained on a subset of the digits classes" in capsys.readouterr().err
-    assert (
-        cli.main(
-            [
-                "transfer",
-                "--width-mult",
-                "0.35",
-                "--pretrained",
-                str(full / "checkpoint.npz"),
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 2
-    )
-    assert "must be trained on digits (0, 1, 2, 3, 4)" in capsys.readouterr().err
+    for bad in (["--targets", "cifar"], ["--seeds", "0,0"], ["--shots", "0"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["transfer", *bad, "--out", str(tmp_path)])
+        assert e.value.code == 2
