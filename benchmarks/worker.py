@@ -4,7 +4,7 @@ Sides:
   numba        the kernels (``numpy_impl`` with ``backend="numba"``); torch is never imported
   torch_nchw   torch eager, NCHW tensors
   torch_cl     torch eager, channels_last tensors and modules
-  onnxruntime  the torch model exported to ONNX, run by onnxruntime's CPU provider
+  onnxruntime  the torch model exported to ONNX by a separate process, run by onnxruntime's CPU provider
   numba+torch  both libraries in one process, kernels imported first
   torch+numba  both libraries in one process, torch imported first
 
@@ -218,30 +218,30 @@ def torch_train(min_time, cl):
 
 
 def ort_model(batches, min_time, threads):
+    """The torch model exported to ONNX by a process of its own (``mobilenet.bench``), so that
+    this process, the timed one, never loads torch beside onnxruntime."""
+    import subprocess
     import tempfile
 
     import onnxruntime as ort
-    import torch
 
-    t = _torch_v2(False)
+    from mobilenet import bench
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    case = bench.Case("v2", 1.0, 224)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "v2.onnx")
-        torch.onnx.export(
-            t,
-            (torch.zeros(1, 3, 224, 224),),
-            path,
-            dynamo=False,
-            opset_version=17,
-            input_names=["x"],
-            dynamic_axes={"x": {0: "n"}},
+        cases = json.dumps([{"arch": "v2", "width_mult": 1.0, "resolution": 224, "batch": 1, "train": False}])
+        cmd = [sys.executable, "-m", "mobilenet.bench", "export", "--dir", tmp, "--cases", cases]
+        subprocess.run(cmd, check=True, capture_output=True)
+        sess = ort.InferenceSession(
+            os.path.join(tmp, case.onnx_name()), opts, providers=["CPUExecutionProvider"]
         )
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
     for b in batches:
         x = _rng().standard_normal((b, 3, 224, 224), dtype=np.float32)
-        out[f"infer b{b} 224"] = measure(functools.partial(sess.run, None, {"x": x}), min_time)
+        out[f"infer b{b} 224"] = measure(functools.partial(sess.run, None, {name: x}), min_time)
     return out
 
 
