@@ -41,6 +41,13 @@ class TrainConfig:
     train_limit: int = 0  # use only the first N training images (quick runs); 0: all
     seed: int = 0
     checkpoint_every: int = 0  # also checkpoint every N steps (0: at the end of each epoch only)
+    # "softmax": cross-entropy on the classifier's logits. "arcface": the classifier's output is an
+    # embedding of embed_dim values, trained with ArcFace's additive angular margin against one
+    # learned centre per class (numpy_impl.functional.metric); numpy and numba backends
+    loss: str = "softmax"
+    embed_dim: int = 128
+    arcface_scale: float = 30.0
+    arcface_margin: float = 0.5
 
     def validate(self):
         fn = "TrainConfig"
@@ -69,6 +76,13 @@ class TrainConfig:
         for name in ("nesterov", "exempt_bn_dw") + (() if self.flip is None else ("flip",)):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{fn}: {name} must be True or False, got {getattr(self, name)!r}")
+        if self.loss not in ("softmax", "arcface"):
+            raise ValueError(f"{fn}: loss must be 'softmax' or 'arcface', got {self.loss!r}")
+        if self.loss == "arcface" and B.get(self.backend).ops is None:
+            raise ValueError(f"{fn}: loss 'arcface' runs on the numpy and numba backends, not {self.backend}")
+        check_int(fn, "embed_dim", self.embed_dim, 2)
+        check_number(fn, "arcface_scale", self.arcface_scale, 1e-3, 1e4)
+        check_number(fn, "arcface_margin", self.arcface_margin, 0.0, 1.5)
         if self.classes is not None:
             for c in self.classes:
                 check_int(fn, "classes", c, 0)

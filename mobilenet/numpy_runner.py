@@ -22,16 +22,27 @@ def build_model(cfg: TrainConfig, num_classes: int):
         backend=ops,
         seed=cfg.seed,
         width_mult=cfg.width_mult,
-        num_classes=num_classes,
+        num_classes=cfg.embed_dim if cfg.loss == "arcface" else num_classes,  # arcface: an embedding
         dropout=cfg.dropout,
     )
 
 
-class Runner:
-    """The NumPy model on either backend, with a ``numpy_impl.optim`` optimiser."""
+HEAD = "arcface.weight"  # the class centres of loss "arcface", beside the model's parameters
 
-    def __init__(self, model, cfg: TrainConfig):
+
+class Runner:
+    """The NumPy model on either backend, with a ``numpy_impl.optim`` optimiser. With loss
+    ``"arcface"`` the model's output is an embedding and the runner holds one learned centre
+    per class (``self.head``, (num_classes, embed_dim)), trained with it."""
+
+    def __init__(self, model, cfg: TrainConfig, num_classes=None):
         self.model, self.cfg = model, cfg
+        self.head = None
+        if cfg.loss == "arcface":
+            if num_classes is None:
+                raise ValueError("Runner: loss 'arcface' needs num_classes (the number of class centres)")
+            rng = np.random.default_rng(cfg.seed + 7919)  # apart from the model's own stream
+            self.head = (rng.standard_normal((num_classes, cfg.embed_dim)) * 0.01).astype(model.dtype)
         self.make_optimizer()
 
     def make_optimizer(self):
@@ -39,6 +50,8 @@ class Runner:
         keep = set(self.model.trainable_names())
         groups = optim.decay_groups(self.model, self.cfg.weight_decay, self.cfg.exempt_bn_dw)
         groups = [{**g, "params": {n: p for n, p in g["params"].items() if n in keep}} for g in groups]
+        if self.head is not None:  # the centres decay with the weights
+            groups[0]["params"][HEAD] = self.head
         groups = [g for g in groups if g["params"]]
         cls = optim.SGD if self.cfg.optimizer == "sgd" else optim.RMSprop
         self.optimizer = cls(groups, **optimizer_kwargs(self.cfg))
@@ -50,19 +63,40 @@ class Runner:
         m = self.model
         m.train()
         m.rng.bit_generator.state = np.random.PCG64(step_seed).state  # dropout masks of this step
-        logits = m.forward(x)  # (N, K)
-        loss, cache = F.softmax_cross_entropy(logits, y, self.cfg.label_smoothing)
-        m.backward(F.softmax_cross_entropy_backward(1.0, cache).astype(m.dtype), input_grad=False)
-        self.optimizer.step(m.grads)
-        return loss, int((logits.argmax(1) == y).sum())
+        out = m.forward(x)  # (N, K) logits, or (N, D) embeddings
+        if self.head is None:
+            loss, cache = F.softmax_cross_entropy(out, y, self.cfg.label_smoothing)
+            m.backward(F.softmax_cross_entropy_backward(1.0, cache).astype(m.dtype), input_grad=False)
+            self.optimizer.step(m.grads)
+            return loss, int((out.argmax(1) == y).sum())
+        cfg = self.cfg
+        logits, arc = F.arcface_logits(out, self.head, y, cfg.arcface_scale, cfg.arcface_margin)
+        loss, cache = F.softmax_cross_entropy(logits, y, cfg.label_smoothing)
+        demb, dhead = F.arcface_logits_backward(
+            F.softmax_cross_entropy_backward(1.0, cache).astype(m.dtype), arc
+        )
+        m.backward(demb, input_grad=False)
+        self.optimizer.step({**m.grads, HEAD: dhead})
+        return loss, int((self._cosines(out).argmax(1) == y).sum())
+
+    def _cosines(self, emb):
+        """Each embedding's cosine with each class centre, times the scale: logits without margin."""
+        e = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        c = self.head / np.maximum(np.linalg.norm(self.head, axis=1, keepdims=True), 1e-12)
+        return self.cfg.arcface_scale * (e @ c.T)
 
     def predict(self, x, batch_size=256):
+        out = self.embed(x, batch_size)
+        return out if self.head is None else self._cosines(out)  # (N, K) logits
+
+    def embed(self, x, batch_size=256):
+        """The model's output in eval mode: the logits, or with loss "arcface" the embeddings."""
         self.model.eval()
         out = np.concatenate(
             [self.model.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         )
         self.model.train()
-        return out  # (N, K) logits
+        return out
 
     def features(self, x, batch_size=256, every_stage=False):
         """Penultimate features (after global pooling), eval mode: (N, C_last). With
@@ -88,9 +122,19 @@ class Runner:
         return x
 
     def state_arrays(self) -> dict:
-        return state_arrays(self.model, self.optimizer)
+        out = state_arrays(self.model, self.optimizer)
+        if self.head is not None:
+            out[f"model/{HEAD}"] = self.head
+        return out
 
     def load_state_arrays(self, arrays: dict):
+        if self.head is not None:
+            key = f"model/{HEAD}"
+            if key not in arrays or arrays[key].shape != self.head.shape:
+                got = arrays[key].shape if key in arrays else "none"
+                raise ValueError(f"load_state_arrays: {key} must have shape {self.head.shape}, got {got}")
+            self.head[...] = arrays[key]
+            arrays = {k: v for k, v in arrays.items() if k != key}
         load_state_arrays(self.model, self.optimizer, arrays)
 
     def rng_state(self) -> dict:

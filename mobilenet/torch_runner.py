@@ -28,8 +28,8 @@ def build_model(cfg: TrainConfig, num_classes: int):
 class Runner:
     """The torch model with a ``torch.optim`` optimiser of the same settings."""
 
-    def __init__(self, model, cfg: TrainConfig):
-        self.model, self.cfg = model, cfg
+    def __init__(self, model, cfg: TrainConfig, num_classes=None):
+        self.model, self.cfg = model, cfg  # (num_classes: the model's own; loss "arcface" is numpy-only)
         self.make_optimizer()
 
     def make_optimizer(self):

@@ -44,7 +44,7 @@ def build_model(cfg: TrainConfig, num_classes: int):
 def make_runner(cfg: TrainConfig, num_classes: int, model=None):
     cfg.validate()
     model = build_model(cfg, num_classes) if model is None else model
-    return B.runner_module(cfg.backend).Runner(model, cfg)
+    return B.runner_module(cfg.backend).Runner(model, cfg, num_classes=num_classes)
 
 
 def make_schedule(cfg: TrainConfig, steps_per_epoch: int):
@@ -146,7 +146,8 @@ class Trainer:
             raise FileNotFoundError(f"resume: no checkpoint to resume from at {str(path)!r}")
         arrays, meta = ckpt.load(path)
         meta = check_training_meta("resume", path, meta)
-        mine, theirs = self.cfg.to_dict(), meta["config"]
+        mine = self.cfg.to_dict()
+        theirs = {**TrainConfig().to_dict(), **meta["config"]}  # settings added since: their defaults
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if "data" in diff and same_data(mine["data"], theirs.get("data")):
             diff.remove("data")  # the same folder, spelled another way
