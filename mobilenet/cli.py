@@ -17,8 +17,18 @@ import mobilenet_arch as A
 
 from . import backends as B
 from . import data as D
-from .apps import PRETRAIN, TARGETS, embed, embed_table, transfer, transfer_table
+from .apps import (
+    PRETRAIN,
+    TARGETS,
+    embed,
+    embed_glyphs,
+    embed_glyphs_table,
+    embed_table,
+    transfer,
+    transfer_table,
+)
 from .checkpoint import FolderInUse, exclusive
+from .checkpoint import load as load_checkpoint
 from .summary import format_table, ssdlite_summary, summary_dict
 from .train import TrainConfig, evaluate, load_trained, run
 
@@ -363,6 +373,10 @@ def cmd_pretrain(args) -> int:
         lr=args.lr,
         train_limit=args.train_limit,
         seed=args.seed,
+        loss=args.loss,
+        embed_dim=args.embed_dim,
+        arcface_scale=args.arcface_scale,
+        arcface_margin=args.arcface_margin,
     )
     m = run(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     ckpt = f"{args.out}/checkpoint{B.get(args.backend).checkpoint}"
@@ -374,12 +388,31 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def ckpt_data(path) -> str:
+    """The data a classification checkpoint was trained on (errors come from load_trained later)."""
+    try:
+        return str(load_checkpoint(path)[1].get("config", {}).get("data"))
+    except (ValueError, FileNotFoundError, AttributeError):
+        return ""
+
+
 def cmd_embed(args) -> int:
     with exclusive(args.out):
-        summary = embed(
-            args.checkpoint, args.out, args.backend, args.enrol, args.seed, quiet=args.no_progress
-        )
-    print(json.dumps(summary, indent=2) if args.json else embed_table(summary))
+        if ckpt_data(args.checkpoint) == "glyphs":  # the held-out glyph classes
+            summary = embed_glyphs(
+                args.checkpoint, args.out, args.classifier, args.enrol, args.seed, args.no_progress
+            )
+            table = embed_glyphs_table(summary)
+        else:  # a digits-subset model: the unseen digits
+            if args.classifier is not None:
+                raise ValueError("embed: --classifier goes with a glyph-pretrained --checkpoint")
+            summary = embed(
+                args.checkpoint, args.out, args.backend, args.enrol, args.seed, quiet=args.no_progress
+            )
+            table = embed_table(summary)
+    if args.json:
+        summary = {**summary, "results": {k: {**v, "roc": None} for k, v in summary["results"].items()}}
+    print(json.dumps(summary, indent=2) if args.json else table)
     if not args.json:
         print(f"wrote {args.out}/embed.json, embed.md and embed.png")
     return 0
@@ -685,6 +718,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-limit", type=_int_at_least(0), default=0, help="use only N training images (0: all)"
     )
     pt.add_argument("--seed", type=_int_at_least(0), default=0)
+    pt.add_argument(
+        "--loss",
+        choices=("softmax", "arcface"),
+        default="softmax",
+        help="arcface: learn an embedding with an additive angular margin (numpy, numba)",
+    )
+    pt.add_argument(
+        "--embed-dim", type=_int_at_least(2), default=PRETRAIN.embed_dim, help="arcface: its size"
+    )
+    pt.add_argument("--arcface-scale", type=_positive_float, default=PRETRAIN.arcface_scale)
+    pt.add_argument("--arcface-margin", type=float, default=PRETRAIN.arcface_margin, help="radians")
     pt.add_argument("--out", required=True, help="folder for the checkpoint, metrics.json and the plot")
     pt.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     pt.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -715,9 +759,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     em = sub.add_parser("embed", help="embeddings of unseen classes: identification and verification")
     em.add_argument(
-        "--checkpoint", required=True, help="a model trained on some digits, e.g. OUT/pretrain/checkpoint.npz"
+        "--checkpoint",
+        required=True,
+        help="a model trained on some digits (embeds the others) or a `pretrain` model (the held-out glyphs)",
     )
     em.add_argument("--backend", choices=B.NAMES, default=None)
+    em.add_argument(
+        "--classifier",
+        default=None,
+        help="with a glyph checkpoint: a softmax `pretrain` checkpoint to compare",
+    )
     em.add_argument("--enrol", type=_int_at_least(1), default=5, help="gallery images per class (default 5)")
     em.add_argument("--seed", type=_int_at_least(0), default=0)
     em.add_argument("--out", required=True)

@@ -46,8 +46,8 @@ class TrainConfig:
     # learned centre per class (numpy_impl.functional.metric); numpy and numba backends
     loss: str = "softmax"
     embed_dim: int = 128
-    arcface_scale: float = 30.0
-    arcface_margin: float = 0.5
+    arcface_scale: float = 16.0  # a small model's 100-odd classes: the paper's 64 (and 0.5) start too hard
+    arcface_margin: float = 0.3
 
     def validate(self):
         fn = "TrainConfig"

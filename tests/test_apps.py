@@ -125,9 +125,34 @@ def test_stage_features_agree_between_numpy_and_torch():
 def test_transfer_and_embed_reject_wrong_checkpoints(pretrained, digits_0_4, tmp_path, capsys):
     assert cli.main(["transfer", "--pretrained", str(digits_0_4), "--out", str(tmp_path)]) == 2
     assert "must be trained on the whole glyph corpus" in capsys.readouterr().err
-    assert cli.main(["embed", "--checkpoint", str(pretrained), "--out", str(tmp_path)]) == 2
-    assert "must be trained on a subset of the digits classes" in capsys.readouterr().err
+    args = ["embed", "--checkpoint", str(digits_0_4), "--classifier", str(pretrained), "--out", str(tmp_path)]
+    assert cli.main(args) == 2
+    assert "--classifier goes with a glyph-pretrained --checkpoint" in capsys.readouterr().err
     for bad in (["--targets", "cifar"], ["--seeds", "0,0"], ["--shots", "0"]):
         with pytest.raises(SystemExit) as e:
             cli.main(["transfer", *bad, "--out", str(tmp_path)])
         assert e.value.code == 2
+
+
+def test_embed_on_held_out_glyphs_compares_four_embeddings(pretrained, tmp_path, capsys):
+    arc = tmp_path / "arc"
+    args = ["pretrain", "--loss", "arcface", "--embed-dim", "16", "--width-mult", "0.25", "--epochs", "1"]
+    assert cli.main([*args, "--train-limit", "128", "--out", str(arc), "--no-progress"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "embed"
+    args = ["embed", "--checkpoint", str(arc / "checkpoint.npz"), "--classifier", str(pretrained)]
+    assert cli.main([*args, "--out", str(out), "--json", "--no-progress"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    names = ["metric embedding (ArcFace)", "classifier features", "random network", "raw pixels"]
+    assert list(s["results"]) == names and s["held_out_classes"] >= 30
+    for r in s["results"].values():
+        assert 0 <= r["identification_top1"] <= 1 and 0 <= r["auc"] <= 1 and 0 <= r["tar_at_far_1e-2"] <= 1
+    assert (out / "embed.png").stat().st_size > 5000 and "| raw pixels |" in (out / "embed.md").read_text()
+    bad = ["embed", "--checkpoint", str(arc / "checkpoint.npz"), "--classifier", str(arc / "checkpoint.npz")]
+    assert cli.main([*bad, "--out", str(tmp_path / "x")]) == 2
+    assert "--classifier must be a softmax checkpoint" in capsys.readouterr().err
+
+
+def test_tar_at_far_reads_the_roc():
+    fpr, tpr = np.array([0.0, 0.005, 0.01, 0.2, 1.0]), np.array([0.0, 0.4, 0.6, 0.9, 1.0])
+    assert apps.tar_at_far(fpr, tpr, 1e-2) == 0.6 and apps.tar_at_far(fpr, tpr, 1e-3) == 0.0
