@@ -287,7 +287,7 @@ def embed_glyphs(checkpoint, out, classifier=None, enrol=5, seed=0, quiet=False)
     for name, f in feats.items():
         r = embedding_report(l2_normalize(f.astype(np.float64)), held.y, enrol, seed)
         results[name] = {k: v for k, v in r.items() if not k.startswith("scores") and k != "roc"}
-        results[name]["roc"] = r["roc"]
+        results[name]["roc"] = roc_on_grid(np.asarray(r["roc"]["fpr"]), np.asarray(r["roc"]["tpr"]))
     summary = {
         "checkpoint": str(checkpoint),
         "classifier": None if classifier is None else str(classifier),
@@ -372,6 +372,14 @@ def roc(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 
 def auc(fpr, tpr) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def roc_on_grid(fpr, tpr, n: int = 200) -> dict:
+    """The ROC at ``n`` false accept rates, log-spaced from 1e-5 to 1 (millions of pairs give
+    millions of points): the best true accept rate at each."""
+    grid = np.logspace(-5, 0, n)
+    idx = np.searchsorted(fpr, grid, side="right") - 1  # fpr and tpr never decrease
+    return {"fpr": grid.tolist(), "tpr": np.where(idx >= 0, tpr[np.maximum(idx, 0)], 0.0).tolist()}
 
 
 def tar_at_far(fpr, tpr, far: float) -> float:

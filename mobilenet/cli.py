@@ -377,6 +377,7 @@ def cmd_pretrain(args) -> int:
         embed_dim=args.embed_dim,
         arcface_scale=args.arcface_scale,
         arcface_margin=args.arcface_margin,
+        init=args.init,
     )
     m = run(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     ckpt = f"{args.out}/checkpoint{B.get(args.backend).checkpoint}"
@@ -729,6 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pt.add_argument("--arcface-scale", type=_positive_float, default=PRETRAIN.arcface_scale)
     pt.add_argument("--arcface-margin", type=float, default=PRETRAIN.arcface_margin, help="radians")
+    pt.add_argument(
+        "--init", default="", help="start the backbone from this checkpoint (same arch and width)"
+    )
     pt.add_argument("--out", required=True, help="folder for the checkpoint, metrics.json and the plot")
     pt.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     pt.add_argument("--no-progress", action="store_true", help="no progress bar")

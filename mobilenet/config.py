@@ -48,6 +48,7 @@ class TrainConfig:
     embed_dim: int = 128
     arcface_scale: float = 16.0  # a small model's 100-odd classes: the paper's 64 (and 0.5) start too hard
     arcface_margin: float = 0.3
+    init: str = ""  # a fresh run's backbone (features) starts from this checkpoint's weights
 
     def validate(self):
         fn = "TrainConfig"
@@ -76,6 +77,8 @@ class TrainConfig:
         for name in ("nesterov", "exempt_bn_dw") + (() if self.flip is None else ("flip",)):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{fn}: {name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.init, str):
+            raise TypeError(f"{fn}: init must be a checkpoint path or '', got {type(self.init).__name__}")
         if self.loss not in ("softmax", "arcface"):
             raise ValueError(f"{fn}: loss must be 'softmax' or 'arcface', got {self.loss!r}")
         if self.loss == "arcface" and B.get(self.backend).ops is None:

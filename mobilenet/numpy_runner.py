@@ -137,6 +137,10 @@ class Runner:
             arrays = {k: v for k, v in arrays.items() if k != key}
         load_state_arrays(self.model, self.optimizer, arrays)
 
+    def load_backbone(self, state: dict):
+        """Some of the model's arrays (e.g. every ``features.*``) from ``state``, in place."""
+        self.model.load_state_dict(state, strict=False)
+
     def rng_state(self) -> dict:
         return self.model.rng.bit_generator.state
 

@@ -49,6 +49,14 @@ class Runner:
         cls = torch.optim.SGD if self.cfg.optimizer == "sgd" else torch.optim.RMSprop
         self.optimizer = cls(groups, **optimizer_kwargs(self.cfg))
 
+    def load_backbone(self, state: dict):
+        """Some of the model's tensors (e.g. every ``features.*``) from ``state`` (NumPy arrays)."""
+        own = self.model.state_dict()
+        bad = [k for k, v in state.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+        if bad:
+            raise ValueError(f"load_backbone: keys or shapes that do not match this model: {bad[:5]}")
+        self.model.load_state_dict(torch_impl.state_dict_to_torch(state), strict=False)
+
     def set_lr(self, lr):
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)

@@ -423,6 +423,8 @@ def _run_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> di
     trainer = Trainer(cfg, runner, train, test, out, progress=progress)
     if resume:
         trainer.resume()
+    elif cfg.init:
+        init_backbone(runner, cfg)
     metrics = trainer.fit()
     ckpt.write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     if trainer.history:
@@ -430,6 +432,22 @@ def _run_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> di
         title = f"MobileNet{cfg.arch.upper()}-{cfg.width_mult:g} {cfg.resolution}px on {name} ({cfg.backend})"
         plot_curves(trainer.history, out / "training_curves.png", title)
     return metrics
+
+
+def init_backbone(runner, cfg: TrainConfig) -> None:
+    """Start ``runner``'s backbone (every ``features`` weight and statistic) from the checkpoint
+    ``cfg.init``, of the same architecture and width; the head keeps its fresh initialisation."""
+    arrays, meta = ckpt.load(cfg.init)
+    meta = check_training_meta("init", cfg.init, meta)
+    src = config_from_dict(meta["config"])
+    if (src.arch, src.width_mult) != (cfg.arch, cfg.width_mult):
+        raise ValueError(
+            f"init: {cfg.init!r} holds a MobileNet{src.arch.upper()} width {src.width_mult:g}, "
+            f"this run is MobileNet{cfg.arch.upper()} width {cfg.width_mult:g}"
+        )
+    runner.load_backbone(
+        {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/features.")}
+    )
 
 
 def config_from_dict(d: dict) -> TrainConfig:

@@ -156,3 +156,13 @@ def test_embed_on_held_out_glyphs_compares_four_embeddings(pretrained, tmp_path,
 def test_tar_at_far_reads_the_roc():
     fpr, tpr = np.array([0.0, 0.005, 0.01, 0.2, 1.0]), np.array([0.0, 0.4, 0.6, 0.9, 1.0])
     assert apps.tar_at_far(fpr, tpr, 1e-2) == 0.6 and apps.tar_at_far(fpr, tpr, 1e-3) == 0.0
+
+
+def test_roc_on_grid_keeps_the_best_rate_at_each_far():
+    rng = np.random.default_rng(0)
+    same = rng.random(5000) < 0.1
+    fpr, tpr, _ = apps.roc(rng.random(5000) + same, same)
+    g = apps.roc_on_grid(fpr, tpr, n=50)
+    assert len(g["fpr"]) == 50 and np.all(np.diff(g["tpr"]) >= 0)
+    for far, t in zip(g["fpr"], g["tpr"]):
+        assert t == apps.tar_at_far(fpr, tpr, far)

@@ -10,7 +10,7 @@ import torch.nn.functional as TF
 import torch_impl
 from mobilenet import checkpoint
 from mobilenet.numpy_runner import HEAD
-from mobilenet.train import TrainConfig, load_trained, make_runner, run
+from mobilenet.train import TrainConfig, init_backbone, load_trained, make_runner, run
 from torch_impl.metric import arcface_logits
 
 CFG = TrainConfig(
@@ -63,3 +63,29 @@ def test_arcface_settings_are_checked():
         dataclasses.replace(CFG, loss="triplet").validate()
     with pytest.raises(ValueError, match="arcface_margin"):
         dataclasses.replace(CFG, arcface_margin=2.0).validate()
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_init_starts_the_backbone_from_a_checkpoint(tmp_path, backend):
+    src = dataclasses.replace(TrainConfig(width_mult=0.35, epochs=1, train_limit=64), backend="numba")
+    run(src, tmp_path / "src", progress=False)
+    source, _ = checkpoint.load(tmp_path / "src" / "checkpoint.npz")
+    init = str(tmp_path / "src" / "checkpoint.npz")
+    loss = "arcface" if backend == "numba" else "softmax"
+    cfg = dataclasses.replace(src, backend=backend, loss=loss, classes=(0, 1, 2), init=init, lr=1e-9)
+    runner = make_runner(cfg, 3)
+    init_backbone(runner, cfg)
+    mine = runner.state_arrays()
+    feats = [k for k in source if k.startswith("model/features.")]
+    assert feats and all(np.array_equal(np.asarray(mine[k]), source[k]) for k in feats)
+    assert not any(
+        k.startswith("model/classifier")
+        and mine[k].shape == source[k].shape
+        and np.array_equal(mine[k], source[k])
+        for k in mine
+        if k in source
+    )
+    with pytest.raises(ValueError, match="width 0.35, this run is MobileNetV2 width 0.5"):
+        init_backbone(
+            make_runner(dataclasses.replace(cfg, width_mult=0.5), 3), dataclasses.replace(cfg, width_mult=0.5)
+        )
