@@ -20,6 +20,7 @@ Prints one JSON object on its last line: ``{case: timing}`` with the timing of
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -232,7 +233,7 @@ def ort_model(batches, min_time, threads):
     case = bench.Case("v2", 1.0, 224)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        cases = json.dumps([{"arch": "v2", "width_mult": 1.0, "resolution": 224, "batch": 1, "train": False}])
+        cases = json.dumps([dataclasses.asdict(case)])
         cmd = [sys.executable, "-m", "mobilenet.bench", "export", "--dir", tmp, "--cases", cases]
         subprocess.run(cmd, check=True, capture_output=True)
         sess = ort.InferenceSession(

@@ -199,8 +199,7 @@ def _run(args: list[str], threads: int) -> dict:
 
 
 def available(backend: str) -> bool:
-    module = {"numba": "numba", "numpy": "numpy", "torch": "torch", "onnxruntime": "onnxruntime"}[backend]
-    code = f"import {module}" + (", onnx" if backend == "onnxruntime" else "")
+    code = f"import {backend}" + (", onnx" if backend == "onnxruntime" else "")  # each names its module
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
