@@ -405,11 +405,42 @@ def transfer_findings() -> str:
 
 def embed_results() -> str:
     r = _train_result("embed")
-    if r is None:
+    if r is None or "phases" not in r:
         return NOT_RUN
-    from mobilenet.apps import embed_table
+    from mobilenet.apps import embed_glyphs_table
 
-    return embed_table(r).rstrip() + f"\n\n`{r['command']}`. {_machine_line(r)}"
+    soft, arc = r["phases"]["softmax"], r["phases"]["arcface"]
+    c = arc["config"]
+    phases = (
+        f"Pretraining: the softmax classifier, {soft['epochs']} epochs in {soft['seconds'] / 60:.1f} minutes "
+        f"(test accuracy {soft['test_accuracy']:.3f}); then ArcFace from its weights, {arc['epochs']} epochs "
+        f"in {arc['seconds'] / 60:.1f} minutes (s = {c['arcface_scale']:g}, m = {c['arcface_margin']:g}, "
+        f"a {c['embed_dim']}-value embedding; test accuracy {arc['test_accuracy']:.3f} by nearest centre)."
+    )
+    return f"{embed_glyphs_table(r).rstrip()}\n\n{phases}\n\n`{r['command']}`. {_machine_line(r)}"
+
+
+def embed_findings() -> str:
+    """Whether the metric embedding beats each baseline, from the same results."""
+    r = _train_result("embed")
+    if r is None or "phases" not in r:
+        return NOT_RUN
+    res = r["results"]
+    metric, pooled = (next(k for k in res if k.startswith(p)) for p in ("metric", "ArcFace"))
+    keys = (("identification_top1", "top-1"), ("auc", "AUC"), ("tar_at_far_1e-2", "TAR at FAR 1e-2"))
+
+    def compare(a, b):
+        diffs = ", ".join(f"{label} {res[a][k] - res[b][k]:+.3f}" for k, label in keys)
+        wins = all(res[a][k] > res[b][k] for k in ("identification_top1", "auc"))
+        return f"{diffs} ({'better' if wins else 'not better'} in both top-1 and AUC)"
+
+    lines = [
+        f"- the metric embedding against {b}: {compare(metric, b)}" for b in res if b not in (metric, pooled)
+    ]
+    lines.append(
+        f"- the ArcFace network's pooled features against the metric embedding: {compare(pooled, metric)}"
+    )
+    return "\n".join(lines)
 
 
 # --- detection chapter ---------------------------------------------------------------------------
@@ -520,6 +551,7 @@ TABLES = {
     "transfer_results": transfer_results,
     "transfer_findings": transfer_findings,
     "embed_results": embed_results,
+    "embed_findings": embed_findings,
     "depthwise_road": depthwise_road,
     "kernel_results": kernel_results,
     "bench_gaps": bench_gaps,

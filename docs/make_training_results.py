@@ -12,7 +12,8 @@ Each writes ``docs/results/<name>.json`` and a figure in ``docs/figures/``; then
   --backend numba --epochs 15 --seed 0``.
 * ``transfer``: ``mobilenet transfer`` (``mobilenet pretrain`` on the glyph corpus, then adapt
   to the digits and to the held-out glyph classes, k = 1, 5 and 20, three seeds).
-* ``embed``: ``mobilenet embed`` on a digits 0-4 model (``mobilenet train --classes 0,1,2,3,4``).
+* ``embed``: ``mobilenet pretrain --loss arcface`` from the transfer job's pretraining, then
+  ``mobilenet embed`` on the held-out glyph classes.
 * ``detect``: ``mobilenet detect train --data scenes --seed 0`` on numba and on torch (about 35
   minutes), its curves and a grid of predictions on held-out scenes.
 """
@@ -174,14 +175,23 @@ def transfer(work: Path) -> dict:
 
 
 def embed(work: Path) -> dict:
-    ckpt = work / "digits-0-4" / "checkpoint.npz"
-    if not ckpt.exists():
-        apps.pretrain(apps.TrainConfig(classes=apps.SOURCE), ckpt.parent)
-    s = apps.embed(ckpt, work / "embed")
+    """The softmax pretraining (the transfer job's, when it ran in this work folder), a second
+    phase with ArcFace from it, then ``mobilenet embed`` on the held-out glyph classes."""
+    softmax = apps.pretrain(
+        dataclasses.replace(apps.PRETRAIN, backend="numba"), work / "transfer" / "pretrain"
+    )
+    arcface = apps.pretrain(dataclasses.replace(apps.ARCFACE, init=str(softmax)), work / "arcface")
+    s = apps.embed_glyphs(arcface, work / "embed", classifier=softmax)
     shutil.copy(work / "embed" / "embed.png", FIGURES / "embed.png")
+    s["phases"] = {}
+    for name, ckpt in (("softmax", softmax), ("arcface", arcface)):
+        m = json.loads((ckpt.parent / "metrics.json").read_text())
+        keep = ("epochs", "seconds", "test_accuracy")
+        s["phases"][name] = {k: m[k] for k in keep} | {"config": m["config"]}
     s["command"] = (
-        "mobilenet train --classes 0,1,2,3,4 --out DIR; "
-        "mobilenet embed --checkpoint DIR/checkpoint.npz --out DIR2"
+        "mobilenet pretrain --out DIR; mobilenet pretrain --loss arcface --init DIR/checkpoint.npz "
+        "--out DIR2; mobilenet embed --checkpoint DIR2/checkpoint.npz --classifier DIR/checkpoint.npz "
+        "--out DIR3"
     )
     return s
 

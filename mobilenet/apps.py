@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+import mobilenet_arch as A
+from numpy_impl.functional._checks import check_int
+
 from . import backends as B
 from . import data as D
 from .checkpoint import save_figure, write_text
@@ -43,6 +46,12 @@ TARGETS = {
 # ``mobilenet pretrain``'s defaults: MobileNetV2-0.5 at 32 px on the glyph corpus (numba: a few
 # minutes per epoch on 2 cores at most)
 PRETRAIN = TrainConfig(data="glyphs", width_mult=0.5, resolution=32, epochs=15, batch_size=64, lr=0.02)
+# ``mobilenet pretrain --loss arcface``'s defaults, a second phase from PRETRAIN's checkpoint
+# (``--init``): from random weights the margin keeps every class apart from the start and the run
+# barely trains. Label smoothing and dropout off: both blur the margin the loss asks for.
+ARCFACE = dataclasses.replace(
+    PRETRAIN, loss="arcface", epochs=5, embed_dim=512, label_smoothing=0.0, dropout=0.0
+)
 
 
 def _log(msg, quiet):
@@ -169,7 +178,7 @@ def transfer(
                         quiet,
                     )
     report = {
-        "model": f"MobileNet{src.cfg.arch.upper()}-{src.cfg.width_mult:g} {src.cfg.resolution}px "
+        "model": f"{A.model_name(src.cfg.arch)}-{src.cfg.width_mult:g} {src.cfg.resolution}px "
         f"({backend} backend)",
         "source": f"the glyph corpus ({meta['num_classes']} classes)",
         "pretrained": str(pretrained),
@@ -254,12 +263,15 @@ def plot_transfer(report: dict, path):
     return path
 
 
-def embed_glyphs(checkpoint, out, classifier=None, enrol=5, seed=0, quiet=False) -> dict:
+def embed_glyphs(checkpoint, out, classifier=None, enrol=5, seed=0, quiet=False, draws=5) -> dict:
     """Embeddings of the glyph corpus's held-out classes (never seen in pretraining): a metric
     embedding (a ``loss="arcface"`` checkpoint) against the plain classifier's penultimate features
     (``classifier``, a softmax ``mobilenet pretrain`` checkpoint), a randomly initialised network and
     the raw pixels; identification top-1 from ``enrol`` images per class, verification AUC and the
-    true accept rate at a false accept rate of 1e-2. Writes ``embed.json`` and ``embed.md``."""
+    true accept rate at a false accept rate of 1e-2, each the mean (and standard deviation) over
+    ``draws`` draws of the gallery and of the halves (seeds ``seed``, ``seed + 1``, ...). Writes
+    ``embed.json``, ``embed.md`` and ``embed.png`` (the ROC of the first draw)."""
+    draws = check_int("embed", "draws", draws, 1)
     out = Path(out)
     runner, meta = load_trained(checkpoint)
     cfg = runner.cfg
@@ -272,6 +284,8 @@ def embed_glyphs(checkpoint, out, classifier=None, enrol=5, seed=0, quiet=False)
     feats = {}
     if cfg.loss == "arcface":
         feats["metric embedding (ArcFace)"] = runner.embed(x)
+        # the layer under the embedding: the projection to it is fitted to the pretraining classes
+        feats["ArcFace network's pooled features"] = runner.features(x)
     else:
         feats["classifier features"] = runner.features(x)
     if classifier is not None:
@@ -285,13 +299,19 @@ def embed_glyphs(checkpoint, out, classifier=None, enrol=5, seed=0, quiet=False)
     feats["raw pixels"] = (x - x.mean(0)).reshape(len(x), -1)
     results = {}
     for name, f in feats.items():
-        r = embedding_report(l2_normalize(f.astype(np.float64)), held.y, enrol, seed)
-        results[name] = {k: v for k, v in r.items() if not k.startswith("scores") and k != "roc"}
-        results[name]["roc"] = roc_on_grid(np.asarray(r["roc"]["fpr"]), np.asarray(r["roc"]["tpr"]))
+        e = l2_normalize(f.astype(np.float64))
+        reps = [embedding_report(e, held.y, enrol, seed + d) for d in range(draws)]
+        r = {k: v for k, v in reps[0].items() if not k.startswith("scores") and k != "roc"}
+        for key in SPREAD:
+            vals = [rep[key] for rep in reps]
+            r.update({key: float(np.mean(vals)), f"{key}_std": float(np.std(vals)), f"{key}_draws": vals})
+        r["draws"] = draws
+        r["roc"] = roc_on_grid(np.asarray(reps[0]["roc"]["fpr"]), np.asarray(reps[0]["roc"]["tpr"]))
+        results[name] = r
     summary = {
         "checkpoint": str(checkpoint),
         "classifier": None if classifier is None else str(classifier),
-        "model": f"MobileNet{cfg.arch.upper()}-{cfg.width_mult:g} {cfg.resolution}px",
+        "model": f"{A.model_name(cfg.arch)}-{cfg.width_mult:g} {cfg.resolution}px",
         "held_out_classes": len(held.classes),
         "images": len(held),
         "results": results,
@@ -301,6 +321,9 @@ def embed_glyphs(checkpoint, out, classifier=None, enrol=5, seed=0, quiet=False)
     write_text(out / "embed.md", embed_glyphs_table(summary))
     plot_embed_glyphs(summary, out / "embed.png")
     return summary
+
+
+SPREAD = ("identification_top1", "auc", "tar_at_far_1e-2")  # averaged over draws of the gallery
 
 
 def plot_embed_glyphs(summary: dict, path):
@@ -320,7 +343,8 @@ def plot_embed_glyphs(summary: dict, path):
     a.set_title("verification on held-out glyph classes", fontsize=9)
     a.legend(fontsize=7, loc="lower right")
     top1 = [summary["results"][n]["identification_top1"] for n in names]
-    bars = b.barh(range(len(names)), top1)
+    err = [summary["results"][n].get("identification_top1_std", 0.0) for n in names]
+    bars = b.barh(range(len(names)), top1, xerr=err, capsize=3)
     b.bar_label(bars, [f"{v:.3f}" for v in top1], fontsize=7)
     b.set(yticks=range(len(names)), yticklabels=names, xlim=(0, 1.1), xlabel="identification top-1")
     b.set_title("identification from a small gallery", fontsize=9)
@@ -339,15 +363,15 @@ def embed_glyphs_table(summary: dict) -> str:
         "|---|---|---|---|",
     ]
     for name, r in summary["results"].items():
-        lines.append(
-            f"| {name} | {r['identification_top1']:.3f} | {r['auc']:.3f} | {r['tar_at_far_1e-2']:.3f} |"
-        )
+        cells = [f"{r[k]:.3f} ± {r.get(k + '_std', 0.0):.3f}" for k in SPREAD]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     r = next(iter(summary["results"].values()))
     lines += [
         "",
-        f"Identification: {r['gallery_per_class']} enrolled images per class, {r['probes']} probes, "
-        f"nearest neighbour by cosine. Verification: the {r['test_pairs']} pairs of half of the images, "
-        "scored by cosine.",
+        f"Mean ± standard deviation over {r.get('draws', 1)} draws. Identification: "
+        f"{r['gallery_per_class']} enrolled images per class (drawn anew each time), {r['probes']} "
+        f"probes, nearest neighbour by cosine. Verification: the {r['test_pairs']} pairs of a random "
+        "half of the images, scored by cosine.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -484,7 +508,7 @@ def embed(checkpoint, out, backend=None, enrol=5, seed=0, quiet=False) -> dict:
     plot_embed(reports, by_stage, out / "embed.png", f"unseen digits {unseen[0]}-{unseen[-1]}")
     summary = {
         "checkpoint": str(checkpoint),
-        "model": f"MobileNet{cfg.arch.upper()}-{cfg.width_mult:g} {cfg.resolution}px",
+        "model": f"{A.model_name(cfg.arch)}-{cfg.width_mult:g} {cfg.resolution}px",
         "trained_on": list(seen),
         "unseen_classes": list(unseen),
         "images": len(ds),

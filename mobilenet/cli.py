@@ -18,6 +18,7 @@ import mobilenet_arch as A
 from . import backends as B
 from . import data as D
 from .apps import (
+    ARCFACE,
     PRETRAIN,
     TARGETS,
     embed,
@@ -76,7 +77,7 @@ def cmd_summary(args) -> int:
 
 def _format_verify(r: dict) -> str:
     lines = [
-        f"MobileNet{r['arch'].upper()} width_mult={r['width_mult']:g} {r['dtype']} backend={r['backend']} "
+        f"{A.model_name(r['arch'])} width_mult={r['width_mult']:g} {r['dtype']} backend={r['backend']} "
         f"batch={r['batch']} resolution={r['resolution']} (training mode, vs torch float64)"
     ]
     for q, label in [
@@ -103,7 +104,7 @@ def cmd_verify_onnx(args) -> int:
     else:
         mark = "ok" if r["ok"] else "FAIL"
         print(
-            f"{r['onnx']}: MobileNet{r['arch'].upper()} width_mult={r['width_mult']:g} "
+            f"{r['onnx']}: {A.model_name(r['arch'])} width_mult={r['width_mult']:g} "
             f"{r['num_classes']} classes, {r['weights']} weights; onnxruntime {r['onnxruntime']} float32 "
             f"vs the NumPy reference (float64), batch {r['batch']} at {r['resolution']} px\n"
             f"  logits relative error {r['rel_err']:9.2e} <= {r['tolerance']:.0e} {mark}   "
@@ -128,7 +129,7 @@ def cmd_export(args) -> int:
     src = f"checkpoint {args.checkpoint}" if args.checkpoint else f"fresh weights (seed {args.seed})"
     print(
         f"wrote {r['onnx']} ({r['bytes'] / 1e6:.1f} MB, opset {r['opset']}, dynamic batch): "
-        f"MobileNet{r['arch'].upper()} width {float(r['width_mult']):g}, {r['num_classes']} classes, "
+        f"{A.model_name(r['arch'])} width {float(r['width_mult']):g}, {r['num_classes']} classes, "
         f"{r['resolution']} px, {src}\ncheck it: mobilenet verify --onnx {r['onnx']}"
     )
     return 0
@@ -137,7 +138,7 @@ def cmd_export(args) -> int:
 def cmd_convert(args) -> int:
     r = _deploy().convert(args.weights, args.out, arch=args.arch, width_mult=args.width_mult)
     print(
-        f"wrote {r['to']}: MobileNet{r['arch'].upper()} width {r['width_mult']:g}, "
+        f"wrote {r['to']}: {A.model_name(r['arch'])} width {r['width_mult']:g}, "
         f"{r['num_classes']} classes (from {r['from']})"
     )
     return 0
@@ -304,7 +305,7 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(
-            f"{args.checkpoint}: MobileNet{cfg.arch.upper()}-{cfg.width_mult:g} {cfg.resolution}px, "
+            f"{args.checkpoint}: {A.model_name(cfg.arch)}-{cfg.width_mult:g} {cfg.resolution}px, "
             f"{len(test)} test images of {name}"
         )
         print(f"  accuracy {ev['accuracy']:.4f}   cross-entropy {ev['loss']:.4f}")
@@ -361,31 +362,45 @@ def _targets(text):
     return names
 
 
-def cmd_pretrain(args) -> int:
-    cfg = dataclasses.replace(
-        PRETRAIN,
+def pretrain_config(args) -> TrainConfig:
+    """``pretrain``'s configuration: the options given, the rest from the loss's defaults
+    (:data:`~mobilenet.apps.PRETRAIN` or :data:`~mobilenet.apps.ARCFACE`)."""
+    base = ARCFACE if args.loss == "arcface" else PRETRAIN
+    given = {k: getattr(args, k) for k in ("epochs", "embed_dim", "label_smoothing", "dropout")}
+    return dataclasses.replace(
+        base,
         arch=args.arch,
         width_mult=args.width_mult,
         resolution=args.resolution,
         backend=args.backend,
-        epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         train_limit=args.train_limit,
         seed=args.seed,
-        loss=args.loss,
-        embed_dim=args.embed_dim,
         arcface_scale=args.arcface_scale,
         arcface_margin=args.arcface_margin,
         init=args.init,
+        **{k: v for k, v in given.items() if v is not None},  # unset: the loss's defaults
     )
+
+
+def cmd_pretrain(args) -> int:
+    cfg = pretrain_config(args)
     m = run(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     ckpt = f"{args.out}/checkpoint{B.get(args.backend).checkpoint}"
     print(
         f"test accuracy {m['test_accuracy']:.4f} on {len(m['classes'])} glyph classes after "
         f"{m['epochs']} epochs ({m['seconds']:.0f} s of training); wrote {ckpt}, metrics.json and "
-        f"training_curves.png\nnext: mobilenet transfer --pretrained {ckpt} --out DIR"
+        f"training_curves.png"
     )
+    if cfg.loss == "arcface":
+        classifier = f" --classifier {cfg.init}" if cfg.init else ""
+        print(f"next: mobilenet embed --checkpoint {ckpt}{classifier} --out DIR")
+    else:
+        print(
+            f"next: mobilenet transfer --pretrained {ckpt} --out DIR, or a metric embedding: "
+            f"mobilenet pretrain --loss arcface --init {ckpt} --out DIR"
+        )
     return 0
 
 
@@ -401,7 +416,13 @@ def cmd_embed(args) -> int:
     with exclusive(args.out):
         if ckpt_data(args.checkpoint) == "glyphs":  # the held-out glyph classes
             summary = embed_glyphs(
-                args.checkpoint, args.out, args.classifier, args.enrol, args.seed, args.no_progress
+                args.checkpoint,
+                args.out,
+                args.classifier,
+                args.enrol,
+                args.seed,
+                args.no_progress,
+                args.draws,
             )
             table = embed_glyphs_table(summary)
         else:  # a digits-subset model: the unseen digits
@@ -712,7 +733,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--width-mult", type=_width, default=PRETRAIN.width_mult)
     pt.add_argument("--resolution", type=_int_at_least(A.MIN_RESOLUTION), default=PRETRAIN.resolution)
     pt.add_argument("--backend", choices=B.NAMES, default=PRETRAIN.backend)
-    pt.add_argument("--epochs", type=_int_at_least(1), default=PRETRAIN.epochs)
+    pt.add_argument(
+        "--epochs",
+        type=_int_at_least(1),
+        default=None,
+        help=f"default {PRETRAIN.epochs} ({ARCFACE.epochs} with --loss arcface)",
+    )
     pt.add_argument("--batch-size", type=_int_at_least(2), default=PRETRAIN.batch_size)
     pt.add_argument("--lr", type=_positive_float, default=PRETRAIN.lr, help="peak learning rate")
     pt.add_argument(
@@ -723,10 +749,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--loss",
         choices=("softmax", "arcface"),
         default="softmax",
-        help="arcface: learn an embedding with an additive angular margin (numpy, numba)",
+        help="arcface: learn an embedding with an additive angular margin (numpy, numba), best "
+        "started from a softmax pretraining with --init",
     )
     pt.add_argument(
-        "--embed-dim", type=_int_at_least(2), default=PRETRAIN.embed_dim, help="arcface: its size"
+        "--label-smoothing",
+        type=float,
+        default=None,
+        help=f"default {PRETRAIN.label_smoothing:g} ({ARCFACE.label_smoothing:g} with --loss arcface)",
+    )
+    pt.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help=f"default {PRETRAIN.dropout:g} ({ARCFACE.dropout:g} with --loss arcface)",
+    )
+    pt.add_argument(
+        "--embed-dim",
+        type=_int_at_least(2),
+        default=None,
+        help=f"arcface: the embedding's size (default {ARCFACE.embed_dim})",
     )
     pt.add_argument("--arcface-scale", type=_positive_float, default=PRETRAIN.arcface_scale)
     pt.add_argument("--arcface-margin", type=float, default=PRETRAIN.arcface_margin, help="radians")
@@ -775,6 +817,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     em.add_argument("--enrol", type=_int_at_least(1), default=5, help="gallery images per class (default 5)")
     em.add_argument("--seed", type=_int_at_least(0), default=0)
+    em.add_argument(
+        "--draws",
+        type=_int_at_least(1),
+        default=5,
+        help="glyph checkpoints: average over this many draws of the gallery and pairs (default 5)",
+    )
     em.add_argument("--out", required=True)
     em.add_argument("--json", action="store_true")
     em.add_argument("--no-progress", action="store_true")

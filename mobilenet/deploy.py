@@ -289,15 +289,17 @@ def _load_pth(path: Path) -> dict:
 
 def infer_shape(arch: str, state: dict, path, width_mult=None) -> tuple[float, int]:
     """``(width_mult, num_classes)`` that make every shape of ``state`` match, or a ValueError."""
-    head = "classifier.1.weight"
+    spec = A.build_spec(arch)
+    head = [name for name, leaf in A.walk(spec) if isinstance(leaf, A.Linear)][-1] + ".weight"
+    stem = next(leaf for _, leaf in A.walk(spec) if isinstance(leaf, A.Conv)).out_channels  # at width 1
     if head not in state or np.ndim(state[head]) != 2 or "features.0.0.weight" not in state:
         raise ValueError(
-            f"convert: {str(path)!r} is not a MobileNet{arch.upper()} state_dict "
+            f"convert: {str(path)!r} is not a {A.model_name(arch)} state_dict "
             f"(no {head} or features.0.0.weight)"
         )
     num_classes = int(state[head].shape[0])
     first = int(state["features.0.0.weight"].shape[0])
-    candidates = [width_mult] if width_mult is not None else [*PUBLISHED_WIDTHS, first / 32]
+    candidates = [width_mult] if width_mult is not None else [*PUBLISHED_WIDTHS, first / stem]
     last = None
     for w in candidates:
         expected = numpy_impl.mobilenet(arch, width_mult=w, num_classes=num_classes).state_dict()

@@ -45,7 +45,8 @@ def _leaf(name, spec, shape):
     if isinstance(spec, A.BatchNorm):
         return Row(name, "BatchNorm", shape, 2 * spec.num_features, 0), shape
     if isinstance(spec, A.Act):
-        return Row(name, spec.kind.upper().replace("RELU", "ReLU"), shape, 0, 0), shape
+        kind = {"relu": "ReLU", "relu6": "ReLU6", "hardswish": "HardSwish", "hardsigmoid": "HardSigmoid"}
+        return Row(name, kind.get(spec.kind, spec.kind), shape, 0, 0), shape
     if isinstance(spec, A.Dropout):
         return Row(name, f"Dropout(p={spec.p:g})", shape, 0, 0), shape
     if isinstance(spec, A.Pool):
@@ -58,12 +59,31 @@ def _leaf(name, spec, shape):
     raise TypeError(f"unknown spec leaf {spec!r}")
 
 
+def _rows(spec, prefix: str, shape: tuple, rows: list) -> tuple:
+    """Append the rows of ``spec``'s leaves (names as :func:`mobilenet_arch.walk` gives them);
+    return its output shape."""
+    if isinstance(spec, A.Seq):
+        for name, child in spec:
+            shape = _rows(child, f"{prefix}{name}.", shape, rows)
+        return shape
+    if isinstance(spec, A.Block):
+        return _rows(spec.conv, f"{prefix}{spec.body}.", shape, rows)
+    if isinstance(spec, A.SqueezeExcite):
+        pooled = (shape[0], 1, 1)  # fc1 and fc2 act on the pooled map; the scale keeps x's shape
+        for name, child in spec:
+            pooled = _rows(child, f"{prefix}{name}.", pooled, rows)
+        return shape
+    row, shape = _leaf(prefix.rstrip("."), spec, shape)
+    rows.append(row)
+    return shape
+
+
 def layer_rows(spec, shape: tuple) -> list[Row]:
-    """One :class:`Row` per leaf of any spec (a model or one layer) for input ``shape`` (C, H, W)."""
+    """One :class:`Row` per leaf of any spec (a model or one layer) for input ``shape`` (C, H, W).
+    Multiply-adds of squeeze-and-excite count its two 1x1 convolutions on the pooled map (the
+    pooling and the channel scale are left out, like BN and activations)."""
     rows = []
-    for name, leaf in A.walk(spec):
-        row, shape = _leaf(name, leaf, shape)
-        rows.append(row)
+    _rows(spec, "", shape, rows)
     return rows
 
 
@@ -95,7 +115,7 @@ def summary_dict(arch: str, width_mult: float = 1.0, resolution: int = 224, num_
 
 def format_table(d: dict) -> str:
     """The human-readable table of :func:`summary_dict`'s output."""
-    name = "SSDLite-MobileNetV2" if d["arch"] == "ssdlite" else f"MobileNet{d['arch'].upper()}"
+    name = "SSDLite-MobileNetV2" if d["arch"] == "ssdlite" else f"{A.model_name(d['arch'])}"
     lines = [
         f"{name}  width_mult={d['width_mult']:g}  resolution={d['resolution']}  classes={d['num_classes']}",
         f"{'layer':<28} {'type':<18} {'output shape':<16} {'params':>10} {'mult-adds':>13}",
@@ -174,9 +194,12 @@ def activation_memory(
     out = []
     for name, stage in dict(spec.children)["features"]:
         x = shape
-        conv_outputs = [
-            r.output_shape for r in layer_rows(stage, shape) if r.type.startswith(("Conv", "DWConv"))
-        ]
+        conv_outputs = []
+        for r in layer_rows(stage, shape):
+            if r.name.endswith(".fc2"):  # squeeze-and-excite: its output is its input, rescaled
+                conv_outputs.append(conv_outputs[-1])
+            elif r.type.startswith(("Conv", "DWConv")) and not r.name.endswith(".fc1"):
+                conv_outputs.append(r.output_shape)
         shape = layer_rows(stage, shape)[-1].output_shape
         size = lambda s: s[0] * s[1] * s[2] * itemsize  # noqa: E731
         residual = isinstance(stage, A.Block) and stage.residual

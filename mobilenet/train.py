@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+import mobilenet_arch as A
 from numpy_impl import functional as F
 from numpy_impl import optim
 
@@ -429,7 +430,7 @@ def _run_locked(cfg: TrainConfig, out: Path, resume: bool, progress: bool) -> di
     ckpt.write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     if trainer.history:
         name = Path(str(cfg.data)).name
-        title = f"MobileNet{cfg.arch.upper()}-{cfg.width_mult:g} {cfg.resolution}px on {name} ({cfg.backend})"
+        title = f"{A.model_name(cfg.arch)}-{cfg.width_mult:g} {cfg.resolution}px on {name} ({cfg.backend})"
         plot_curves(trainer.history, out / "training_curves.png", title)
     return metrics
 
@@ -442,8 +443,8 @@ def init_backbone(runner, cfg: TrainConfig) -> None:
     src = config_from_dict(meta["config"])
     if (src.arch, src.width_mult) != (cfg.arch, cfg.width_mult):
         raise ValueError(
-            f"init: {cfg.init!r} holds a MobileNet{src.arch.upper()} width {src.width_mult:g}, "
-            f"this run is MobileNet{cfg.arch.upper()} width {cfg.width_mult:g}"
+            f"init: {cfg.init!r} holds a {A.model_name(src.arch)} width {src.width_mult:g}, "
+            f"this run is {A.model_name(cfg.arch)} width {cfg.width_mult:g}"
         )
     runner.load_backbone(
         {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/features.")}
@@ -473,7 +474,7 @@ def load_trained(path, backend=None, arch=None, width_mult=None):
     arrays, meta = ckpt.load(path)
     meta = check_training_meta("load_trained", path, meta)
     cfg = config_from_dict(meta["config"])
-    got = f"MobileNet{cfg.arch.upper()} width {cfg.width_mult:g}"
+    got = f"{A.model_name(cfg.arch)} width {cfg.width_mult:g}"
     if arch is not None and arch != cfg.arch:
         raise ValueError(f"load_trained: {str(path)!r} holds a {got}, expected arch {arch}")
     if width_mult is not None and float(width_mult) != cfg.width_mult:

@@ -78,11 +78,26 @@ class Seq:
 class Block:
     """An inverted residual: ``conv(x) + x`` if ``residual`` else ``conv(x)``.
 
-    The body is stored under the child name ``conv`` as torchvision does.
+    The body is stored under the child name ``body``: ``conv`` in torchvision's MobileNetV2,
+    ``block`` in its MobileNetV3.
     """
 
     conv: Seq
     residual: bool
+    body: str = "conv"
+
+
+@dataclass(frozen=True)
+class SqueezeExcite:
+    """Squeeze-and-excite (Hu et al. 2018) as MobileNetV3 places it after the depthwise conv:
+    ``x * hardsigmoid(fc2(relu(fc1(mean over H, W of x))))``, ``fc1`` and ``fc2`` 1x1
+    convolutions with bias acting on the pooled (C, 1, 1) map: one scale per channel."""
+
+    fc1: Conv
+    fc2: Conv
+
+    def __iter__(self):
+        return iter((("fc1", self.fc1), ("fc2", self.fc2)))
 
 
 def _seq(*layers) -> Seq:
@@ -226,6 +241,102 @@ def v2_spec(width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8) -> S
     )
 
 
+# MobileNetV3 (Howard et al. 2019), Tables 1 (Large) and 2 (Small), one row per bneck:
+# input channels, depthwise kernel, expansion size, output channels, squeeze-and-excite,
+# activation ("RE" ReLU, "HS" hard-swish), stride. The same rows as torchvision's.
+V3_LARGE = (
+    (16, 3, 16, 16, False, "RE", 1),
+    (16, 3, 64, 24, False, "RE", 2),
+    (24, 3, 72, 24, False, "RE", 1),
+    (24, 5, 72, 40, True, "RE", 2),
+    (40, 5, 120, 40, True, "RE", 1),
+    (40, 5, 120, 40, True, "RE", 1),
+    (40, 3, 240, 80, False, "HS", 2),
+    (80, 3, 200, 80, False, "HS", 1),
+    (80, 3, 184, 80, False, "HS", 1),
+    (80, 3, 184, 80, False, "HS", 1),
+    (80, 3, 480, 112, True, "HS", 1),
+    (112, 3, 672, 112, True, "HS", 1),
+    (112, 5, 672, 160, True, "HS", 2),
+    (160, 5, 960, 160, True, "HS", 1),
+    (160, 5, 960, 160, True, "HS", 1),
+)
+V3_SMALL = (
+    (16, 3, 16, 16, True, "RE", 2),
+    (16, 3, 72, 24, False, "RE", 2),
+    (24, 3, 88, 24, False, "RE", 1),
+    (24, 5, 96, 40, True, "HS", 2),
+    (40, 5, 240, 40, True, "HS", 1),
+    (40, 5, 240, 40, True, "HS", 1),
+    (40, 5, 120, 48, True, "HS", 1),
+    (48, 5, 144, 48, True, "HS", 1),
+    (48, 5, 288, 96, True, "HS", 2),
+    (96, 5, 576, 96, True, "HS", 1),
+    (96, 5, 576, 96, True, "HS", 1),
+)
+V3_LAST = {"large": 1280, "small": 1024}  # the classifier's hidden layer (before width)
+V3_BN = {"eps": 1e-3, "momentum": 0.01}  # torchvision's (TF's) batch norm settings for V3
+
+
+def _v3_cba(cin, cout, k, stride=1, groups=1, act="hardswish") -> Seq:
+    return _seq(Conv(cin, cout, k, stride, groups), BatchNorm(cout, **V3_BN), Act(act))
+
+
+def bneck(cin: int, k: int, exp: int, cout: int, se: bool, act: str, stride: int) -> Block:
+    """MobileNetV3's block: the inverted residual (expand 1x1, depthwise kxk, linear 1x1) with
+    an optional squeeze-and-excite after the depthwise conv; channels already width-adjusted."""
+    act = {"RE": "relu", "HS": "hardswish"}[act]
+    layers = []
+    if exp != cin:
+        layers.append(_v3_cba(cin, exp, 1, act=act))
+    layers.append(_v3_cba(exp, exp, k, stride, groups=exp, act=act))
+    if se:
+        squeeze = make_divisible(exp // 4, 8)
+        layers.append(SqueezeExcite(Conv(exp, squeeze, 1, bias=True), Conv(squeeze, exp, 1, bias=True)))
+    layers.append(_seq(Conv(exp, cout, 1), BatchNorm(cout, **V3_BN)))  # linear: no activation
+    return Block(_seq(*layers), residual=stride == 1 and cin == cout, body="block")
+
+
+def _v3_spec(size, width_mult, num_classes, dropout) -> Seq:
+    _check_common(width_mult, num_classes, dropout)
+
+    def ch(c):
+        return make_divisible(c * width_mult, 8)
+
+    rows = V3_LARGE if size == "large" else V3_SMALL
+    features = [_v3_cba(3, ch(rows[0][0]), 3, stride=2)]
+    for cin, k, exp, cout, se, act, stride in rows:
+        features.append(bneck(ch(cin), k, ch(exp), ch(cout), se, act, stride))
+    last_in = ch(rows[-1][3])
+    features.append(_v3_cba(last_in, 6 * last_in, 1))
+    hidden = ch(V3_LAST[size])
+    return Seq(
+        (
+            ("features", _seq(*features)),
+            ("pool", Pool()),
+            (
+                "classifier",
+                _seq(
+                    Linear(6 * last_in, hidden),
+                    Act("hardswish"),
+                    Dropout(dropout),
+                    Linear(hidden, num_classes),
+                ),
+            ),
+        )
+    )
+
+
+def v3_large_spec(width_mult=1.0, num_classes=1000, dropout=0.2) -> Seq:
+    """MobileNetV3-Large (Howard et al. 2019, Table 1) with torchvision's channel rounding."""
+    return _v3_spec("large", width_mult, num_classes, dropout)
+
+
+def v3_small_spec(width_mult=1.0, num_classes=1000, dropout=0.2) -> Seq:
+    """MobileNetV3-Small (Howard et al. 2019, Table 2) with torchvision's channel rounding."""
+    return _v3_spec("small", width_mult, num_classes, dropout)
+
+
 SSDLITE_TAP = 14  # features[14]: the first block of the 160-channel stage ("layer 15", stride 16)
 SSDLITE_EXTRAS = (512, 256, 256, 128)  # torchvision's SSDLite extra layers (stride 64, 128, 256, 512)
 SSDLITE_ANCHORS = 6  # default boxes per cell: two squares, aspect ratios 2 and 3 and their inverses
@@ -295,7 +406,14 @@ def build_spec(arch: str, **kwargs) -> Seq:
     return ARCHS[arch](**kwargs)
 
 
-ARCHS = {"v1": v1_spec, "v2": v2_spec}  # the architectures, by the name the CLI and configs use
+# the architectures, by the name the CLI and configs use
+ARCHS = {"v1": v1_spec, "v2": v2_spec, "v3-large": v3_large_spec, "v3-small": v3_small_spec}
+
+
+def model_name(arch: str) -> str:
+    """The name a reader knows: ``model_name("v3-small") == "MobileNetV3-Small"``."""
+    version, _, size = str(arch).partition("-")
+    return f"MobileNet{version.upper()}" + (f"-{size.capitalize()}" if size else "")
 
 
 def walk(spec, prefix=""):
@@ -304,7 +422,10 @@ def walk(spec, prefix=""):
         for name, child in spec:
             yield from walk(child, f"{prefix}{name}.")
     elif isinstance(spec, Block):
-        yield from walk(spec.conv, f"{prefix}conv.")
+        yield from walk(spec.conv, f"{prefix}{spec.body}.")
+    elif isinstance(spec, SqueezeExcite):
+        for name, child in spec:
+            yield from walk(child, f"{prefix}{name}.")
     else:
         yield prefix.rstrip("."), spec
 

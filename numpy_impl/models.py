@@ -216,3 +216,19 @@ def mobilenet_v2(
         "round_nearest": round_nearest,
     }
     return _build("v2", kw, dtype, backend, seed)
+
+
+def mobilenet_v3_large(
+    width_mult=1.0, num_classes=1000, dropout=0.2, dtype=np.float32, backend="numpy", seed=0
+):
+    """MobileNetV3-Large (Howard et al. 2019) in NumPy, layer for layer torchvision's."""
+    kw = {"width_mult": width_mult, "num_classes": num_classes, "dropout": dropout}
+    return _build("v3-large", kw, dtype, backend, seed)
+
+
+def mobilenet_v3_small(
+    width_mult=1.0, num_classes=1000, dropout=0.2, dtype=np.float32, backend="numpy", seed=0
+):
+    """MobileNetV3-Small (Howard et al. 2019) in NumPy, layer for layer torchvision's."""
+    kw = {"width_mult": width_mult, "num_classes": num_classes, "dropout": dropout}
+    return _build("v3-small", kw, dtype, backend, seed)

@@ -84,17 +84,19 @@ class InvertedResidual(Module):
     no cache) the children run one by one.
     """
 
-    def __init__(self, conv: Sequential, residual: bool, F=None):
+    def __init__(self, conv: Sequential, residual: bool, F=None, body="conv", fusable=True):
         super().__init__()
-        self._children = {"conv": conv}
+        self.body = body  # torchvision's name of the body: "conv" (V2), "block" (V3)
+        self._children = {body: conv}
         self.residual = residual
-        self.fused = F.inverted_residual if F is not None and F.FUSED_INVERTED_RESIDUAL else None
+        fused = fusable and F is not None and F.FUSED_INVERTED_RESIDUAL
+        self.fused = F.inverted_residual if fused else None
         self.fused_backward = F.inverted_residual_backward if self.fused is not None else None
         self.cache = None
 
     def _parts(self):
         """(expand Seq or None, depthwise Seq, project Conv2d, project BatchNorm2d)."""
-        layers = list(self._children["conv"]._children.values())
+        layers = list(self._children[self.body]._children.values())
         return ([None] if len(layers) == 3 else []) + layers
 
     def _fused_args(self):
@@ -118,7 +120,7 @@ class InvertedResidual(Module):
     def forward(self, x):
         self.cache, self.x = None, x
         if self.fused is None:
-            y = self._children["conv"].forward(x)
+            y = self._children[self.body].forward(x)
             return y + x if self.residual else y
         convs, bns, weights, bn_params = self._fused_args()
         spec = bns[-1].spec
@@ -142,8 +144,8 @@ class InvertedResidual(Module):
                     bn._grads["weight"], bn._grads["bias"] = dbn
             return dx
         if self.fused is not None:  # eval-mode fused forward kept nothing: rerun the children
-            self._children["conv"].forward(self.x)
-        dx = self._children["conv"].backward(dout)
+            self._children[self.body].forward(self.x)
+        dx = self._children[self.body].backward(dout)
         return dx + dout if self.residual else dx
 
 
@@ -252,6 +254,30 @@ class Activation(Module):
         return self.bwd(dout, self.x)
 
 
+class SqueezeExcite(Module):
+    """MobileNetV3's squeeze-and-excite (``functional.squeeze_excite``); parameters ``fc1.*``
+    and ``fc2.*`` as torchvision's, initialised as its 1x1 convolutions."""
+
+    def __init__(self, spec: A.SqueezeExcite, F, dtype, rng):
+        super().__init__()
+        self.F = F
+        self._children = {name: Conv2d(conv, F, dtype, rng) for name, conv in spec}  # holds the weights
+
+    def _weights(self):
+        fc1, fc2 = self._children["fc1"]._params, self._children["fc2"]._params
+        return fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"]
+
+    def forward(self, x):
+        y, self.cache = self.F.squeeze_excite(x, *self._weights())
+        return y
+
+    def backward(self, dout):
+        dx, dw1, db1, dw2, db2 = self.F.squeeze_excite_backward(dout, self.cache)
+        fc1, fc2 = self._children["fc1"]._grads, self._children["fc2"]._grads
+        fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"] = dw1, db1, dw2, db2
+        return dx
+
+
 class Identity(Module):
     """Stands in for an activation fused into the batch norm before it."""
 
@@ -337,5 +363,19 @@ def build(spec, F, dtype, rng) -> Module:
     if isinstance(spec, A.Seq):
         return _build_seq(spec, F, dtype, rng)
     if isinstance(spec, A.Block):
-        return InvertedResidual(build(spec.conv, F, dtype, rng), spec.residual, F)
+        body = build(spec.conv, F, dtype, rng)
+        return InvertedResidual(body, spec.residual, F, spec.body, fusable=_v2_block(spec))
+    if isinstance(spec, A.SqueezeExcite):
+        return SqueezeExcite(spec, F, dtype, rng)
     return LEAVES[type(spec)](spec, F, dtype, rng)
+
+
+def _v2_block(spec: A.Block) -> bool:
+    """Whether a block has MobileNetV2's layout, the one ``inverted_residual`` fuses: [expand
+    1x1 + BN + ReLU6], depthwise 3x3 + BN + ReLU6, bare 1x1 conv and BN."""
+    kinds = [type(c) for _, c in spec.conv]
+    if kinds[-2:] != [A.Conv, A.BatchNorm] or kinds[:-2] not in ([A.Seq], [A.Seq, A.Seq]):
+        return False
+    stages = [c for _, c in spec.conv][:-2]
+    acts = [leaf.kind for st in stages for _, leaf in st if isinstance(leaf, A.Act)]
+    return acts == ["relu6"] * len(stages) and stages[-1].children[0][1].kernel_size == 3

@@ -1,5 +1,6 @@
 """Transfer learning and embeddings: the metrics against scikit-learn, the commands end to end."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -134,19 +135,24 @@ def test_transfer_and_embed_reject_wrong_checkpoints(pretrained, digits_0_4, tmp
         assert e.value.code == 2
 
 
-def test_embed_on_held_out_glyphs_compares_four_embeddings(pretrained, tmp_path, capsys):
+def test_embed_on_held_out_glyphs_compares_five_embeddings(pretrained, tmp_path, capsys):
     arc = tmp_path / "arc"
     args = ["pretrain", "--loss", "arcface", "--embed-dim", "16", "--width-mult", "0.25", "--epochs", "1"]
     assert cli.main([*args, "--train-limit", "128", "--out", str(arc), "--no-progress"]) == 0
     capsys.readouterr()
     out = tmp_path / "embed"
     args = ["embed", "--checkpoint", str(arc / "checkpoint.npz"), "--classifier", str(pretrained)]
-    assert cli.main([*args, "--out", str(out), "--json", "--no-progress"]) == 0
+    assert cli.main([*args, "--draws", "3", "--out", str(out), "--json", "--no-progress"]) == 0
     s = json.loads(capsys.readouterr().out)
-    names = ["metric embedding (ArcFace)", "classifier features", "random network", "raw pixels"]
+    names = ["metric embedding (ArcFace)", "ArcFace network's pooled features", "classifier features"]
+    names += ["random network", "raw pixels"]
     assert list(s["results"]) == names and s["held_out_classes"] >= 30
     for r in s["results"].values():
         assert 0 <= r["identification_top1"] <= 1 and 0 <= r["auc"] <= 1 and 0 <= r["tar_at_far_1e-2"] <= 1
+        for key in apps.SPREAD:  # the mean and spread of three draws of gallery and pairs
+            assert len(r[f"{key}_draws"]) == 3 and r[key] == pytest.approx(np.mean(r[f"{key}_draws"]))
+            assert r[f"{key}_std"] == pytest.approx(np.std(r[f"{key}_draws"]))
+        assert len(set(r["identification_top1_draws"])) > 1 or r["identification_top1"] in (0, 1)
     assert (out / "embed.png").stat().st_size > 5000 and "| raw pixels |" in (out / "embed.md").read_text()
     bad = ["embed", "--checkpoint", str(arc / "checkpoint.npz"), "--classifier", str(arc / "checkpoint.npz")]
     assert cli.main([*bad, "--out", str(tmp_path / "x")]) == 2
@@ -166,3 +172,16 @@ def test_roc_on_grid_keeps_the_best_rate_at_each_far():
     assert len(g["fpr"]) == 50 and np.all(np.diff(g["tpr"]) >= 0)
     for far, t in zip(g["fpr"], g["tpr"]):
         assert t == apps.tar_at_far(fpr, tpr, far)
+
+
+def test_pretrain_defaults_follow_the_loss():
+    def config(*extra):
+        return cli.pretrain_config(cli.build_parser().parse_args(["pretrain", "--out", "x", *extra]))
+
+    assert config() == apps.PRETRAIN
+    arc = config("--loss", "arcface", "--init", "ck.npz")
+    assert arc == dataclasses.replace(apps.ARCFACE, init="ck.npz")
+    assert (arc.label_smoothing, arc.dropout) == (0.0, 0.0) and arc.epochs < apps.PRETRAIN.epochs
+    given = config("--loss", "arcface", "--epochs", "2", "--dropout", "0.1", "--embed-dim", "8")
+    assert (given.epochs, given.dropout, given.embed_dim, given.label_smoothing) == (2, 0.1, 8, 0.0)
+    assert config("--label-smoothing", "0").label_smoothing == 0.0 and config().label_smoothing > 0

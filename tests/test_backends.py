@@ -41,5 +41,5 @@ def test_cli_choices_come_from_the_registry_and_the_spec():
 def test_config_validation_reads_the_registry():
     with pytest.raises(ValueError, match="backend must be one of"):
         TrainConfig(backend="jax").validate()
-    with pytest.raises(ValueError, match=r"arch must be one of \('v1', 'v2'\)"):
+    with pytest.raises(ValueError, match=r"arch must be one of \('v1', 'v2', 'v3-large', 'v3-small'\)"):
         TrainConfig(arch="v3").validate()

@@ -44,6 +44,40 @@ def test_activation_finite_differences(name):
     directional_check(loss, (x,), getattr(F, f"{name}_backward")(dout, x), 0, 1, eps=1e-7)
 
 
+@pytest.mark.parametrize("name", ["hardswish", "hardsigmoid"])
+@given(shape=small_shapes, dtype=DTYPES, seed=st.integers(0, 2**16))
+def test_hard_activation_matches_torch(name, shape, dtype, seed):
+    x, dout = rng_arrays(seed, dtype, shape, shape)
+    x = x * 4  # over both kinks, at -3 and 3
+    x.flat[:: max(1, x.size // 3)] = -3.0  # exactly on them
+    x.flat[1 :: max(2, x.size // 2)] = 3.0
+    y = getattr(F, name)(x)
+    dx = getattr(F, f"{name}_backward")(dout, x)
+    xt = torch.tensor(x, requires_grad=True)  # in x's own dtype: same arithmetic as ours
+    yt = getattr(TF, name)(xt)
+    yt.backward(torch.tensor(dout))
+    assert y.dtype == dx.dtype == dtype
+    np.testing.assert_array_equal(y, yt.detach().numpy())  # same operations in the same order
+    if name == "hardsigmoid" and dtype == np.float64:
+        # torch's float64 hardsigmoid_backward multiplies by 1/6 rounded to float32 (3e-8 off);
+        # ours uses the float64 1/6. The kinks (zero gradient) still match exactly.
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=4e-8, atol=0)
+    else:
+        np.testing.assert_array_equal(dx, xt.grad.numpy())  # including torch's values at the kinks
+
+
+@pytest.mark.parametrize("name", ["hardswish", "hardsigmoid"])
+def test_hard_activation_finite_differences(name):
+    x, dout = rng_arrays(4, np.float64, (3, 4, 5), (3, 4, 5))
+    x = x * 4
+    x = np.where(np.abs(np.abs(x) - 3) < 0.05, 2.5, x)  # away from the kinks
+
+    def loss(x_):
+        return float(np.sum(dout * getattr(F, name)(x_)))
+
+    directional_check(loss, (x,), getattr(F, f"{name}_backward")(dout, x), 0, 1, eps=1e-7)
+
+
 @given(p=st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0]), dtype=DTYPES, seed=st.integers(0, 2**16))
 def test_dropout_mask_statistics_and_backward(p, dtype, seed):
     x, dout = rng_arrays(seed, dtype, (64, 50), (64, 50))

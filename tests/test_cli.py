@@ -31,7 +31,7 @@ def test_verify_passes_and_reports_json(capsys):
     args = ["verify", "--arch", "all", "--width-mult", "0.35", "--resolution", "32", "--json"]
     assert cli.main(args) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["ok"] and [r["arch"] for r in d["results"]] == ["v1", "v2"]
+    assert d["ok"] and [r["arch"] for r in d["results"]] == ["v1", "v2", "v3-large", "v3-small"]
     assert all(r["param_grad"] <= 1e-9 for r in d["results"])
 
 

@@ -17,13 +17,42 @@ import mobilenet_arch as A
 
 
 class InvertedResidual(nn.Module):
-    def __init__(self, conv: nn.Sequential, residual: bool):
+    """The body under torchvision's name for it: ``conv`` (MobileNetV2) or ``block`` (V3)."""
+
+    def __init__(self, conv: nn.Sequential, residual: bool, body: str = "conv"):
         super().__init__()
-        self.conv = conv
+        self.body = body
+        setattr(self, body, conv)
         self.use_res_connect = residual
 
     def forward(self, x):
-        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+        y = getattr(self, self.body)(x)
+        return x + y if self.use_res_connect else y
+
+
+class Hardsigmoid(nn.Module):
+    """``relu6(x + 3) / 6``, torch's hardsigmoid by the same operations. Not ``nn.Hardsigmoid``:
+    its float64 backward multiplies by 1/6 rounded to float32 (3e-8 off), which would blur the
+    float64 comparisons with the NumPy model at 1e-9."""
+
+    def forward(self, x):
+        return nn.functional.relu6(x + 3.0) / 6.0
+
+
+class SqueezeExcite(nn.Module):
+    """torchvision's ``SqueezeExcitation`` with MobileNetV3's gate: ``fc1``/``fc2`` as there."""
+
+    def __init__(self, spec: A.SqueezeExcite):
+        super().__init__()
+        self.fc1, self.fc2 = _leaf(spec.fc1), _leaf(spec.fc2)
+        self.gate = Hardsigmoid()
+
+    def forward(self, x):
+        s = nn.functional.adaptive_avg_pool2d(x, 1)
+        return x * self.gate(self.fc2(nn.functional.relu(self.fc1(s))))
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "hardsigmoid": Hardsigmoid}
 
 
 def _leaf(spec) -> nn.Module:
@@ -40,7 +69,7 @@ def _leaf(spec) -> nn.Module:
     if isinstance(spec, A.BatchNorm):
         return nn.BatchNorm2d(spec.num_features, eps=spec.eps, momentum=spec.momentum)
     if isinstance(spec, A.Act):
-        return nn.ReLU6(inplace=False) if spec.kind == "relu6" else nn.ReLU(inplace=False)
+        return ACTIVATIONS[spec.kind]()
     if isinstance(spec, A.Dropout):
         return nn.Dropout(spec.p)
     if isinstance(spec, A.Pool):
@@ -54,7 +83,9 @@ def build(spec) -> nn.Module:
     if isinstance(spec, A.Seq):
         return nn.Sequential(OrderedDict((name, build(child)) for name, child in spec))
     if isinstance(spec, A.Block):
-        return InvertedResidual(build(spec.conv), spec.residual)
+        return InvertedResidual(build(spec.conv), spec.residual, spec.body)
+    if isinstance(spec, A.SqueezeExcite):
+        return SqueezeExcite(spec)
     return _leaf(spec)
 
 
@@ -158,6 +189,20 @@ def mobilenet_v2(width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8)
         width_mult=width_mult, num_classes=num_classes, dropout=dropout, round_nearest=round_nearest
     )
     return MobileNet(spec, "v2")
+
+
+def mobilenet_v3_large(width_mult=1.0, num_classes=1000, dropout=0.2) -> MobileNet:
+    """MobileNetV3-Large (Howard et al. 2019), state_dict-compatible with torchvision's."""
+    return MobileNet(
+        A.v3_large_spec(width_mult=width_mult, num_classes=num_classes, dropout=dropout), "v3-large"
+    )
+
+
+def mobilenet_v3_small(width_mult=1.0, num_classes=1000, dropout=0.2) -> MobileNet:
+    """MobileNetV3-Small (Howard et al. 2019), state_dict-compatible with torchvision's."""
+    return MobileNet(
+        A.v3_small_spec(width_mult=width_mult, num_classes=num_classes, dropout=dropout), "v3-small"
+    )
 
 
 def state_dict_to_torch(state_dict) -> dict:

@@ -15,6 +15,10 @@ from .basic import (
     dropout_backward,
     global_avg_pool2d,
     global_avg_pool2d_backward,
+    hardsigmoid,
+    hardsigmoid_backward,
+    hardswish,
+    hardswish_backward,
     linear,
     linear_backward,
     relu,
@@ -35,6 +39,7 @@ from .conv import (
 )
 from .metric import arcface_logits, arcface_logits_backward
 from .norm import batch_norm, batch_norm_backward
+from .se import squeeze_excite, squeeze_excite_backward
 
 # --- what a backend declares, and this one's values ---
 MEMORY_FORMAT = (
@@ -62,6 +67,10 @@ __all__ = [
     "dropout_backward",
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
+    "hardsigmoid",
+    "hardsigmoid_backward",
+    "hardswish",
+    "hardswish_backward",
     "inverted_residual",
     "inverted_residual_backward",
     "linear",
@@ -74,6 +83,8 @@ __all__ = [
     "relu_backward",
     "softmax_cross_entropy",
     "softmax_cross_entropy_backward",
+    "squeeze_excite",
+    "squeeze_excite_backward",
 ]
 # applied to a model's output, never inside a model: a backend need not offer them
 HEAD_OPS = ("arcface_logits", "arcface_logits_backward")

@@ -45,6 +45,41 @@ def relu6_backward(dout, x):
     return np.where((x > 0) & (x < 6), dout, 0).astype(x.dtype, copy=False)
 
 
+# --- hard-sigmoid and hard-swish (MobileNetV3) -------------------------------------------
+# Piecewise-linear stand-ins for sigmoid and x * sigmoid(x) (Howard et al. 2019, section 5.2):
+# ReLU6 and a multiply, cheap on any hardware and exact in low precision.
+
+
+def hardsigmoid(x):
+    """``y = relu6(x + 3) / 6``: 0 below -3, 1 above 3, a line between."""
+    x = as_float_array("hardsigmoid", "x", x)
+    return np.clip(x + x.dtype.type(3), 0, 6) / x.dtype.type(6)
+
+
+def hardsigmoid_backward(dout, x):
+    """``dx = dout * (1/6)`` where ``-3 < x < 3``, else 0 (torch's: zero at both kinks)."""
+    x = as_float_array("hardsigmoid_backward", "x", x)
+    dout = _check_dout_like("hardsigmoid_backward", dout, x)
+    sixth = x.dtype.type(1) / x.dtype.type(6)  # torch multiplies by a rounded 1/6
+    return np.where((x > -3) & (x < 3), dout * sixth, 0).astype(x.dtype, copy=False)
+
+
+def hardswish(x):
+    """``y = x * relu6(x + 3) / 6``: 0 below -3, x above 3, a parabola between."""
+    x = as_float_array("hardswish", "x", x)
+    return x * np.clip(x + x.dtype.type(3), 0, 6) / x.dtype.type(6)  # torch's order of operations
+
+
+def hardswish_backward(dout, x):
+    """``dx = dout * (x / 3 + 1/2)`` for ``-3 < x < 3``, ``dout`` from 3 up, 0 from -3 down
+    (torch's choice at the kinks)."""
+    x = as_float_array("hardswish_backward", "x", x)
+    dout = _check_dout_like("hardswish_backward", dout, x)
+    t = x.dtype.type
+    inner = dout * (x / t(3) + t(0.5))
+    return np.where(x <= -3, 0, np.where(x < 3, inner, dout)).astype(x.dtype, copy=False)
+
+
 # --- Dropout ----------------------------------------------------------------------------
 
 
