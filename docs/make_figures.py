@@ -432,7 +432,13 @@ def embed_findings() -> str:
     def compare(a, b):
         diffs = ", ".join(f"{label} {res[a][k] - res[b][k]:+.3f}" for k, label in keys)
         wins = all(res[a][k] > res[b][k] for k in ("identification_top1", "auc"))
-        return f"{diffs} ({'better' if wins else 'not better'} in both top-1 and AUC)"
+        draws = [
+            f"{sum(x > y for x, y in zip(res[a][f'{k}_draws'], res[b][f'{k}_draws']))} of "
+            f"{len(res[a][f'{k}_draws'])} draws in {label}"
+            for k, label in keys[:2]
+        ]
+        verdict = "better" if wins else "not better"
+        return f"{diffs} ({verdict} on average in both top-1 and AUC; higher in {' and '.join(draws)})"
 
     lines = [
         f"- the metric embedding against {b}: {compare(metric, b)}" for b in res if b not in (metric, pooled)
