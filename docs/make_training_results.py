@@ -14,6 +14,7 @@ Each writes ``docs/results/<name>.json`` and a figure in ``docs/figures/``; then
   to the digits and to the held-out glyph classes, k = 1, 5 and 20, three seeds).
 * ``embed``: ``mobilenet pretrain --loss arcface`` from the transfer job's pretraining, then
   ``mobilenet embed`` on the held-out glyph classes.
+* ``v3``: ``mobilenet train --arch v3-small --width-mult 1`` with ``train``'s other settings.
 * ``detect``: ``mobilenet detect train --data scenes --seed 0`` on numba and on torch (about 35
   minutes), its curves and a grid of predictions on held-out scenes.
 """
@@ -139,32 +140,22 @@ def overlay(work: Path) -> dict:
     }
 
 
-def train(work: Path) -> dict:
-    out = work / "train"
-    args = [
-        "train",
-        "--arch",
-        "v2",
-        "--width-mult",
-        "0.5",
-        "--resolution",
-        "32",
-        "--data",
-        "digits",
-        "--backend",
-        "numba",
-        "--epochs",
-        "15",
-        "--seed",
-        "0",
-        "--out",
-        str(out),
-    ]
+def _digits_run(out: Path, arch: str, width: str, figure: str) -> dict:
+    args = ["train", "--arch", arch, "--width-mult", width, "--resolution", "32", "--data", "digits"]
+    args += ["--backend", "numba", "--epochs", "15", "--seed", "0", "--out", str(out)]
     assert cli.main(args) == 0
-    shutil.copy(out / "training_curves.png", FIGURES / "digits_training.png")
+    shutil.copy(out / "training_curves.png", FIGURES / figure)
     m = json.loads((out / "metrics.json").read_text())
     m["command"] = "mobilenet " + " ".join(args[:-1]) + " DIR"
     return m
+
+
+def train(work: Path) -> dict:
+    return _digits_run(work / "train", "v2", "0.5", "digits_training.png")
+
+
+def v3(work: Path) -> dict:
+    return _digits_run(work / "v3", "v3-small", "1", "v3_digits_training.png")
 
 
 def transfer(work: Path) -> dict:
@@ -231,7 +222,7 @@ def detect(work: Path) -> dict:
     return {"command": "mobilenet " + " ".join(DETECT_ARGS) + " --backend BACKEND --out DIR", "runs": runs}
 
 
-JOBS = {"overlay": overlay, "train": train, "transfer": transfer, "embed": embed, "detect": detect}
+JOBS = {"overlay": overlay, "train": train, "transfer": transfer, "embed": embed, "v3": v3, "detect": detect}
 
 
 def main(argv=None) -> int:
