@@ -14,6 +14,8 @@ Tasks:
              and torch
   roofline   this machine's memory bandwidth (numpy copy, one thread; a Numba copy, all threads)
              and float32 GEMM rate
+  v3         MobileNetV3-Large and Small beside V2 (1.0/224 px, batch 1), on the same three
+             backends (the MobileNetV3 chapter)
 
 ``docs/make_figures.py`` turns results/perf.json into the chapter's figures and tables.
 """
@@ -39,7 +41,8 @@ V1_GRID = [(w, 224) for w in (0.25, 0.5, 0.75, 1.0)] + [(1.0, r) for r in (128, 
 V2_GRID = [(w, 224) for w in (0.35, 0.5, 0.75, 1.0, 1.4)] + [(1.0, r) for r in (96, 128, 160, 192)]
 SWEEP_BACKENDS = ["numba", "torch", "onnxruntime"]
 THREAD_VARIABLES = B.THREAD_VARIABLES
-TASKS = ("sweep", "memory", "separable", "roofline")
+TASKS = ("sweep", "memory", "separable", "roofline", "v3")
+V3_CASES = ("v2", "v3-large", "v3-small")  # width 1, 224 px, batch 1: V3 beside V2 in one session
 
 
 def v1_layer_shapes(resolution=224):
@@ -229,7 +232,8 @@ def main(argv=None):
     min_time = 0.1 if a.quick else 0.3
     path = RESULTS / "perf.json"
     res = json.loads(path.read_text()) if path.exists() else {}
-    res.update({"machine": cpu(), "threads": a.threads})
+    if "sweep" in a.tasks or "machine" not in res:  # the chapter's machine line is the sweep's
+        res.update({"machine": cpu(), "threads": a.threads})
     t0 = time.perf_counter()
     if "roofline" in a.tasks:
         res["roofline"] = collect_ops("roofline", ["numba", "torch"], max(rounds, 2), a.threads, 2 * min_time)
@@ -244,6 +248,9 @@ def main(argv=None):
         for arch in ("v1", "v2"):  # one model per process: its peak is its own
             print(f"memory: {arch}", flush=True)
             res["memory"][arch] = B.bench([B.Case(arch)], SWEEP_BACKENDS, 1, a.threads, 0.05)
+    if "v3" in a.tasks:
+        print(f"v3: {len(V3_CASES)} models x {len(SWEEP_BACKENDS)} backends, {rounds} rounds", flush=True)
+        res["v3"] = B.bench([B.Case(arch) for arch in V3_CASES], SWEEP_BACKENDS, rounds, a.threads, min_time)
     res["seconds"] = time.perf_counter() - t0
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(res, indent=1))

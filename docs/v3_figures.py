@@ -150,7 +150,44 @@ def v3_training() -> str:
     )
 
 
-TABLES = {"v3_costs": v3_costs, "v3_last_stage": v3_last_stage, "v3_training": v3_training}
+PERF = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "perf.json"
+BACKENDS = ("numba", "torch", "onnxruntime")
+
+
+def v3_latency() -> str:
+    """Batch-1 inference of V2 and both V3 models on three runtimes, from ``make bench``
+    (``python -m benchmarks.perf --tasks v3``): each side alone in its process."""
+    res = json.loads(PERF.read_text()).get("v3") if PERF.exists() else None
+    if res is None:
+        return "(not run yet: `python -m benchmarks.perf --tasks v3`)"
+    rows = []
+    for case in res["cases"]:
+        arch = case.split()[0]
+        macs = totals(summarize(A.build_spec(arch), 224))["macs"]
+        ms = {b: res["results"].get(b, {}).get(case, {}).get("ms") for b in BACKENDS}
+        cells = [f"{ms[b]:.2f}" if ms[b] else "-" for b in BACKENDS]
+        ratio = f"{ms['numba'] / ms['torch']:.2f}x" if ms["numba"] and ms["torch"] else "-"
+        rows.append((A.model_name(arch), f"{macs / 1e6:.0f} M", *cells, ratio))
+    m = res["machine"]
+    v = res["versions"]
+    return (
+        _md(
+            ("model (1.0, 224 px, batch 1)", "mult-adds", *(f"{b} ms" for b in BACKENDS), "numba / torch"),
+            rows,
+        )
+        + f"\n\nMedians of the best of {res['rounds']} rounds, each backend alone in its process, "
+        f"{res['threads']} threads on every side; {m['cpu']} ({m['simd']}, {m['cores']} cores); "
+        + ", ".join(f"{k} {val}" for k, val in v.items())
+        + "."
+    )
+
+
+TABLES = {
+    "v3_costs": v3_costs,
+    "v3_last_stage": v3_last_stage,
+    "v3_training": v3_training,
+    "v3_latency": v3_latency,
+}
 
 
 def fig_hard_activations(path):
