@@ -32,7 +32,7 @@ from .linear import linear, linear_backward
 from .pointwise import pointwise_conv2d, pointwise_conv2d_backward
 
 MEMORY_FORMAT = "channels_last"
-FUSED_BN_ACTIVATIONS = ("relu", "relu6")  # batch_norm(..., activation=...) in one pass
+FUSED_BN_ACTIVATIONS = ("relu", "relu6", "hardswish")  # batch_norm(..., activation=...) in one pass
 FUSED_INVERTED_RESIDUAL = True  # the whole MobileNetV2 block in one call (fused_block)
 
 __all__ = sorted({*_reference.OPS, *_reference.FLAGS, "is_channels_last"})

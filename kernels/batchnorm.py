@@ -1,11 +1,11 @@
-"""Batch norm, optionally fused with the ReLU/ReLU6 that follows it, on Numba kernels.
+"""Batch norm, optionally fused with the ReLU, ReLU6 or hard-swish that follows it, on Numba kernels.
 
 Math (M = N*H*W values per channel; see ``numpy_impl.functional.batch_norm``)::
 
     train: mu = mean(x), var = mean((x - mu)^2); eval: mu, var = running stats
     scale = weight / sqrt(var + eps), shift = bias - mu * scale
-    y = act(x * scale + shift)                                  act in {identity, relu, relu6}
-    backward, g = dy * act'(y):
+    y = act(x * scale + shift)                  act in {identity, relu, relu6, hardswish}
+    backward, g = dy * act'(y):   (hard-swish's slope needs z = x * scale + shift: recomputed)
     dbias = sum(g),  dweight = sum(g * xhat),  xhat = (x - mu) / sqrt(var + eps)
     dx = scale * (g - dbias/M - xhat * dweight/M)      (train; eval: dx = scale * g)
 
@@ -36,7 +36,8 @@ from ._prep import is_channels_last
 from ._threads import PARTS
 
 _opts = {"cache": True, "fastmath": True, "error_model": "numpy"}
-ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}
+ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "hardswish": 3}
+HARDSWISH = ACTIVATIONS["hardswish"]
 
 
 @njit(inline="always", **_opts)
@@ -45,17 +46,33 @@ def _act(v, act):
         return max(v, 0)
     if act == 2:
         return min(max(v, 0), 6)
+    if act == 3:
+        return v * min(max(v + 3, 0), 6) / 6
     return v
 
 
 @njit(inline="always", **_opts)
 def _live(y, act):
-    """Does the gradient pass the activation at output y? (torch: relu y > 0, relu6 0 < y < 6)."""
+    """Does the gradient pass the activation at y? (torch: relu y > 0, relu6 0 < y < 6; for
+    hard-swish y is the pre-activation z, and the gradient passes for z > -3)."""
     if act == 1:
         return y > 0
     if act == 2:
         return 0 < y < 6
+    if act == 3:
+        return y > -3
     return True
+
+
+@njit(inline="always", **_opts)
+def _grad(d, y, act, zero):
+    """The gradient through the activation: ``d`` where it passes whole, hard-swish's slope
+    z / 3 + 1/2 for -3 < z < 3 (torch's choices at the kinks), ``zero`` where nothing passes."""
+    if not _live(y, act):
+        return zero
+    if act == 3 and y < 3:
+        return d * (y / 3 + 0.5)
+    return d
 
 
 # --- rows: (M, C), channels-last ---------------------------------------------------------
@@ -93,7 +110,7 @@ def _grad_sums_chunk(dy, x, y, mu, inv_std, act, s1, s2, r0, r1):
     s2[:] = 0
     for r in range(r0, r1):
         for c in range(x.shape[1]):
-            g = np.float64(dy[r, c]) if _live(y[r, c], act) else 0.0
+            g = _grad(np.float64(dy[r, c]), y[r, c], act, 0.0)
             s1[c] += g
             s2[c] += g * ((x[r, c] - mu[c]) * inv_std[c])
 
@@ -102,7 +119,7 @@ def _grad_sums_chunk(dy, x, y, mu, inv_std, act, s1, s2, r0, r1):
 def _dx_chunk(dy, x, y, mu, inv_std, act, a, b1, b2, dx, r0, r1):
     for r in range(r0, r1):
         for c in range(x.shape[1]):
-            g = dy[r, c] if _live(y[r, c], act) else dy.dtype.type(0)
+            g = _grad(dy[r, c], y[r, c], act, dy.dtype.type(0))
             dx[r, c] = a[c] * (g - b1[c] - (x[r, c] - mu[c]) * inv_std[c] * b2[c])
 
 
@@ -189,7 +206,7 @@ def _grad_sums_plane(dy, x, y, mu, inv_std, act, sums, c):
     s1, s2 = 0.0, 0.0
     for n in range(x.shape[0]):
         for p in range(x.shape[2]):
-            g = np.float64(dy[n, c, p]) if _live(y[n, c, p], act) else 0.0
+            g = _grad(np.float64(dy[n, c, p]), y[n, c, p], act, 0.0)
             s1 += g
             s2 += g * ((x[n, c, p] - mu[c]) * inv_std[c])
     sums[0, c], sums[1, c] = s1, s2
@@ -199,7 +216,7 @@ def _grad_sums_plane(dy, x, y, mu, inv_std, act, sums, c):
 def _dx_plane(dy, x, y, mu, inv_std, act, a, b1, b2, dx, nc):
     n, c = nc // x.shape[1], nc % x.shape[1]
     for p in range(x.shape[2]):
-        g = dy[n, c, p] if _live(y[n, c, p], act) else dy.dtype.type(0)
+        g = _grad(dy[n, c, p], y[n, c, p], act, dy.dtype.type(0))
         dx[n, c, p] = a[c] * (g - b1[c] - (x[n, c, p] - mu[c]) * inv_std[c] * b2[c])
 
 
@@ -292,7 +309,7 @@ def _sums(name, a, *args, rows):
 def batch_norm(
     x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5, *, activation=None
 ):
-    """Batch norm, then ``activation`` (None, "relu" or "relu6") in the same pass.
+    """Batch norm, then ``activation`` (None, "relu", "relu6" or "hardswish") in the same pass.
 
     Same contract as ``numpy_impl.functional.batch_norm`` (running statistics
     updated in place in training); x is (N, C, H, W) in either memory format, or
@@ -380,6 +397,8 @@ def batch_norm_backward(dout, cache):
             f"{fn}: cache must be the dict returned by kernels.batch_norm, got {type(cache).__name__}"
         )
     x, y, rows, act = cache["x"], cache["y"], cache["rows"], cache["act"]
+    if act == HARDSWISH:  # its slope needs the pre-activation: one more pass, recomputing it
+        y = batch_norm_replay(x, {**{k: cache[k] for k in STATS_KEYS}, "act": 0})[0]
     dout = as_float_array(fn, "dout", dout, ndim=x.ndim)
     same_dtype(fn, "the forward input", x, dout=dout)
     check_shape(fn, "dout", dout, x.shape)

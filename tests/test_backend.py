@@ -35,7 +35,7 @@ def test_every_backend_declares_the_flags(name):
     ops = get_backend(name)
     assert ops.MEMORY_FORMAT in ("contiguous", "channels_last")
     assert isinstance(ops.FUSED_INVERTED_RESIDUAL, bool)
-    assert set(ops.FUSED_BN_ACTIVATIONS) <= {"relu", "relu6"}
+    assert set(ops.FUSED_BN_ACTIVATIONS) <= {"relu", "relu6", "hardswish"}
     if ops.FUSED_BN_ACTIVATIONS:  # then batch_norm takes the activation
         assert "activation" in inspect.signature(ops.batch_norm).parameters
     assert set(F.FLAGS) <= set(dir(ops))

@@ -27,7 +27,27 @@ ACTIVATION = {
     None: (lambda v: v, lambda y: np.ones(y.shape, bool)),  # forward, torch's "passes the gradient"
     "relu": (F.relu, lambda y: y > 0),  # threshold_backward: zero at 0
     "relu6": (F.relu6, lambda y: (y > 0) & (y < 6)),  # hardtanh_backward: zero at 0 and 6
+    # hard-swish's slope depends on the pre-activation z, so its rule reads z (the kernel's own)
+    "hardswish": (F.hardswish, lambda z: z > -3),
 }
+ZERO_BELOW = {"relu": 0.0, "relu6": 0.0, "hardswish": -3.0}  # exactly 0 below this pre-activation
+SLOPE = {"hardswish": 1.5}  # the largest |act'|: errors of the normalised value grow by it at most
+
+
+def kernel_gradient(act, y, kcache, dy):
+    """The upstream gradient through the activation, decided per element on the kernel's own
+    values (its output, or for hard-swish its recomputed pre-activation) by torch's rule."""
+    if act != "hardswish":
+        return np.where(ACTIVATION[act][1](y.astype(np.float64)), dy.astype(np.float64), 0.0)
+    stats = {**{k: kcache[k] for k in KB.STATS_KEYS}, "act": 0}
+    z = KB.batch_norm_replay(kcache["x"], stats)[0].astype(np.float64)
+    return F.hardswish_backward(dy.astype(np.float64), z)
+
+
+def scaled(bnd, act):
+    """The bounds of ``helpers.batch_norm_bounds`` for an activation steeper than 1."""
+    f = SLOPE.get(act, 1.0)
+    return {k: v if k == "k" else v * f for k, v in bnd.items()} if f != 1.0 else bnd
 
 
 def bn_inputs(seed, dtype, shape, affine, kinks):
@@ -75,7 +95,7 @@ def bn_inputs(seed, dtype, shape, affine, kinks):
     shape=st.tuples(st.integers(1, 4), st.integers(1, 24), st.integers(1, 6), st.integers(1, 6)),
     dtype=DTYPES,
     training=st.booleans(),
-    act=st.sampled_from([None, "relu", "relu6"]),
+    act=st.sampled_from([None, "relu", "relu6", "hardswish"]),
     dy_memory=MEMORY,
     affine=st.booleans(),
     momentum=MOMENTA,
@@ -118,30 +138,31 @@ def _check_batch_norm(
     rm_ref, rv_ref = f64[3].copy(), f64[4].copy()
     # the float64 reference on the same values is the "exact" answer
     pre, cache = F.batch_norm(f64[0], f64[1], f64[2], rm_ref, rv_ref, training, momentum, eps)
-    forward, passes = ACTIVATION[act]
+    forward = ACTIVATION[act][0]
 
     y, kcache = K.batch_norm(in_memory(x, memory), w, b, rm, rv, training, momentum, eps, activation=act)
     dx, dw, db = K.batch_norm_backward(in_memory(dy, dy_memory), kcache)
 
     axes = (0, 2, 3)
     mean, var = (f64[0].mean(axes), f64[0].var(axes)) if training else (f64[3], f64[4])
-    bnd = batch_norm_bounds(x, w, b, dy, mean, var, eps, training)
+    bnd = scaled(batch_norm_bounds(x, w, b, dy, mean, var, eps, training), act)
     k = bnd["k"]
     assert y.dtype == dx.dtype == dtype and y.shape == dx.shape == shape
-    # act is 1-Lipschitz: the bound of the normalised value holds after it
-    assert_within_bound(y, forward(pre), bnd["y"], k, dtype, "y")
+    # relu and relu6 are 1-Lipschitz, hard-swish 1.5 (scaled): the bound of the normalised value
+    # holds after the activation; hard-swish's own multiply and divide are two roundings more
+    assert_within_bound(y, forward(pre), bnd["y"], k + (2 if act == "hardswish" else 0), dtype, "y")
     if act is not None:  # clipped outputs are exact: a value clearly past a kink gives 0 or 6 itself
         tol = bound_tolerance(bnd["y"], k, dtype)
-        assert np.all(y[pre < -tol] == 0), "values below 0 must give exactly 0"
+        assert np.all(y[pre < ZERO_BELOW[act] - tol] == 0), "values below the kink must give exactly 0"
         if act == "relu6":
             assert np.all(y[pre > 6 + tol] == 6), "values above 6 must give exactly 6"
-    if kinks:
+    if kinks and act != "hardswish":  # hard-swish's x * (x + 3) / 6 is not exact on integers
         np.testing.assert_array_equal(y, forward(pre))  # exact arithmetic: values exactly on 0 and 6
         assert (pre == 6).any() and ((pre == 0).any() or x.size == shape[1]), "the inputs miss the kinks"
     # Which elements pass the gradient is decided per element on the kernel's own output by torch's
     # rule: where a value lies within rounding of a kink either side is right, and the checks above
     # tie y to the reference everywhere else.
-    g = np.where(passes(y.astype(np.float64)), f64[5], 0.0)
+    g = kernel_gradient(act, y, kcache, dy)
     dx_ref, dw_ref, db_ref = F.batch_norm_backward(g, cache)
     assert_within_bound(dx, dx_ref, bnd["dx"], k, dtype, "dx")
     assert (dw is None) == (db is None) == (not affine)
@@ -188,15 +209,15 @@ def test_fuzz_batch_norm_kernel(case):
     dtype = x.dtype
     ref_args = [a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in ref_args]
     pre, ref_cache = F.batch_norm(*ref_args)
-    forward, passes = ACTIVATION[act]
+    forward = ACTIVATION[act][0]
     x64 = x.astype(np.float64)
     axes = (0,) + tuple(range(2, x.ndim))
     mean, var = (x64.mean(axes), x64.var(axes)) if training else (ref_args[3], ref_args[4])
     dy = fuzz.values(x.shape, dtype, seed + 2)
-    bnd = batch_norm_bounds(x, p, p, dy, mean, var, eps, training)
-    assert_within_bound(y, forward(pre), bnd["y"], bnd["k"], dtype, "y")
+    bnd = scaled(batch_norm_bounds(x, p, p, dy, mean, var, eps, training), act)
+    assert_within_bound(y, forward(pre), bnd["y"], bnd["k"] + (2 if act == "hardswish" else 0), dtype, "y")
     dx, dw, db = K.batch_norm_backward(dy, cache)
-    g = np.where(passes(y.astype(np.float64)), dy.astype(np.float64), 0.0)
+    g = kernel_gradient(act, y, cache, dy)
     e_dx, e_dw, e_db = F.batch_norm_backward(g, ref_cache)
     assert_within_bound(dx, e_dx, bnd["dx"], bnd["k"], dtype, "dx")
     if p is None:  # no affine parameters and no running statistics (torch's training-only call)
