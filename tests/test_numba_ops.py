@@ -92,3 +92,10 @@ def test_fused_model_keeps_state_dict_and_matches_in_eval():
         assert list(fused.state_dict()) == keys
         out = fused(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)  # float32, BN folded into per-channel affine
+
+
+def test_fusing_refuses_mobilenet_v3_blocks():
+    """V3's blocks (squeeze-and-excite, hard-swish) have no fused kernel: a clear error, not a
+    block that silently computes V2's function."""
+    with pytest.raises(ValueError, match="only MobileNetV2's blocks have a fused kernel"):
+        fuse_inverted_residuals(torch_impl.mobilenet_v3_small(num_classes=3))

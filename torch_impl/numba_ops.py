@@ -128,6 +128,11 @@ class FusedInvertedResidual(InvertedResidual):
     def __init__(self, block: InvertedResidual):
         if not isinstance(block, InvertedResidual):
             raise TypeError(f"block must be a torch_impl InvertedResidual, got {type(block).__name__}")
+        if block.body != "conv":
+            raise ValueError(
+                "FusedInvertedResidual: only MobileNetV2's blocks have a fused kernel; this one is "
+                f"MobileNetV3's (its body is {block.body!r}: squeeze-and-excite, hard-swish, 5x5)"
+            )
         super().__init__(block.conv, block.use_res_connect)
         self.train(block.training)  # a new Module starts in training mode
 
