@@ -3,7 +3,8 @@
 A drop-in ops module for the models (``backend="numba"``): the depthwise
 convolution and batch norm are Numba kernels, the pointwise and stem convolutions
 and the classifier are GEMMs over channels-last rows (BLAS calls on Numba's
-threads); the other ops (activations, pooling, dropout, loss) are the reference's,
+threads); squeeze-and-excite is the reference's composite with its two GEMMs there too; the other
+ops (activations, pooling, dropout, loss) are the reference's,
 which NumPy already runs at memory speed and which keep the memory format: any op of
 ``numpy_impl.functional.OPS`` not defined here is the reference's.
 
@@ -30,6 +31,7 @@ from .depthwise import depthwise_conv2d, depthwise_conv2d_backward
 from .fused_block import inverted_residual, inverted_residual_backward
 from .linear import linear, linear_backward
 from .pointwise import pointwise_conv2d, pointwise_conv2d_backward
+from .se import squeeze_excite, squeeze_excite_backward
 
 MEMORY_FORMAT = "channels_last"
 FUSED_BN_ACTIVATIONS = ("relu", "relu6", "hardswish")  # batch_norm(..., activation=...) in one pass

@@ -8,6 +8,7 @@ import torch.nn.functional as TF
 from hypothesis import given
 from hypothesis import strategies as st
 
+import kernels
 import mobilenet_arch as A
 import numpy_impl
 import torch_impl
@@ -53,6 +54,27 @@ def test_squeeze_excite_matches_torch(n, c, cr, hw, dtype, channels_last, seed):
         np.testing.assert_allclose(
             ours, ref.grad.numpy(), rtol=tol, atol=tol * np.abs(ref.grad.numpy()).max()
         )
+
+
+@given(
+    n=st.integers(1, 4), c=st.integers(1, 40), hw=st.integers(1, 6), dtype=DTYPES, seed=st.integers(0, 2**16)
+)
+def test_kernels_squeeze_excite_matches_the_reference(n, c, hw, dtype, seed):
+    """The numba backend's SE (its products on Numba's pool) against the reference composite."""
+    rng = np.random.default_rng(seed)
+    cr = max(1, c // 4)
+    x = np.ascontiguousarray(rng.standard_normal((n, hw, hw, c)).astype(dtype)).transpose(0, 3, 1, 2)
+    args = [rng.standard_normal(s).astype(dtype) for s in ((cr, c, 1, 1), (cr,), (c, cr, 1, 1), (c,))]
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    y, cache = kernels.squeeze_excite(x, *args)
+    y_ref, cache_ref = F.squeeze_excite(x, *args)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
+    assert y.transpose(0, 2, 3, 1).flags.c_contiguous  # channels-last in, channels-last out
+    for ours, ref in zip(
+        kernels.squeeze_excite_backward(dout, cache), F.squeeze_excite_backward(dout, cache_ref)
+    ):
+        np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * max(1.0, np.abs(ref).max()))
 
 
 def test_squeeze_excite_checks_its_inputs():

@@ -34,8 +34,9 @@ def _check(fn, x, w1, b1, w2, b2):
     return x, w1[:, :, 0, 0], w2[:, :, 0, 0]
 
 
-def squeeze_excite(x, w1, b1, w2, b2):
-    """``(y, cache)``: x (N, C, H, W) scaled per channel; any memory layout (y keeps x's)."""
+def forward(x, w1, b1, w2, b2, linear=linear):
+    """The body of :func:`squeeze_excite`, its two small products by ``linear`` (a backend
+    passes its own: ``kernels`` keeps them on Numba's pool)."""
     x, w1m, w2m = _check("squeeze_excite", x, w1, b1, w2, b2)
     s = x.mean(axis=(2, 3))
     pre = linear(s, w1m, b1)
@@ -46,8 +47,8 @@ def squeeze_excite(x, w1, b1, w2, b2):
     return y, {"x": x, "s": s, "pre": pre, "h": h, "g": g, "scale": scale, "w1": w1m, "w2": w2m}
 
 
-def squeeze_excite_backward(dout, cache):
-    """``(dx, dw1, db1, dw2, db2)`` of :func:`squeeze_excite` for an upstream ``dout``."""
+def backward(dout, cache, linear_backward=linear_backward):
+    """The body of :func:`squeeze_excite_backward`, with the backend's ``linear_backward``."""
     fn = "squeeze_excite_backward"
     if not isinstance(cache, dict) or "scale" not in cache:
         raise TypeError(
@@ -66,3 +67,13 @@ def squeeze_excite_backward(dout, cache):
     # the direct path, plus the mean's gradient spread evenly over H and W
     dx = dout * cache["scale"][:, :, None, None] + (ds / hw)[:, :, None, None]
     return dx, dw1[:, :, None, None], db1, dw2[:, :, None, None], db2
+
+
+def squeeze_excite(x, w1, b1, w2, b2):
+    """``(y, cache)``: x (N, C, H, W) scaled per channel; any memory layout (y keeps x's)."""
+    return forward(x, w1, b1, w2, b2)
+
+
+def squeeze_excite_backward(dout, cache):
+    """``(dx, dw1, db1, dw2, db2)`` of :func:`squeeze_excite` for an upstream ``dout``."""
+    return backward(dout, cache)
