@@ -14,8 +14,8 @@ Tasks:
              and torch
   roofline   this machine's memory bandwidth (numpy copy, one thread; a Numba copy, all threads)
              and float32 GEMM rate
-  v3         MobileNetV3-Large and Small beside V2 (1.0/224 px, batch 1), on the same three
-             backends (the MobileNetV3 chapter)
+  v3         MobileNetV3-Large and Small beside V2: inference (1.0/224 px, batch 1) on the
+             same three backends, and a training step (batch 16, 128 px) on numba and torch
 
 ``docs/make_figures.py`` turns results/perf.json into the chapter's figures and tables.
 """
@@ -42,7 +42,7 @@ V2_GRID = [(w, 224) for w in (0.35, 0.5, 0.75, 1.0, 1.4)] + [(1.0, r) for r in (
 SWEEP_BACKENDS = ["numba", "torch", "onnxruntime"]
 THREAD_VARIABLES = B.THREAD_VARIABLES
 TASKS = ("sweep", "memory", "separable", "roofline", "v3")
-V3_CASES = ("v2", "v3-large", "v3-small")  # width 1, 224 px, batch 1: V3 beside V2 in one session
+V3_CASES = ("v2", "v3-large", "v3-small")  # width 1: V3 beside V2 in one session
 
 
 def v1_layer_shapes(resolution=224):
@@ -250,7 +250,9 @@ def main(argv=None):
             res["memory"][arch] = B.bench([B.Case(arch)], SWEEP_BACKENDS, 1, a.threads, 0.05)
     if "v3" in a.tasks:
         print(f"v3: {len(V3_CASES)} models x {len(SWEEP_BACKENDS)} backends, {rounds} rounds", flush=True)
-        res["v3"] = B.bench([B.Case(arch) for arch in V3_CASES], SWEEP_BACKENDS, rounds, a.threads, min_time)
+        cases = [B.Case(arch) for arch in V3_CASES]  # inference, batch 1, 224 px
+        cases += [B.Case(arch, resolution=128, batch=16, train=True) for arch in V3_CASES]  # a training step
+        res["v3"] = B.bench(cases, SWEEP_BACKENDS, rounds, a.threads, min_time)
     res["seconds"] = time.perf_counter() - t0
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(res, indent=1))

@@ -155,30 +155,36 @@ BACKENDS = ("numba", "torch", "onnxruntime")
 
 
 def v3_latency() -> str:
-    """Batch-1 inference of V2 and both V3 models on three runtimes, from ``make bench``
-    (``python -m benchmarks.perf --tasks v3``): each side alone in its process."""
+    """V2 and both V3 models on three runtimes, from ``make bench`` (``python -m benchmarks.perf
+    --tasks v3``), each side alone in its process: batch-1 inference at 224 px, and a training
+    step (forward, backward, SGD update) of batch 16 at 128 px."""
     res = json.loads(PERF.read_text()).get("v3") if PERF.exists() else None
     if res is None:
         return "(not run yet: `python -m benchmarks.perf --tasks v3`)"
     rows = []
     for case in res["cases"]:
-        arch = case.split()[0]
-        macs = totals(summarize(A.build_spec(arch), 224))["macs"]
+        arch, train = case.split()[0], case.endswith("train")
+        macs = totals(summarize(A.build_spec(arch), 128 if train else 224))["macs"]
         ms = {b: res["results"].get(b, {}).get(case, {}).get("ms") for b in BACKENDS}
         cells = [f"{ms[b]:.2f}" if ms[b] else "-" for b in BACKENDS]
         ratio = f"{ms['numba'] / ms['torch']:.2f}x" if ms["numba"] and ms["torch"] else "-"
-        rows.append((A.model_name(arch), f"{macs / 1e6:.0f} M", *cells, ratio))
+        what = "training step, b16, 128 px" if train else "inference, b1, 224 px"
+        rows.append((A.model_name(arch), what, f"{macs / 1e6:.0f} M", *cells, ratio))
     m = res["machine"]
     v = res["versions"]
+    header = (
+        "model (width 1)",
+        "case",
+        "mult-adds per image",
+        *(f"{b} ms" for b in BACKENDS),
+        "numba / torch",
+    )
     return (
-        _md(
-            ("model (1.0, 224 px, batch 1)", "mult-adds", *(f"{b} ms" for b in BACKENDS), "numba / torch"),
-            rows,
-        )
+        _md(header, rows)
         + f"\n\nMedians of the best of {res['rounds']} rounds, each backend alone in its process, "
         f"{res['threads']} threads on every side; {m['cpu']} ({m['simd']}, {m['cores']} cores); "
         + ", ".join(f"{k} {val}" for k, val in v.items())
-        + "."
+        + ". onnxruntime runs inference only."
     )
 
 
