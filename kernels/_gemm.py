@@ -39,6 +39,25 @@ def _tn_partials(a, b, partial):
             partial[t] = 0
 
 
+@njit(parallel=True, **_opts)
+def _sum_partials(partial, out):
+    """out = partial[0] + partial[1] + ... in that order (numpy's ``sum(axis=0)``, element by
+    element), rows of the result split over the pool."""
+    T, K = partial.shape[0], partial.shape[1]
+    for k in prange(K):
+        out[k] = partial[0, k]
+        for t in range(1, T):
+            out[k] += partial[t, k]
+
+
+def _reduce(partial):
+    if partial.shape[0] == 1:
+        return partial[0]
+    out = np.empty(partial.shape[1:], dtype=partial.dtype)
+    _sum_partials(partial, out)
+    return out
+
+
 def matmul(a, b, out=None):
     """``a @ b`` for C-contiguous a (M, K); b (K, N) C- or F-contiguous (a transposed weight);
     ``out`` a C-contiguous (M, N) array to write into, or None for a new one."""
@@ -60,7 +79,7 @@ def matmul_tn(a, b):
     partial = np.empty((T, a.shape[1], b.shape[1]), dtype=a.dtype)
     single_threaded_blas()
     _tn_partials(a, b, partial)
-    return partial[0] if T == 1 else partial.sum(axis=0)
+    return _reduce(partial)
 
 
 @njit(parallel=True, **_opts)
@@ -94,4 +113,4 @@ def backward_pair(d, w, x, cache_bytes=1 << 18):
     block = max(16, cache_bytes // (d.itemsize * max(d.shape[1], x.shape[1])))
     single_threaded_blas()
     _dx_dw(d, w, x, dx, partial, block)
-    return dx, partial[0] if T == 1 else partial.sum(axis=0)
+    return dx, _reduce(partial)

@@ -192,7 +192,7 @@ class Conv2d(Module):
             dx, dw, db = self.F.conv2d_backward(dout, self.x, w, **geometry)
         else:
             dx, dw = getattr(self.F, f"{self.kind}_conv2d_backward")(dout, self.x, w, **self._geometry())
-            db = dout.sum(axis=(0, 2, 3))
+            db = dout.sum(axis=(0, 2, 3)) if "bias" in self._params else None  # a full pass: only if used
         self._grads["weight"] = dw
         if "bias" in self._params:
             self._grads["bias"] = db

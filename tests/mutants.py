@@ -198,8 +198,8 @@ MUTANTS = [
            'depthwise_conv2d(h, dw_w, 1, 1), cache["bn1"]', T_BLOCK,
            "the recompute path replays the depthwise at stride 1"),
     # --- kernels/pointwise.py ------------------------------------------------------------------------
-    Mutant("pw-pool-dw-one-chunk", "kernels/_gemm.py", "return partial[0] if T == 1 else partial.sum(axis=0)",
-           "return partial[0]", T_PW, "a^T b on the pool keeps the first thread's partial sum only"),
+    Mutant("pw-pool-dw-one-chunk", "kernels/_gemm.py", "for t in range(1, T):",
+           "for t in range(1, 1):", T_PW, "a^T b on the pool keeps the first thread's partial sum only"),
     Mutant("pw-pool-rows-short", "kernels/_gemm.py", "r0, r1 = t * M // blocks, (t + 1) * M // blocks",
            "r0, r1 = t * M // blocks, (t + 1) * M // blocks - (t + 1 == blocks)", T_PW,
            "the row-split GEMM leaves the last row unwritten"),
