@@ -1,4 +1,4 @@
-"""The long runs behind the training chapters (about 10 minutes on 2 cores, 45 with ``detect``).
+"""The long runs behind the training chapters (about half an hour on 2 cores, over an hour with ``detect``).
 
     python docs/make_training_results.py            # all of them
     python docs/make_training_results.py --only overlay train
