@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from perf_figures import _md  # beside this file, as make_figures imports both
 
 import mobilenet_arch as A
 from mobilenet.summary import summarize, totals
@@ -21,12 +22,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # ImageNet top-1 (%) and mult-adds (M) as the papers print them: V2 paper Table 4, V3 paper
 # Table 3 (float models, 224 px)
 PUBLISHED = {"v2": (72.0, 300), "v3-large": (75.2, 219), "v3-small": (67.4, 56)}
-
-
-def _md(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _elements(shape) -> int:

@@ -115,7 +115,7 @@ def summary_dict(arch: str, width_mult: float = 1.0, resolution: int = 224, num_
 
 def format_table(d: dict) -> str:
     """The human-readable table of :func:`summary_dict`'s output."""
-    name = "SSDLite-MobileNetV2" if d["arch"] == "ssdlite" else f"{A.model_name(d['arch'])}"
+    name = "SSDLite-MobileNetV2" if d["arch"] == "ssdlite" else A.model_name(d["arch"])
     lines = [
         f"{name}  width_mult={d['width_mult']:g}  resolution={d['resolution']}  classes={d['num_classes']}",
         f"{'layer':<28} {'type':<18} {'output shape':<16} {'params':>10} {'mult-adds':>13}",
