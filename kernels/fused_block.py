@@ -37,9 +37,10 @@ from numpy_impl.functional.block import check_inverted_residual
 
 from . import _gemm
 from ._threads import single_threaded_blas
-from .batchnorm import STATS_KEYS, batch_norm, batch_norm_backward, batch_norm_replay
+from .batchnorm import ACTIVATIONS, STATS_KEYS, _act, batch_norm, batch_norm_backward, batch_norm_replay
 from .depthwise import depthwise_conv2d, depthwise_conv2d_backward
 from .pointwise import pointwise_conv2d, pointwise_conv2d_backward
+from .se import squeeze_excite, squeeze_excite_backward
 
 TILE_BYTES = 1024 * 1024  # expanded + depthwise tile; 0.5-4 MiB measured: batch 8 wants >= 1 MiB
 TRAINING_MEMORY = "store"  # default of inverted_residual(memory=...): "store" or "recompute"
@@ -52,12 +53,12 @@ _opts = {"cache": True, "fastmath": True, "error_model": "numpy", "nogil": True}
 
 
 @njit(**_opts)
-def _affine_relu6_(a, scale, shift):
-    """a = relu6(a * scale + shift) in place; a (M, C), scale and shift (C,)."""
+def _affine_act_(a, scale, shift, act):
+    """a = act(a * scale + shift) in place; a (M, C), scale and shift (C,)."""
     M, C = a.shape
     for r in range(M):
         for c in range(C):
-            a[r, c] = min(max(a[r, c] * scale[c] + shift[c], 0), 6)
+            a[r, c] = _act(a[r, c] * scale[c] + shift[c], act)
 
 
 @njit(**_opts)
@@ -70,12 +71,42 @@ def _affine_(a, scale, shift):
 
 
 @njit(**_opts)
-def _dw_affine_relu6(e, r0, H, w, scale, shift, ho0, sh, sw, out):
-    """out[n, ro] = relu6(dw3x3(e)[n, ho0 + ro] * scale + shift), padding 1.
+def _dw_affine_act(e, r0, H, w, scale, shift, ho0, sh, sw, out, act):
+    """out[n, ro] = act(dwconv(e)[n, ho0 + ro] * scale + shift), k x k, padding k // 2.
 
     e (B, R, W, C) holds input rows r0 .. r0+R-1 of images of height H; rows outside
-    [0, H) are the zero padding.
+    [0, H) are the zero padding. w (k, k, C). 3x3 has its taps written out (the common
+    case, and the compiler keeps the nine products in registers); other sizes sum tap by
+    tap into the output row, which stays in L1.
     """
+    if w.shape[0] == 3:
+        _dw3_affine_act(e, r0, H, w, scale, shift, ho0, sh, sw, out, act)
+        return
+    B, R, W, C = e.shape
+    _, Ro, Wo, _ = out.shape
+    k = w.shape[0]
+    p = k // 2
+    for q in range(B * Ro):
+        n, ro = q // Ro, q % Ro
+        h0 = (ho0 + ro) * sh - p
+        orow = out[n, ro]
+        for wo in range(Wo):
+            acc = orow[wo]
+            acc[:] = 0
+            a0 = wo * sw - p
+            for i in range(k):
+                if 0 <= h0 + i < H:
+                    xrow = e[n, h0 + i - r0]
+                    for j in range(k):
+                        if 0 <= a0 + j < W:
+                            for c in range(C):
+                                acc[c] += xrow[a0 + j, c] * w[i, j, c]
+            for c in range(C):
+                acc[c] = _act(acc[c] * scale[c] + shift[c], act)
+
+
+@njit(**_opts)
+def _dw3_affine_act(e, r0, H, w, scale, shift, ho0, sh, sw, out, act):
     B, R, W, C = e.shape
     _, Ro, Wo, _ = out.shape
     zero = np.zeros((W, C), dtype=e.dtype)
@@ -95,7 +126,7 @@ def _dw_affine_relu6(e, r0, H, w, scale, shift, ho0, sh, sw, out):
                         + x1[a, c] * w[1, 0, c] + x1[a + 1, c] * w[1, 1, c] + x1[a + 2, c] * w[1, 2, c]
                         + x2[a, c] * w[2, 0, c] + x2[a + 1, c] * w[2, 1, c] + x2[a + 2, c] * w[2, 2, c]
                     )  # fmt: skip
-                    orow[wo, c] = min(max(v * scale[c] + shift[c], 0), 6)
+                    orow[wo, c] = _act(v * scale[c] + shift[c], act)
             else:
                 for c in range(C):
                     v = x0[a + 1, c] * 0  # zero of the right type
@@ -106,7 +137,7 @@ def _dw_affine_relu6(e, r0, H, w, scale, shift, ho0, sh, sw, out):
                                 + x1[a + j, c] * w[1, j, c]
                                 + x2[a + j, c] * w[2, j, c]
                             )
-                    orow[wo, c] = min(max(v * scale[c] + shift[c], 0), 6)
+                    orow[wo, c] = _act(v * scale[c] + shift[c], act)
 
 
 @njit(cache=True, error_model="numpy")
@@ -142,21 +173,27 @@ def _tiles(n_img, H, Ho, W, hidden, stride, itemsize, parts=1):
     return [(n, n + 1, cuts[i], cuts[i + 1]) for n in range(n_img) for i in range(bands)]
 
 
-def _forward_eval(x, weights, bns, stride, residual, eps):
+def _band(ho0, ho1, stride, k, H):
+    """Input rows [r0, r1) that output rows [ho0, ho1) of a k x k depthwise read (padding k // 2)."""
+    p = k // 2
+    return max(0, ho0 * stride - p), min(H, (ho1 - 1) * stride - p + k)
+
+
+def _forward_eval(x, weights, bns, stride, residual, eps, act):
     # Eval BN is a per-channel affine map: applied in the passes that already exist
-    # (the ReLU6 pass after the expand GEMM, the depthwise kernel, the residual pass),
+    # (the activation pass after the expand GEMM, the depthwise kernel, the residual pass),
     # so no weight is rescaled per call.
     expand_w, dw_w, project_w = weights
     n, c, h, w = x.shape
     xr = x.transpose(0, 2, 3, 1)  # (N, H, W, C): C-contiguous for channels-last input
     if not xr.flags.c_contiguous:
         xr = np.ascontiguousarray(xr)
-    hidden = dw_w.shape[0]
+    hidden, k = dw_w.shape[0], dw_w.shape[-1]
     dt = x.dtype
     if expand_w is not None:
         we = expand_w[:, :, 0, 0].T  # (C, hidden) view: BLAS takes the transposed operand as is
-        se, be = _bn_affine(bns[0], eps, dt)
-    wd = np.ascontiguousarray(dw_w[:, 0].transpose(1, 2, 0))  # (3, 3, hidden)
+        es, eb = _bn_affine(bns[0], eps, dt)
+    wd = np.ascontiguousarray(dw_w[:, 0].transpose(1, 2, 0))  # (k, k, hidden)
     sd, bd = _bn_affine(bns[1], eps, dt)
     wp = project_w[:, :, 0, 0].T  # (hidden, C_out) view
     sp, bp = _bn_affine(bns[2], eps, dt)
@@ -165,16 +202,16 @@ def _forward_eval(x, weights, bns, stride, residual, eps):
 
     def work(tile):
         n0, n1, ho0, ho1 = tile
-        r0, r1 = max(0, ho0 * stride - 1), min(h, (ho1 - 1) * stride + 2)  # input rows the band reads
+        r0, r1 = _band(ho0, ho1, stride, k, h)
         rows = xr[n0:n1, r0:r1]  # (B, R, W, C)
         if expand_w is not None:
             e = _gemm.matmul(rows.reshape(-1, c), we)  # (B*R*W, hidden)
-            _affine_relu6_(e, se, be)
+            _affine_act_(e, es, eb, act)
             e = e.reshape(n1 - n0, r1 - r0, w, hidden)
         else:
             e = rows
         d = np.empty((n1 - n0, ho1 - ho0, wo, hidden), dtype=dt)
-        _dw_affine_relu6(e, r0, h, wd, sd, bd, ho0, stride, stride, d)
+        _dw_affine_act(e, r0, h, wd, sd, bd, ho0, stride, stride, d, act)
         o = out[n0:n1, ho0:ho1].reshape(-1, wp.shape[1])  # a view: the GEMM writes the output in place
         _gemm.matmul(d.reshape(-1, hidden), wp, out=o)
         _affine_(o, sp, bp)
@@ -186,61 +223,133 @@ def _forward_eval(x, weights, bns, stride, residual, eps):
     return out.transpose(0, 3, 1, 2)  # channels-last (N, C_out, Ho, Wo)
 
 
+@njit(**_opts)
+def _expand_dw(x2, H, W, Wo, ew, es, eb, wd, sd, bd, act, stride, tile):
+    """One tile's expansion (its rows and halo, its hidden channels) and depthwise output,
+    (B, rows, Wo, hidden channels of the tile): see :func:`_eval_tiles`."""
+    n0, n1, ho0, ho1, h0, h1, _ = tile
+    hid, k = h1 - h0, wd.shape[0]
+    r0, r1 = max(0, ho0 * stride - k // 2), min(H, (ho1 - 1) * stride - k // 2 + k)
+    i0, i1 = (n0 * H + r0) * W, ((n1 - 1) * H + r1) * W  # those rows, flat (a band is one image)
+    if ew.shape[0] > 0:
+        e = np.empty((i1 - i0, hid), dtype=x2.dtype)
+        np.dot(x2[i0:i1], ew[h0:h1].T, e)
+        _affine_act_(e, es[h0:h1], eb[h0:h1], act)
+    else:  # t == 1: no expansion (and one chunk)
+        e = x2[i0:i1]
+    d = np.empty((n1 - n0, ho1 - ho0, Wo, hid), dtype=x2.dtype)
+    wdk = np.ascontiguousarray(wd[:, :, h0:h1])  # k * k * hid values; contiguous, so the taps vectorise
+    _dw_affine_act(
+        e.reshape(n1 - n0, r1 - r0, W, hid), r0, H, wdk, sd[h0:h1], bd[h0:h1], ho0, stride, stride, d, act
+    )
+    return d
+
+
+@njit(**_opts)
+def _project(d2, pw, sp, bp, x2, o2, partial, residual, Ho, Wo, tile):
+    """A tile's projection: into the output (BN and residual applied) when the hidden channels
+    are whole, else into its chunk's partial sums."""
+    n0, n1, ho0, ho1, h0, h1, k = tile
+    j0, j1 = (n0 * Ho + ho0) * Wo, ((n1 - 1) * Ho + ho1) * Wo
+    if partial.shape[0] == 1:
+        o = o2[j0:j1]
+        np.dot(d2, pw.T, o)
+        _affine_(o, sp, bp)
+        if residual:
+            o += x2[j0:j1]
+    else:
+        np.dot(d2, np.ascontiguousarray(pw[:, h0:h1].T), partial[k, j0:j1])
+
+
 @njit(parallel=True, **_opts)
-def _eval_tiles(xr, ew, se, be, wd, sd, bd, pw, sp, bp, out, tiles, stride, residual, partial):
+def _add_partials(partial, sp, bp, x2, o2, residual):
+    """o2 = BN(sum of the chunks' projections) (+ x): in chunk order, whatever the threads."""
+    K, J, Co = partial.shape
+    for j in prange(J):
+        for c in range(Co):
+            v = partial[0, j, c]
+            for k in range(1, K):
+                v += partial[k, j, c]
+            o2[j, c] = v * sp[c] + bp[c] + (x2[j, c] if residual else 0)
+
+
+@njit(parallel=True, **_opts)
+def _eval_tiles(xr, ew, es, eb, wd, sd, bd, act, pw, sp, bp, out, tiles, stride, residual, partial):
     """Every tile of the block in one parallel region: one thread pool, the GEMMs on
     single-threaded BLAS inside it (``np.dot``).
 
     tiles[t] = (n0, n1, ho0, ho1, h0, h1, k): output rows [ho0, ho1) of images [n0, n1),
     hidden channels [h0, h1), which are chunk k. Weights as stored: ew (hidden, C) (empty
-    when t == 1), wd (3, 3, hidden), pw (C_out, hidden). With one chunk the project GEMM
+    when t == 1), wd (k, k, hidden), pw (C_out, hidden). With one chunk the project GEMM
     writes ``out``; with several (small layers: too few rows to share out) chunk k's goes
     to partial[k], summed after the loop.
     """
     N, H, W, C = xr.shape
     _, Ho, Wo, Co = out.shape
-    K = partial.shape[0]
     x2 = xr.reshape(N * H * W, C)
     o2 = out.reshape(N * Ho * Wo, Co)
     for t in prange(tiles.shape[0]):
-        n0, n1, ho0, ho1, h0, h1, k = tiles[t]
-        B, hid = n1 - n0, h1 - h0
-        r0, r1 = max(0, ho0 * stride - 1), min(H, (ho1 - 1) * stride + 2)  # input rows the band reads
-        i0, i1 = (n0 * H + r0) * W, ((n1 - 1) * H + r1) * W  # those rows, flat (a band is one image)
-        if ew.shape[0] > 0:
-            e = np.empty((i1 - i0, hid), dtype=xr.dtype)
-            np.dot(x2[i0:i1], ew[h0:h1].T, e)
-            _affine_relu6_(e, se[h0:h1], be[h0:h1])
-        else:  # t == 1: no expansion (and one chunk)
-            e = x2[i0:i1]
-        d = np.empty((B, ho1 - ho0, Wo, hid), dtype=xr.dtype)
-        wdk = np.ascontiguousarray(wd[:, :, h0:h1])  # 9 * hid values; contiguous, so the taps vectorise
-        _dw_affine_relu6(
-            e.reshape(B, r1 - r0, W, hid), r0, H, wdk, sd[h0:h1], bd[h0:h1], ho0, stride, stride, d
-        )
-        j0, j1 = (n0 * Ho + ho0) * Wo, ((n1 - 1) * Ho + ho1) * Wo
-        if K == 1:
-            o = o2[j0:j1]
-            np.dot(d.reshape(-1, hid), pw.T, o)
-            _affine_(o, sp, bp)
-            if residual:
-                o += x2[j0:j1]
-        else:
-            np.dot(d.reshape(-1, hid), np.ascontiguousarray(pw[:, h0:h1].T), partial[k, j0:j1])
-    if K > 1:
-        for j in range(o2.shape[0]):
-            for c in range(Co):
-                v = partial[0, j, c]
-                for k in range(1, K):
-                    v += partial[k, j, c]
-                o2[j, c] = v * sp[c] + bp[c] + (x2[j, c] if residual else 0)
+        d = _expand_dw(x2, H, W, Wo, ew, es, eb, wd, sd, bd, act, stride, tiles[t])
+        _project(d.reshape(-1, d.shape[3]), pw, sp, bp, x2, o2, partial, residual, Ho, Wo, tiles[t])
+
+
+@njit(parallel=True, **_opts)
+def _excite_scale(D, w1, b1, w2, b2, parts):
+    """Squeeze-and-excite's (N, hidden) scale from the whole depthwise output D (N, Ho, Wo,
+    hidden): the mean (summed in float64, one chunk of channels per task), then the two small
+    products, ReLU and hard-sigmoid."""
+    N, Ho, Wo, Hd = D.shape
+    D3 = D.reshape(N, Ho * Wo, Hd)
+    s = np.zeros((N, Hd), dtype=np.float64)
+    for q in prange(N * parts):
+        n, c0, c1 = q // parts, Hd * (q % parts) // parts, Hd * (q % parts + 1) // parts
+        for r in range(Ho * Wo):
+            for c in range(c0, c1):
+                s[n, c] += D3[n, r, c]
+    m = (s / (Ho * Wo)).astype(D.dtype)
+    h = np.dot(m, w1.T) + b1
+    for i in range(h.size):
+        h.flat[i] = max(h.flat[i], 0)
+    g = np.dot(h, w2.T) + b2
+    for i in range(g.size):
+        g.flat[i] = min(max(g.flat[i] + 3, 0), 6) / 6
+    return g
+
+
+@njit(parallel=True, **_opts)
+def _expand_dw_tiles(xr, ew, es, eb, wd, sd, bd, act, tiles, stride, D):
+    """The first half of a block with squeeze-and-excite: every tile's depthwise output, into D."""
+    N, H, W, C = xr.shape
+    _, Ho, Wo, _ = D.shape
+    x2 = xr.reshape(N * H * W, C)
+    for t in prange(tiles.shape[0]):
+        n0, n1, ho0, ho1, h0, h1, _ = tiles[t]
+        D[n0:n1, ho0:ho1, :, h0:h1] = _expand_dw(x2, H, W, Wo, ew, es, eb, wd, sd, bd, act, stride, tiles[t])
+
+
+@njit(parallel=True, **_opts)
+def _excited_project_tiles(xr, D, scale, pw, sp, bp, out, tiles, residual, partial):
+    """The second half: each tile's rows of D, scaled per image and channel, projected."""
+    N, H, W, C = xr.shape
+    _, Ho, Wo, Co = out.shape
+    x2 = xr.reshape(N * H * W, C)
+    o2 = out.reshape(N * Ho * Wo, Co)
+    for t in prange(tiles.shape[0]):
+        n0, n1, ho0, ho1, h0, h1, _ = tiles[t]
+        d = np.empty((n1 - n0, ho1 - ho0, Wo, h1 - h0), dtype=D.dtype)
+        for b in range(n1 - n0):
+            for r in range(ho1 - ho0):
+                for q in range(Wo):
+                    for c in range(h1 - h0):
+                        d[b, r, q, c] = D[n0 + b, ho0 + r, q, h0 + c] * scale[n0 + b, h0 + c]
+        _project(d.reshape(-1, h1 - h0), pw, sp, bp, x2, o2, partial, residual, Ho, Wo, tiles[t])
 
 
 # The eval plan's parts (row tiles evened out to a multiple of it, hidden channels split that many
 # ways when tiles are few): a constant, so the sums of the split projection are the same on any
 # number of threads. 2 is this project's measured machine; on more threads, tiles still spread.
 EVAL_PARTS = 2
-EVAL_POOL = True  # the one-pool eval path above; False: tiles in Python, serial tile kernels
+EVAL_POOL = True  # the one-pool eval path above; False: tiles in Python, serial tile kernels (no SE)
 
 
 def _pool_plan(n_img, H, Ho, W, hidden, stride, itemsize, threads, can_split):
@@ -251,7 +360,7 @@ def _pool_plan(n_img, H, Ho, W, hidden, stride, itemsize, threads, can_split):
     return np.array([(*t, bounds[i], bounds[i + 1], i) for t in tiles for i in range(k)], dtype=np.int64), k
 
 
-def _forward_eval_pool(x, weights, bns, stride, residual, eps):
+def _forward_eval_pool(x, weights, bns, stride, residual, eps, act, se):
     expand_w, dw_w, project_w = weights
     n, c, h, w = x.shape
     dt = x.dtype
@@ -262,36 +371,50 @@ def _forward_eval_pool(x, weights, bns, stride, residual, eps):
     tiles, k = _pool_plan(n, h, ho, w, hidden, stride, x.itemsize, threads, expand_w is not None)
     if expand_w is not None:
         ew = np.ascontiguousarray(expand_w[:, :, 0, 0])  # (hidden, C): a view when contiguous
-        se, be = _bn_affine(bns[0], eps, dt)
+        es, eb = _bn_affine(bns[0], eps, dt)
     else:
-        ew, se, be = np.empty((0, c), dt), np.empty(hidden, dt), np.empty(hidden, dt)
-    wd = np.ascontiguousarray(dw_w[:, 0].transpose(1, 2, 0))  # (3, 3, hidden)
+        ew, es, eb = np.empty((0, c), dt), np.empty(hidden, dt), np.empty(hidden, dt)
+    wd = np.ascontiguousarray(dw_w[:, 0].transpose(1, 2, 0))  # (k, k, hidden)
     sd, bd = _bn_affine(bns[1], eps, dt)
     pw = np.ascontiguousarray(project_w[:, :, 0, 0])  # (C_out, hidden)
     sp, bp = _bn_affine(bns[2], eps, dt)
     out = np.empty((n, ho, wo, pw.shape[0]), dtype=dt)
     partial = np.empty((k, n * ho * wo if k > 1 else 0, pw.shape[0]), dtype=dt)
     single_threaded_blas()
-    _eval_tiles(xr, ew, se, be, wd, sd, bd, pw, sp, bp, out, tiles, stride, residual, partial)
+    if se is None:
+        _eval_tiles(xr, ew, es, eb, wd, sd, bd, act, pw, sp, bp, out, tiles, stride, residual, partial)
+    else:  # the scale needs the whole depthwise output: two passes over the tiles, the scale between
+        D = np.empty((n, ho, wo, hidden), dtype=dt)
+        _expand_dw_tiles(xr, ew, es, eb, wd, sd, bd, act, tiles, stride, D)
+        w1, b1, w2, b2 = se
+        w1, w2 = np.ascontiguousarray(w1[:, :, 0, 0]), np.ascontiguousarray(w2[:, :, 0, 0])
+        scale = _excite_scale(D, w1, np.ascontiguousarray(b1), w2, np.ascontiguousarray(b2), threads)
+        _excited_project_tiles(xr, D, scale, pw, sp, bp, out, tiles, residual, partial)
+    if k > 1:
+        o2, x2 = out.reshape(-1, pw.shape[0]), xr.reshape(-1, c)
+        _add_partials(partial, sp, bp, x2, o2, residual)
     return out.transpose(0, 3, 1, 2)
 
 
-def _forward_train(x, weights, bns, stride, residual, momentum, eps, memory):
+def _forward_train(x, weights, bns, stride, residual, momentum, eps, memory, activation, se):
     expand_w, dw_w, project_w = weights
     cache = {"x": x, "weights": weights, "stride": stride, "residual": residual, "memory": memory}
+    cache.update(activation=activation, se=se)
     h = x
     if expand_w is not None:
         cache["e_in"] = h
         h = pointwise_conv2d(h, expand_w)
-        h, cache["bn0"] = batch_norm(h, *bns[0], True, momentum, eps, activation="relu6")
+        h, cache["bn0"] = batch_norm(h, *bns[0], True, momentum, eps, activation=activation)
     cache["d_in"] = h
-    h = depthwise_conv2d(h, dw_w, stride, 1)
-    h, cache["bn1"] = batch_norm(h, *bns[1], True, momentum, eps, activation="relu6")
+    h = depthwise_conv2d(h, dw_w, stride, dw_w.shape[-1] // 2)
+    h, cache["bn1"] = batch_norm(h, *bns[1], True, momentum, eps, activation=activation)
+    if se is not None:
+        h, cache["se_cache"] = squeeze_excite(h, *se)
     cache["p_in"] = h
     h = pointwise_conv2d(h, project_w)
     h, cache["bn2"] = batch_norm(h, *bns[2], True, momentum, eps)
     if memory == "recompute":  # keep x and the BN statistics only; backward rebuilds the rest
-        for key in ("e_in", "d_in", "p_in"):
+        for key in ("e_in", "d_in", "p_in", "se_cache"):
             cache.pop(key, None)
         for key in ("bn0", "bn1", "bn2"):
             if key in cache:
@@ -308,27 +431,44 @@ def _replay(cache):
         out["e_in"] = h
         h, out["bn0"] = batch_norm_replay(pointwise_conv2d(h, expand_w), cache["bn0"])
     out["d_in"] = h
-    h, out["bn1"] = batch_norm_replay(depthwise_conv2d(h, dw_w, cache["stride"], 1), cache["bn1"])
+    d = depthwise_conv2d(h, dw_w, cache["stride"], dw_w.shape[-1] // 2)
+    h, out["bn1"] = batch_norm_replay(d, cache["bn1"])
+    if cache["se"] is not None:
+        h, out["se_cache"] = squeeze_excite(h, *cache["se"])
     out["p_in"] = h
     _, out["bn2"] = batch_norm_replay(pointwise_conv2d(h, project_w), cache["bn2"])
     return out
 
 
 def inverted_residual(
-    x, weights, bns, stride=1, residual=None, training=False, momentum=0.1, eps=1e-5, *, memory=None
+    x,
+    weights,
+    bns,
+    stride=1,
+    residual=None,
+    training=False,
+    momentum=0.1,
+    eps=1e-5,
+    *,
+    activation="relu6",
+    se=None,
+    memory=None,
 ):
-    """The fused MobileNetV2 block; ``numpy_impl.functional.inverted_residual`` is its reference.
+    """The fused inverted-residual block; ``numpy_impl.functional.inverted_residual`` is its reference.
 
     Parameters
     ----------
     x : (N, C, H, W), either memory format
-    weights : (expand (t*C, C, 1, 1) or None when t == 1, depthwise (t*C, 1, 3, 3),
-               project (C_out, t*C, 1, 1))
+    weights : (expand (t*C, C, 1, 1) or None when t == 1, depthwise (t*C, 1, k, k) with k 3
+               or 5, project (C_out, t*C, 1, 1))
     bns : three (weight, bias, running_mean, running_var) tuples, the first None when t == 1;
           running statistics are updated in place in training
     stride : 1 or 2; residual : add x (default: stride == 1 and C_out == C)
     training : batch statistics and a cache for :func:`inverted_residual_backward`,
                or eval mode, tiled (then the cache is None)
+    activation : "relu6" (MobileNetV2), "relu" or "hardswish" (V3), after the expand and
+                 depthwise batch norms
+    se : None, or a squeeze-and-excite's (w1, b1, w2, b2) on the depthwise output (V3)
     memory : training only: "store" the intermediates backward needs, or "recompute"
              them in backward from x and the BN statistics (default TRAINING_MEMORY)
 
@@ -338,25 +478,27 @@ def inverted_residual(
     cache
     """
     fn = "inverted_residual"
-    x, residual = check_inverted_residual(fn, x, weights, bns, stride, residual)
+    x, residual = check_inverted_residual(fn, x, weights, bns, stride, residual, activation, se)
     memory = TRAINING_MEMORY if memory is None else memory
     if memory not in ("store", "recompute"):
         raise ValueError(f"{fn}: memory must be 'store' or 'recompute', got {memory!r}")
     if training:
-        return _forward_train(x, weights, bns, stride, residual, momentum, eps, memory)
+        return _forward_train(x, weights, bns, stride, residual, momentum, eps, memory, activation, se)
     if x.shape[0] == 0:  # an empty batch: nothing to tile
         ho, wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
         return np.empty((0, weights[2].shape[0], ho, wo), x.dtype), None
-    if EVAL_POOL:
-        return _forward_eval_pool(x, weights, bns, stride, residual, eps), None
-    return _forward_eval(x, weights, bns, stride, residual, eps), None
+    act = ACTIVATIONS[activation]
+    if EVAL_POOL or se is not None:
+        return _forward_eval_pool(x, weights, bns, stride, residual, eps, act, se), None
+    return _forward_eval(x, weights, bns, stride, residual, eps, act), None
 
 
 def inverted_residual_backward(dout, cache):
     """Gradients of a training-mode :func:`inverted_residual`.
 
     Returns ``(dx, dweights, dbns)``: dweights like ``weights``, dbns three
-    (dweight, dbias) pairs (the first None when t == 1).
+    (dweight, dbias) pairs (the first None when t == 1); with a squeeze-and-excite,
+    ``(dx, dweights, dbns, dse)``, dse its (dw1, db1, dw2, db2).
     """
     fn = "inverted_residual_backward"
     if not isinstance(cache, dict) or "memory" not in cache:
@@ -368,8 +510,11 @@ def inverted_residual_backward(dout, cache):
     expand_w, dw_w, project_w = cache["weights"]
     g, dbn2w, dbn2b = batch_norm_backward(dout, cache["bn2"])
     g, dpw = pointwise_conv2d_backward(g, cache["p_in"], project_w)
+    dse = None
+    if cache["se"] is not None:
+        g, *dse = squeeze_excite_backward(g, cache["se_cache"])
     g, dbn1w, dbn1b = batch_norm_backward(g, cache["bn1"])
-    g, ddw = depthwise_conv2d_backward(g, cache["d_in"], dw_w, cache["stride"], 1)
+    g, ddw = depthwise_conv2d_backward(g, cache["d_in"], dw_w, cache["stride"], dw_w.shape[-1] // 2)
     dew, dbn0 = None, None
     if expand_w is not None:
         g, dbn0w, dbn0b = batch_norm_backward(g, cache["bn0"])
@@ -377,4 +522,5 @@ def inverted_residual_backward(dout, cache):
         dbn0 = (dbn0w, dbn0b)
     if cache["residual"]:
         g = g + dout
-    return g, (dew, ddw, dpw), (dbn0, (dbn1w, dbn1b), (dbn2w, dbn2b))
+    grads = g, (dew, ddw, dpw), (dbn0, (dbn1w, dbn1b), (dbn2w, dbn2b))
+    return grads if dse is None else (*grads, tuple(dse))

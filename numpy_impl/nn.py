@@ -77,30 +77,38 @@ class Sequential(Module):
 
 
 class InvertedResidual(Module):
-    """``conv(x) + x`` when the block keeps its shape (MobileNetV2, stride 1, same channels).
+    """``conv(x) + x`` when the block keeps its shape (stride 1, same channels).
 
     A backend that declares ``FUSED_INVERTED_RESIDUAL`` runs the whole block in one
-    ``inverted_residual`` call; otherwise (and for a backward after an eval-mode fused forward, which keeps
-    no cache) the children run one by one.
+    ``inverted_residual`` call (MobileNetV2's block, and V3's with its activation and
+    squeeze-and-excite); otherwise (and for a backward after an eval-mode fused forward,
+    which keeps no cache) the children run one by one.
     """
 
-    def __init__(self, conv: Sequential, residual: bool, F=None, body="conv", fusable=True):
+    def __init__(self, conv: Sequential, residual: bool, F=None, body="conv", activation=None):
         super().__init__()
         self.body = body  # torchvision's name of the body: "conv" (V2), "block" (V3)
         self._children = {body: conv}
         self.residual = residual
-        fused = fusable and F is not None and F.FUSED_INVERTED_RESIDUAL
+        self.activation = activation  # of the fused call; None: a layout it does not fuse
+        fused = activation is not None and F is not None and F.FUSED_INVERTED_RESIDUAL
         self.fused = F.inverted_residual if fused else None
         self.fused_backward = F.inverted_residual_backward if self.fused is not None else None
         self.cache = None
 
     def _parts(self):
-        """(expand Seq or None, depthwise Seq, project Conv2d, project BatchNorm2d)."""
+        """(expand Seq or None, depthwise Seq, SqueezeExcite or None, project Conv2d, project
+        BatchNorm2d): V2's body ends in the bare conv and BN, V3's in a Seq of them."""
         layers = list(self._children[self.body]._children.values())
-        return ([None] if len(layers) == 3 else []) + layers
+        if isinstance(layers[-1], Sequential):  # V3
+            layers[-1:] = list(layers[-1]._children.values())
+        se = next((m for m in layers if isinstance(m, SqueezeExcite)), None)
+        layers = [m for m in layers if not isinstance(m, SqueezeExcite)]
+        expand = layers[0] if len(layers) == 4 else None
+        return expand, layers[-3], se, layers[-2], layers[-1]
 
     def _fused_args(self):
-        expand, dw, project, bn = self._parts()
+        expand, dw, se, project, bn = self._parts()
         convs = (None if expand is None else expand._children["0"], dw._children["0"], project)
         bns = (None if expand is None else expand._children["1"], dw._children["1"], bn)
         weights = tuple(None if c is None else c._params["weight"] for c in convs)
@@ -115,18 +123,27 @@ class InvertedResidual(Module):
             )
             for b in bns
         )
-        return convs, bns, weights, bn_params
+        return convs, bns, weights, bn_params, se
 
     def forward(self, x):
         self.cache, self.x = None, x
         if self.fused is None:
             y = self._children[self.body].forward(x)
             return y + x if self.residual else y
-        convs, bns, weights, bn_params = self._fused_args()
+        convs, bns, weights, bn_params, se = self._fused_args()
         spec = bns[-1].spec
         stride = convs[1].spec.stride
         y, self.cache = self.fused(
-            x, weights, bn_params, stride, self.residual, self.training, spec.momentum, spec.eps
+            x,
+            weights,
+            bn_params,
+            stride,
+            self.residual,
+            self.training,
+            spec.momentum,
+            spec.eps,
+            activation=self.activation,
+            se=None if se is None else se._weights(),
         )
         if self.training:
             for b in bns:
@@ -136,12 +153,15 @@ class InvertedResidual(Module):
 
     def backward(self, dout):
         if self.fused is not None and self.cache is not None:
-            dx, dweights, dbns = self.fused_backward(dout, self.cache)
-            convs, bns, _, _ = self._fused_args()
+            dx, dweights, dbns, *dse = self.fused_backward(dout, self.cache)
+            convs, bns, _, _, se = self._fused_args()
             for conv, dw, bn, dbn in zip(convs, dweights, bns, dbns):
                 if conv is not None:
                     conv._grads["weight"] = dw
                     bn._grads["weight"], bn._grads["bias"] = dbn
+            if se is not None:
+                fc1, fc2 = se._children["fc1"]._grads, se._children["fc2"]._grads
+                fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"] = dse[0]
             return dx
         if self.fused is not None:  # eval-mode fused forward kept nothing: rerun the children
             self._children[self.body].forward(self.x)
@@ -364,18 +384,45 @@ def build(spec, F, dtype, rng) -> Module:
         return _build_seq(spec, F, dtype, rng)
     if isinstance(spec, A.Block):
         body = build(spec.conv, F, dtype, rng)
-        return InvertedResidual(body, spec.residual, F, spec.body, fusable=_v2_block(spec))
+        return InvertedResidual(body, spec.residual, F, spec.body, activation=fused_activation(spec))
     if isinstance(spec, A.SqueezeExcite):
         return SqueezeExcite(spec, F, dtype, rng)
     return LEAVES[type(spec)](spec, F, dtype, rng)
 
 
-def _v2_block(spec: A.Block) -> bool:
-    """Whether a block has MobileNetV2's layout, the one ``inverted_residual`` fuses: [expand
-    1x1 + BN + ReLU6], depthwise 3x3 + BN + ReLU6, bare 1x1 conv and BN."""
-    kinds = [type(c) for _, c in spec.conv]
-    if kinds[-2:] != [A.Conv, A.BatchNorm] or kinds[:-2] not in ([A.Seq], [A.Seq, A.Seq]):
-        return False
-    stages = [c for _, c in spec.conv][:-2]
-    acts = [leaf.kind for st in stages for _, leaf in st if isinstance(leaf, A.Act)]
-    return acts == ["relu6"] * len(stages) and stages[-1].children[0][1].kernel_size == 3
+def fused_activation(spec: A.Block) -> str | None:
+    """The activation of a block ``inverted_residual`` can run in one call, None for a layout it
+    does not fuse. Its layout: [expand 1x1 + BN + act], depthwise 3x3 or 5x5 + BN + act, [squeeze-
+    and-excite], 1x1 conv + BN (bare in MobileNetV2, a Seq in V3); one act, ReLU6, ReLU or
+    hard-swish; no conv bias; one BN eps and momentum."""
+    items = [c for _, c in spec.conv]
+    if items and isinstance(items[-1], A.Seq):  # V3: the projection is a Seq of its own
+        items[-1:] = [c for _, c in items[-1]]
+    if len(items) < 3 or not isinstance(items[-2], A.Conv) or not isinstance(items[-1], A.BatchNorm):
+        return None
+    stages, se = items[:-2], [c for c in items[:-2] if isinstance(c, A.SqueezeExcite)]
+    if se:
+        if stages[-1] is not se[0] or len(se) > 1:
+            return None
+        stages = stages[:-1]
+    if len(stages) not in (1, 2) or not all(isinstance(st, A.Seq) for st in stages):
+        return None
+    leaves = [[c for _, c in st] for st in stages]
+    if not all(len(ls) == 3 and [type(c) for c in ls] == [A.Conv, A.BatchNorm, A.Act] for ls in leaves):
+        return None
+    acts = {ls[2].kind for ls in leaves}
+    convs = [ls[0] for ls in leaves] + [items[-2]]
+    bns = [ls[1] for ls in leaves] + [items[-1]]
+    dw = convs[-2]
+    if (
+        len(acts) != 1
+        or not acts <= {"relu6", "relu", "hardswish"}
+        or any(c.bias for c in convs)
+        or len({(b.eps, b.momentum) for b in bns}) != 1
+        or dw.kernel_size not in (3, 5)
+        or dw.groups != dw.in_channels
+        or dw.padding != dw.kernel_size // 2
+        or any(c.kernel_size != 1 or c.stride != 1 or c.groups != 1 for c in convs if c is not dw)
+    ):
+        return None
+    return acts.pop()
