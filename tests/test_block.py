@@ -139,3 +139,100 @@ def test_block_matches_naive_loops(ops, seed, t, cin, stride, training, hw):
         assert (got is None) == (want is None)
         if got is not None:
             np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8)
+
+
+def _v3_block(rng, cin, t, cout, k, se):
+    ws, bns = _block(rng, cin, t, cout)
+    ws[1] = rng.standard_normal((cin * t, 1, k, k)) * 0.4
+    if not se:
+        return ws, bns, None
+    hid, cr = cin * t, max(1, cin * t // 4)
+    sew = (
+        rng.standard_normal((cr, hid, 1, 1)),
+        rng.standard_normal(cr) * 0.5,
+        rng.standard_normal((hid, cr, 1, 1)),
+        rng.standard_normal(hid),
+    )
+    return ws, bns, sew
+
+
+@given(
+    seed=st.integers(0, 2**16),
+    t=st.sampled_from([1, 3]),
+    cin=st.integers(1, 5),
+    same_out=st.booleans(),
+    k=st.sampled_from([3, 5]),
+    activation=st.sampled_from(["relu", "hardswish"]),
+    se=st.booleans(),
+    stride=st.sampled_from([1, 2]),
+    training=st.booleans(),
+    hw=st.integers(1, 7),
+)
+def test_reference_v3_block_matches_torch(seed, t, cin, same_out, k, activation, se, stride, training, hw):
+    """MobileNetV3's options of the reference block: k x k depthwise, ReLU or hard-swish, and
+    squeeze-and-excite, against the same block written in torch's functional ops."""
+    rng = np.random.default_rng(seed)
+    cout = cin if same_out else cin + 2
+    ws, bns, sew = _v3_block(rng, cin, t, cout, k, se)
+    x = rng.standard_normal((2, cin, hw, hw)) * 2
+    ho = (hw - 1) // stride + 1
+    dout = rng.standard_normal((2, cout, ho, ho))
+    bns_t = [None if b is None else [a.copy() for a in b] for b in bns]
+    y, cache = F.inverted_residual(
+        x, ws, bns, stride, None, training, 0.2, 1e-3, activation=activation, se=sew
+    )
+    grads = F.inverted_residual_backward(dout, cache)
+    assert len(grads) == (4 if se else 3)
+
+    act = {"relu": TF.relu, "hardswish": TF.hardswish}[activation]
+    xt, wts = leaf(x), [None if w is None else leaf(w) for w in ws]
+    bnts = [None if b is None else [leaf(b[0]), leaf(b[1]), t64(b[2]), t64(b[3])] for b in bns_t]
+    set_ = None if sew is None else [leaf(a) for a in sew]
+
+    def bn(h, i):
+        return TF.batch_norm(h, bnts[i][2], bnts[i][3], bnts[i][0], bnts[i][1], training, 0.2, 1e-3)
+
+    h = xt if wts[0] is None else act(bn(TF.conv2d(xt, wts[0]), 0))
+    h = act(bn(TF.conv2d(h, wts[1], stride=stride, padding=k // 2, groups=wts[1].shape[0]), 1))
+    if set_ is not None:
+        s = TF.relu(TF.conv2d(h.mean((2, 3), keepdim=True), set_[0], set_[1]))
+        # relu6(g + 3) / 6, not TF.hardsigmoid: torch's float64 hardsigmoid backward uses a float32 1/6
+        h = h * (TF.relu6(TF.conv2d(s, set_[2], set_[3]) + 3) / 6)
+    yt = bn(TF.conv2d(h, wts[2]), 2)
+    yt = yt + xt if stride == 1 and cout == cin else yt
+    yt.backward(t64(dout))
+
+    tol = {"rtol": 1e-9, "atol": 1e-10}  # float64 both sides, the same ops in the same order
+    np.testing.assert_allclose(y, yt.detach().numpy(), **tol)
+    np.testing.assert_allclose(grads[0], xt.grad.numpy(), **tol)
+    for i in range(3):
+        if ws[i] is not None:
+            np.testing.assert_allclose(grads[1][i], wts[i].grad.numpy(), **tol, err_msg=f"weight {i}")
+            for j in range(2):
+                np.testing.assert_allclose(grads[2][i][j], bnts[i][j].grad.numpy(), **tol, err_msg=f"bn {i}")
+            np.testing.assert_allclose(bns[i][2:], [b.numpy() for b in bnts[i][2:]], **tol)
+    if se:
+        for j, a in enumerate(set_):
+            np.testing.assert_allclose(grads[3][j], a.grad.numpy(), **tol, err_msg=f"se {j}")
+
+
+def test_reference_v3_block_bad_input():
+    rng = np.random.default_rng(0)
+    ws, bns, sew = _v3_block(rng, 4, 2, 4, 5, True)
+    x = rng.standard_normal((2, 4, 5, 5))
+    with pytest.raises(
+        ValueError, match=r"activation must be one of \['hardswish', 'relu', 'relu6'\], got 'gelu'"
+    ):
+        F.inverted_residual(x, ws, bns, activation="gelu")
+    with pytest.raises(
+        ValueError, match=r"depthwise weight must have shape \(8, 1, 3, 3\), got \(8, 1, 4, 4\)"
+    ):
+        F.inverted_residual(x, [ws[0], np.zeros((8, 1, 4, 4)), ws[2]], bns)
+    with pytest.raises(TypeError, match=r"se must be None or \(w1, b1, w2, b2\), got dict"):
+        F.inverted_residual(x, ws, bns, se={})
+    with pytest.raises(ValueError, match=r"se w2 must have shape \(8, 2, 1, 1\), got \(8, 3, 1, 1\)"):
+        F.inverted_residual(x, ws, bns, se=(sew[0], sew[1], np.zeros((8, 3, 1, 1)), sew[3]))
+    with pytest.raises(ValueError, match=r"se b2 must have shape \(8,\), got \(4,\)"):
+        F.inverted_residual(x, ws, bns, se=(*sew[:3], np.zeros(4)))
+    with pytest.raises(TypeError, match="same dtype as x"):
+        F.inverted_residual(x, ws, bns, se=(*sew[:3], sew[3].astype(np.float32)))

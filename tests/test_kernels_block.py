@@ -372,3 +372,113 @@ def test_fused_block_matches_the_functional_reference(seed, t, cin, stride, trai
     for b, bk in zip(bns, bns_k):
         if b is not None:
             np.testing.assert_allclose(bk[2:], b[2:], rtol=1e-10, atol=1e-12)
+
+
+def make_v3_block(rng, cin, t, cout, k, se):
+    """A MobileNetV3 block's arrays (float32 values in float64): k x k depthwise, and the
+    squeeze-and-excite's (w1, b1, w2, b2) or None."""
+    ws, bns = make_block(rng, cin, t, cout)
+    ws[1] = f32(rng.standard_normal((cin * t, 1, k, k)) * 0.3)
+    if not se:
+        return ws, bns, None
+    hid, cr = cin * t, max(1, cin * t // 4)
+    shapes = ((cr, hid, 1, 1), (cr,), (hid, cr, 1, 1), (hid,))
+    return ws, bns, tuple(f32(rng.standard_normal(s) * 0.5) for s in shapes)
+
+
+v3_cases = st.tuples(
+    st.integers(1, 3),  # n
+    st.integers(1, 6),  # C_in
+    st.integers(1, 9),  # H
+    st.integers(1, 9),  # W
+    st.sampled_from([1, 4]),  # t
+    st.integers(0, 7),  # C_out (0: C_in)
+    st.sampled_from([1, 2]),  # stride
+    st.sampled_from([3, 5]),  # depthwise kernel
+)
+
+
+# Always covered: squeeze-and-excite with 5x5 in one tile per image, in hidden-channel chunks
+# (few rows), in row bands of one row, and without expansion; training with replay.
+@example(case=(1, 4, 7, 7, 4, 0, 1, 5), act="hardswish", se=True, training=False, tile=1 << 20, memory="channels_last", keep="store", seed=1)  # fmt: skip
+@example(case=(2, 3, 8, 6, 4, 5, 2, 5), act="relu", se=True, training=False, tile=1, memory="nchw", keep="store", seed=2)  # fmt: skip
+@example(case=(1, 4, 9, 9, 4, 0, 1, 3), act="hardswish", se=True, training=False, tile=4096, memory="channels_last", keep="store", seed=3)  # fmt: skip
+@example(case=(2, 4, 6, 6, 1, 0, 2, 3), act="relu", se=True, training=False, tile=1 << 20, memory="channels_last", keep="store", seed=4)  # fmt: skip
+@example(case=(2, 4, 6, 6, 4, 0, 1, 5), act="hardswish", se=True, training=True, tile=1, memory="channels_last", keep="recompute", seed=5)  # fmt: skip
+@given(
+    case=v3_cases,
+    act=st.sampled_from(["relu", "hardswish", "relu6"]),
+    se=st.booleans(),
+    training=st.booleans(),
+    tile=st.sampled_from([1, 4096, 1 << 20]),
+    memory=MEMORY,
+    keep=st.sampled_from(["store", "recompute"]),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_v3_block_matches_the_functional_reference(case, act, se, training, tile, memory, keep, seed):
+    """MobileNetV3's blocks (kxk depthwise, ReLU or hard-swish, squeeze-and-excite) through the
+    fused kernel and ``numpy_impl.functional.inverted_residual``, float64: they differ in the
+    order of their sums, the kernel's folded eval BN and its float64 mean in the squeeze, so
+    to ~1e-12 relative (1e-9 allowed). Then float32's output against float64's, within the
+    rounding of the reference run in float32 (``Tolerance``)."""
+    n, cin, h, w, t, cout, stride, k = case
+    cout = cout or cin
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    assume(not training or n * ho * wo > 1)  # batch statistics need two values per channel
+    rng = np.random.default_rng(seed)
+    ws, bns, sew = make_v3_block(rng, cin, t, cout, k, se)
+    x = f32(rng.standard_normal((n, cin, h, w)))
+    kw = {"activation": act, "se": sew}
+    bns_r = [None if b is None else [a.copy() for a in b] for b in bns]
+    y, cache = F.inverted_residual(x, ws, bns_r, stride, None, training, 0.1, 1e-3, **kw)
+    saved = FB.TILE_BYTES
+    FB.TILE_BYTES = tile
+    try:
+        bns_k = [None if b is None else [a.copy() for a in b] for b in bns]
+        yk, cache_k = FB.inverted_residual(
+            in_memory(x, memory), ws, bns_k, stride, None, training, 0.1, 1e-3, memory=keep, **kw
+        )
+        ws32, bns32 = cast(ws, bns, np.float32)
+        se32 = None if sew is None else tuple(a.astype(np.float32) for a in sew)
+        y32k, _ = FB.inverted_residual(
+            in_memory(x.astype(np.float32), memory), ws32, bns32, stride, None, training, 0.1, 1e-3,
+            activation=act, se=se32,
+        )  # fmt: skip
+    finally:
+        FB.TILE_BYTES = saved
+    np.testing.assert_allclose(yk, y, rtol=1e-9, atol=1e-9 * (np.abs(y).max() + 1))
+    ws32r, bns32r = cast(ws, bns, np.float32)
+    y32r, _ = F.inverted_residual(x.astype(np.float32), ws32r, bns32r, stride, None, training, 0.1, 1e-3, activation=act, se=se32)  # fmt: skip
+    Tolerance(np.float32).check(y32k, y32r, y, "float32 y")
+    if not training:
+        assert cache_k is None
+        return
+    for b, bk in zip(bns_r, bns_k):
+        if b is not None:
+            np.testing.assert_allclose(bk[2:], b[2:], rtol=1e-10, atol=1e-12)
+    dout = rng.standard_normal(y.shape)
+    got, want = (
+        FB.inverted_residual_backward(in_memory(dout, memory), cache_k),
+        F.inverted_residual_backward(dout, cache),
+    )
+    assert len(got) == len(want) == (4 if se else 3)
+    for i, (a, b) in enumerate(
+        zip(flat(got[:3]) + list(got[3:] and got[3]), flat(want[:3]) + list(want[3:] and want[3]))
+    ):
+        np.testing.assert_allclose(
+            a, b, rtol=1e-8, atol=1e-8 * (np.abs(b).max() + 1), err_msg=f"gradient {i}"
+        )
+
+
+def test_fused_v3_block_bad_input():
+    rng = np.random.default_rng(0)
+    ws, bns, sew = make_v3_block(rng, 4, 4, 4, 5, True)
+    x = rng.standard_normal((1, 4, 5, 5))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        FB.inverted_residual(x, ws, bns, activation="swish")
+    with pytest.raises(ValueError, match=r"se w1 must have shape \(4, 16, 1, 1\), got \(4, 8, 1, 1\)"):
+        FB.inverted_residual(x, ws, bns, se=(np.zeros((4, 8, 1, 1)), *sew[1:]))
+    with pytest.raises(
+        ValueError, match=r"depthwise weight must have shape \(16, 1, 3, 3\), got \(16, 1, 7, 7\)"
+    ):
+        FB.inverted_residual(x, [ws[0], np.zeros((16, 1, 7, 7)), ws[2]], bns)

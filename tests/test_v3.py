@@ -14,6 +14,7 @@ import numpy_impl
 import torch_impl
 from mobilenet.summary import summarize, totals
 from numpy_impl import functional as F
+from numpy_impl import nn
 
 from .helpers import DTYPES
 
@@ -214,3 +215,55 @@ def test_v3_torchvision_format_weights_convert_both_ways(tmp_path):
     assert list(back) == list(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
     with pytest.raises(ValueError, match="does not match the model: missing keys"):  # Large is not Small
         deploy.convert(tmp_path / "w.pth", tmp_path / "d.npz", arch="v3-small")
+
+
+@pytest.mark.parametrize("arch", ["v3-large", "v3-small"])
+def test_v3_blocks_fuse_on_numba_and_match_torch_in_eval(arch):
+    """Every V3 block runs as one fused call on the numba backend; eval mode (the tiled path,
+    its squeeze-and-excite between two passes) against the torch mirror, float64, with
+    running statistics drawn so that no batch norm is the identity."""
+    m = numpy_impl.mobilenet(arch, dtype=np.float64, backend="numba", seed=4, width_mult=0.5, num_classes=7)
+    blocks = [c for c in m._children["features"]._children.values() if isinstance(c, nn.InvertedResidual)]
+    assert len(blocks) == len(A.V3_LARGE if arch == "v3-large" else A.V3_SMALL)
+    assert all(b.fused is not None for b in blocks)
+    assert {b.activation for b in blocks} == {"relu", "hardswish"}
+    rng = np.random.default_rng(2)
+    sd = m.state_dict()
+    for k, v in sd.items():
+        if k.endswith("running_mean"):
+            sd[k] = rng.standard_normal(v.shape) * 0.3
+        elif k.endswith("running_var"):
+            sd[k] = rng.uniform(0.5, 2.0, v.shape)
+    m.load_state_dict(sd)
+    t = torch_impl.mobilenet(arch, width_mult=0.5, num_classes=7).double().eval()
+    t.load_state_dict(torch_impl.state_dict_to_torch(m.state_dict()))
+    m.eval()
+    x = rng.standard_normal((2, 3, 64, 56))
+    y = m.forward(x)
+    with torch.no_grad():
+        yt = t(torch.tensor(x)).numpy()
+    assert np.abs(y - yt).max() / np.abs(yt).max() < 1e-11
+
+
+def test_fused_activation_names_the_layouts_the_block_kernel_runs():
+    def acts(arch):
+        features = dict(A.build_spec(arch).children)["features"]
+        return [nn.fused_activation(b) for _, b in features if isinstance(b, A.Block)]
+
+    assert set(acts("v2")) == {"relu6"}
+    assert acts("v3-large") == [{"RE": "relu", "HS": "hardswish"}[r[5]] for r in A.V3_LARGE]
+    assert acts("v3-small") == [{"RE": "relu", "HS": "hardswish"}[r[5]] for r in A.V3_SMALL]
+    # layouts the kernel does not run: two activations in one block, a 7x7 depthwise
+    mixed = A.Block(
+        A._seq(
+            A._v3_cba(8, 16, 1, act="relu"),
+            A._v3_cba(16, 16, 3, groups=16, act="hardswish"),
+            A._seq(A.Conv(16, 8, 1), A.BatchNorm(8, **A.V3_BN)),
+        ),
+        residual=True,
+        body="block",
+    )
+    assert nn.fused_activation(mixed) is None
+    seven = A.bneck(8, 7, 16, 8, True, "HS", 1)
+    assert nn.fused_activation(seven) is None
+    assert nn.fused_activation(A.bneck(8, 5, 16, 8, True, "HS", 1)) == "hardswish"
