@@ -58,15 +58,23 @@ def test_squeeze_excite_matches_torch(n, c, cr, hw, dtype, channels_last, seed):
 
 
 @given(
-    n=st.integers(1, 4), c=st.integers(1, 40), hw=st.integers(1, 6), dtype=DTYPES, seed=st.integers(0, 2**16)
+    n=st.integers(1, 4),
+    c=st.integers(1, 40),
+    hw=st.integers(1, 6),
+    dtype=DTYPES,
+    seed=st.integers(0, 2**16),
+    dout_channels_last=st.booleans(),
 )
-def test_kernels_squeeze_excite_matches_the_reference(n, c, hw, dtype, seed):
-    """The numba backend's SE (its products on Numba's pool) against the reference composite."""
+def test_kernels_squeeze_excite_matches_the_reference(n, c, hw, dtype, seed, dout_channels_last):
+    """The numba backend's SE (its passes over the map in Numba, float64 sums, its products on
+    Numba's pool) against the reference composite; float32 to 1e-5, the order of the sums."""
     rng = np.random.default_rng(seed)
     cr = max(1, c // 4)
     x = np.ascontiguousarray(rng.standard_normal((n, hw, hw, c)).astype(dtype)).transpose(0, 3, 1, 2)
     args = [rng.standard_normal(s).astype(dtype) for s in ((cr, c, 1, 1), (cr,), (c, cr, 1, 1), (c,))]
     dout = rng.standard_normal(x.shape).astype(dtype)
+    if dout_channels_last:
+        dout = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     y, cache = kernels.squeeze_excite(x, *args)
     y_ref, cache_ref = F.squeeze_excite(x, *args)
     tol = 1e-5 if dtype == np.float32 else 1e-12

@@ -20,7 +20,8 @@ from ._checks import as_float_array, check_shape, same_dtype
 from .basic import hardsigmoid, hardsigmoid_backward, linear, linear_backward, relu, relu_backward
 
 
-def _check(fn, x, w1, b1, w2, b2):
+def check_squeeze_excite(fn, x, w1, b1, w2, b2):
+    """Validated (x, w1 as (C_r, C), w2 as (C, C_r)): shapes and dtypes of every array."""
     x = as_float_array(fn, "x", x, ndim=4)
     c = x.shape[1]
     w1 = as_float_array(fn, "w1", w1, ndim=4)
@@ -37,7 +38,7 @@ def _check(fn, x, w1, b1, w2, b2):
 def forward(x, w1, b1, w2, b2, linear=linear):
     """The body of :func:`squeeze_excite`, its two small products by ``linear`` (a backend
     passes its own: ``kernels`` keeps them on Numba's pool)."""
-    x, w1m, w2m = _check("squeeze_excite", x, w1, b1, w2, b2)
+    x, w1m, w2m = check_squeeze_excite("squeeze_excite", x, w1, b1, w2, b2)
     s = x.mean(axis=(2, 3))
     pre = linear(s, w1m, b1)
     h = relu(pre)
