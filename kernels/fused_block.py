@@ -224,9 +224,9 @@ def _forward_eval(x, weights, bns, stride, residual, eps, act):
 
 
 @njit(**_opts)
-def _expand_dw(x2, H, W, Wo, ew, es, eb, wd, sd, bd, act, stride, tile):
+def _expand_dw(x2, H, W, ew, es, eb, wd, sd, bd, act, stride, tile, d):
     """One tile's expansion (its rows and halo, its hidden channels) and depthwise output,
-    (B, rows, Wo, hidden channels of the tile): see :func:`_eval_tiles`."""
+    into d (B, rows, Wo, hidden channels of the tile): see :func:`_eval_tiles`."""
     n0, n1, ho0, ho1, h0, h1, _ = tile
     hid, k = h1 - h0, wd.shape[0]
     r0, r1 = max(0, ho0 * stride - k // 2), min(H, (ho1 - 1) * stride - k // 2 + k)
@@ -237,12 +237,10 @@ def _expand_dw(x2, H, W, Wo, ew, es, eb, wd, sd, bd, act, stride, tile):
         _affine_act_(e, es[h0:h1], eb[h0:h1], act)
     else:  # t == 1: no expansion (and one chunk)
         e = x2[i0:i1]
-    d = np.empty((n1 - n0, ho1 - ho0, Wo, hid), dtype=x2.dtype)
     wdk = np.ascontiguousarray(wd[:, :, h0:h1])  # k * k * hid values; contiguous, so the taps vectorise
     _dw_affine_act(
         e.reshape(n1 - n0, r1 - r0, W, hid), r0, H, wdk, sd[h0:h1], bd[h0:h1], ho0, stride, stride, d, act
     )
-    return d
 
 
 @njit(**_opts)
@@ -289,24 +287,46 @@ def _eval_tiles(xr, ew, es, eb, wd, sd, bd, act, pw, sp, bp, out, tiles, stride,
     x2 = xr.reshape(N * H * W, C)
     o2 = out.reshape(N * Ho * Wo, Co)
     for t in prange(tiles.shape[0]):
-        d = _expand_dw(x2, H, W, Wo, ew, es, eb, wd, sd, bd, act, stride, tiles[t])
-        _project(d.reshape(-1, d.shape[3]), pw, sp, bp, x2, o2, partial, residual, Ho, Wo, tiles[t])
+        n0, n1, ho0, ho1, h0, h1, _ = tiles[t]
+        d = np.empty((n1 - n0, ho1 - ho0, Wo, h1 - h0), dtype=xr.dtype)
+        _expand_dw(x2, H, W, ew, es, eb, wd, sd, bd, act, stride, tiles[t], d)
+        _project(d.reshape(-1, h1 - h0), pw, sp, bp, x2, o2, partial, residual, Ho, Wo, tiles[t])
 
 
 @njit(parallel=True, **_opts)
-def _excite_scale(D, w1, b1, w2, b2, parts):
-    """Squeeze-and-excite's (N, hidden) scale from the whole depthwise output D (N, Ho, Wo,
-    hidden): the mean (summed in float64, one chunk of channels per task), then the two small
-    products, ReLU and hard-sigmoid."""
-    N, Ho, Wo, Hd = D.shape
-    D3 = D.reshape(N, Ho * Wo, Hd)
-    s = np.zeros((N, Hd), dtype=np.float64)
-    for q in prange(N * parts):
-        n, c0, c1 = q // parts, Hd * (q % parts) // parts, Hd * (q % parts + 1) // parts
-        for r in range(Ho * Wo):
-            for c in range(c0, c1):
-                s[n, c] += D3[n, r, c]
-    m = (s / (Ho * Wo)).astype(D.dtype)
+def _expand_dw_tiles(xr, ew, es, eb, wd, sd, bd, act, tiles, offsets, stride, Wo, buf, sums):
+    """The first half of a block with squeeze-and-excite: every tile's depthwise output, kept
+    whole in ``buf`` (tile t's (B, rows, Wo, hidden channels) from offsets[t], contiguous, so
+    the second half multiplies and projects it in place), and its per-image channel sums in
+    sums[t, b] (float64, summed while the tile is in cache)."""
+    N, H, W, C = xr.shape
+    x2 = xr.reshape(N * H * W, C)
+    for t in prange(tiles.shape[0]):
+        n0, n1, ho0, ho1, h0, h1, _ = tiles[t]
+        B, hid = n1 - n0, h1 - h0
+        d = buf[offsets[t] : offsets[t + 1]].reshape(B, ho1 - ho0, Wo, hid)
+        _expand_dw(x2, H, W, ew, es, eb, wd, sd, bd, act, stride, tiles[t], d)
+        for b in range(B):
+            acc = sums[t, b]
+            acc[:] = 0
+            for r in range(ho1 - ho0):
+                for q in range(Wo):
+                    for c in range(hid):
+                        acc[c] += d[b, r, q, c]
+
+
+@njit(**_opts)
+def _excite_scale(tiles, sums, N, P, w1, b1, w2, b2):
+    """Squeeze-and-excite's (N, hidden) scale: the mean over P pixels (the tiles' sums added in
+    tile order, so the same on any number of threads), the two small products, ReLU and
+    hard-sigmoid. Serial: a few thousand values, less than waking the pool."""
+    s = np.zeros((N, w1.shape[1]), dtype=np.float64)
+    for t in range(tiles.shape[0]):
+        n0, n1, _, _, h0, h1, _ = tiles[t]
+        for b in range(n1 - n0):
+            for c in range(h1 - h0):
+                s[n0 + b, h0 + c] += sums[t, b, c]
+    m = (s / P).astype(w1.dtype)
     h = np.dot(m, w1.T) + b1
     for i in range(h.size):
         h.flat[i] = max(h.flat[i], 0)
@@ -317,32 +337,22 @@ def _excite_scale(D, w1, b1, w2, b2, parts):
 
 
 @njit(parallel=True, **_opts)
-def _expand_dw_tiles(xr, ew, es, eb, wd, sd, bd, act, tiles, stride, D):
-    """The first half of a block with squeeze-and-excite: every tile's depthwise output, into D."""
-    N, H, W, C = xr.shape
-    _, Ho, Wo, _ = D.shape
-    x2 = xr.reshape(N * H * W, C)
-    for t in prange(tiles.shape[0]):
-        n0, n1, ho0, ho1, h0, h1, _ = tiles[t]
-        D[n0:n1, ho0:ho1, :, h0:h1] = _expand_dw(x2, H, W, Wo, ew, es, eb, wd, sd, bd, act, stride, tiles[t])
-
-
-@njit(parallel=True, **_opts)
-def _excited_project_tiles(xr, D, scale, pw, sp, bp, out, tiles, residual, partial):
-    """The second half: each tile's rows of D, scaled per image and channel, projected."""
+def _excited_project_tiles(xr, buf, offsets, scale, pw, sp, bp, out, tiles, residual, partial):
+    """The second half: each tile's depthwise output, multiplied in place by its image's scale,
+    projected."""
     N, H, W, C = xr.shape
     _, Ho, Wo, Co = out.shape
     x2 = xr.reshape(N * H * W, C)
     o2 = out.reshape(N * Ho * Wo, Co)
     for t in prange(tiles.shape[0]):
         n0, n1, ho0, ho1, h0, h1, _ = tiles[t]
-        d = np.empty((n1 - n0, ho1 - ho0, Wo, h1 - h0), dtype=D.dtype)
-        for b in range(n1 - n0):
-            for r in range(ho1 - ho0):
-                for q in range(Wo):
-                    for c in range(h1 - h0):
-                        d[b, r, q, c] = D[n0 + b, ho0 + r, q, h0 + c] * scale[n0 + b, h0 + c]
-        _project(d.reshape(-1, h1 - h0), pw, sp, bp, x2, o2, partial, residual, Ho, Wo, tiles[t])
+        hid, per_img = h1 - h0, (ho1 - ho0) * Wo
+        d = buf[offsets[t] : offsets[t + 1]].reshape((n1 - n0) * per_img, hid)
+        for r in range(d.shape[0]):
+            sc = scale[n0 + r // per_img]
+            for c in range(hid):
+                d[r, c] *= sc[h0 + c]
+        _project(d, pw, sp, bp, x2, o2, partial, residual, Ho, Wo, tiles[t])
 
 
 # The eval plan's parts (row tiles evened out to a multiple of it, hidden channels split that many
@@ -384,12 +394,14 @@ def _forward_eval_pool(x, weights, bns, stride, residual, eps, act, se):
     if se is None:
         _eval_tiles(xr, ew, es, eb, wd, sd, bd, act, pw, sp, bp, out, tiles, stride, residual, partial)
     else:  # the scale needs the whole depthwise output: two passes over the tiles, the scale between
-        D = np.empty((n, ho, wo, hidden), dtype=dt)
-        _expand_dw_tiles(xr, ew, es, eb, wd, sd, bd, act, tiles, stride, D)
-        w1, b1, w2, b2 = se
-        w1, w2 = np.ascontiguousarray(w1[:, :, 0, 0]), np.ascontiguousarray(w2[:, :, 0, 0])
-        scale = _excite_scale(D, w1, np.ascontiguousarray(b1), w2, np.ascontiguousarray(b2), threads)
-        _excited_project_tiles(xr, D, scale, pw, sp, bp, out, tiles, residual, partial)
+        sizes = (tiles[:, 1] - tiles[:, 0]) * (tiles[:, 3] - tiles[:, 2]) * wo * (tiles[:, 5] - tiles[:, 4])
+        offsets = np.concatenate(([0], np.cumsum(sizes)))
+        buf = np.empty(offsets[-1], dtype=dt)
+        sums = np.empty((len(tiles), int((tiles[:, 1] - tiles[:, 0]).max()), hidden))
+        _expand_dw_tiles(xr, ew, es, eb, wd, sd, bd, act, tiles, offsets, stride, wo, buf, sums)
+        w1, b1, w2, b2 = (np.ascontiguousarray(a.reshape(a.shape[:2])) for a in se)
+        scale = _excite_scale(tiles, sums, n, ho * wo, w1, b1, w2, b2)
+        _excited_project_tiles(xr, buf, offsets, scale, pw, sp, bp, out, tiles, residual, partial)
     if k > 1:
         o2, x2 = out.reshape(-1, pw.shape[0]), xr.reshape(-1, c)
         _add_partials(partial, sp, bp, x2, o2, residual)
