@@ -5,12 +5,14 @@ Math (M = N*H*W values per channel; see ``numpy_impl.functional.batch_norm``)::
     train: mu = mean(x), var = mean((x - mu)^2); eval: mu, var = running stats
     scale = weight / sqrt(var + eps), shift = bias - mu * scale
     y = act(x * scale + shift)                  act in {identity, relu, relu6, hardswish}
-    backward, g = dy * act'(y):   (hard-swish's slope needs z = x * scale + shift: recomputed)
+    backward, g = dy * act'(z):   z = x * scale + shift, recomputed (the forward keeps x only)
     dbias = sum(g),  dweight = sum(g * xhat),  xhat = (x - mu) / sqrt(var + eps)
     dx = scale * (g - dbias/M - xhat * dweight/M)      (train; eval: dx = scale * g)
 
 Passes over memory: forward 2 (statistics, then normalise + activation: the fused
-activation saves the third), backward 2 (the two sums, then dx). The statistics
+activation saves the third), backward 2 (the two sums, then dx), each reading dy and x: the
+activation's mask (and hard-swish's slope) comes from z recomputed in the same loop, in the
+forward's float order, so y need not be kept or read. The statistics
 and the gradient sums accumulate in float64, as the reference and torch's CPU
 kernels do; the variance is accumulated around a per-channel shift (the first
 value) so E[d^2] - E[d]^2 does not cancel.
@@ -37,7 +39,6 @@ from ._threads import PARTS
 
 _opts = {"cache": True, "fastmath": True, "error_model": "numpy"}
 ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "hardswish": 3}
-HARDSWISH = ACTIVATIONS["hardswish"]
 
 
 @njit(inline="always", **_opts)
@@ -52,26 +53,18 @@ def _act(v, act):
 
 
 @njit(inline="always", **_opts)
-def _live(y, act):
-    """Does the gradient pass the activation at y? (torch: relu y > 0, relu6 0 < y < 6; for
-    hard-swish y is the pre-activation z, and the gradient passes for z > -3)."""
+def _grad(d, z, act, zero):
+    """The gradient through the activation at the pre-activation z: ``d`` where it passes
+    whole, hard-swish's slope z / 3 + 1/2 for -3 < z < 3, ``zero`` where nothing passes.
+    Torch decides relu's (y > 0) and relu6's (0 < y < 6) on the output y, which is the same
+    as on z; at the kinks it takes these sides. Written as selects, so that with ``act`` a
+    constant (see :func:`_by_act`) the loops around it vectorise."""
     if act == 1:
-        return y > 0
+        return d if z > 0 else zero
     if act == 2:
-        return 0 < y < 6
+        return d if (z > 0) & (z < 6) else zero
     if act == 3:
-        return y > -3
-    return True
-
-
-@njit(inline="always", **_opts)
-def _grad(d, y, act, zero):
-    """The gradient through the activation: ``d`` where it passes whole, hard-swish's slope
-    z / 3 + 1/2 for -3 < z < 3 (torch's choices at the kinks), ``zero`` where nothing passes."""
-    if not _live(y, act):
-        return zero
-    if act == 3 and y < 3:
-        return d * (y / 3 + 0.5)
+        return d if z >= 3 else (d * (z / 3 + 0.5) if z > -3 else zero)
     return d
 
 
@@ -81,6 +74,14 @@ def _grad(d, y, act, zero):
 # where waking the pool costs more than the few microseconds of work. (They were first
 # added when the GEMMs ran on OpenBLAS's threads and the hand-over cost ~0.7 ms; with one
 # pool the threshold may be lower, not re-measured.)
+#
+# Two things keep the inner loops (over C, contiguous) vectorised: the per-channel sums
+# accumulate in arrays the body allocates itself (the compiler cannot prove that an output
+# argument does not overlap the inputs, and gives up on SIMD with this many arrays), and the
+# activation is a compile-time constant in each copy of a body (``*_by_act``: one branch per
+# activation, each calling the body with a literal; the bodies are inlined, so the constant
+# folds the activation's branches away). With ``act`` a runtime value the sums ran at a
+# third of the speed.
 
 SERIAL_BELOW = 1 << 17  # elements; smaller arrays take the serial drivers
 ROW_CHUNKS = None  # chunks of rows the parallel sums split into (None: PARTS, whatever the threads)
@@ -88,39 +89,83 @@ ROW_CHUNKS = None  # chunks of rows the parallel sums split into (None: PARTS, w
 
 @njit(inline="always", **_opts)
 def _stats_chunk(x, k, s, q, r0, r1):
-    s[:] = 0
-    q[:] = 0
+    C = x.shape[1]
+    s1, s2 = np.zeros(C), np.zeros(C)
     for r in range(r0, r1):
-        for c in range(x.shape[1]):
-            d = np.float64(x[r, c]) - k[c]
-            s[c] += d
-            q[c] += d * d
+        xr = x[r]
+        for c in range(C):
+            d = np.float64(xr[c]) - k[c]
+            s1[c] += d
+            s2[c] += d * d
+    s[:] = s1
+    q[:] = s2
 
 
 @njit(inline="always", **_opts)
 def _normalize_chunk(x, scale, shift, act, out, r0, r1):
     for r in range(r0, r1):
+        xr, orow = x[r], out[r]
         for c in range(x.shape[1]):
-            out[r, c] = _act(x[r, c] * scale[c] + shift[c], act)
+            orow[c] = _act(xr[c] * scale[c] + shift[c], act)
 
 
 @njit(inline="always", **_opts)
-def _grad_sums_chunk(dy, x, y, mu, inv_std, act, s1, s2, r0, r1):
-    s1[:] = 0
-    s2[:] = 0
-    for r in range(r0, r1):
-        for c in range(x.shape[1]):
-            g = _grad(np.float64(dy[r, c]), y[r, c], act, 0.0)
-            s1[c] += g
-            s2[c] += g * ((x[r, c] - mu[c]) * inv_std[c])
+def _normalize_by_act(x, scale, shift, act, out, r0, r1):
+    if act == 1:
+        _normalize_chunk(x, scale, shift, 1, out, r0, r1)
+    elif act == 2:
+        _normalize_chunk(x, scale, shift, 2, out, r0, r1)
+    elif act == 3:
+        _normalize_chunk(x, scale, shift, 3, out, r0, r1)
+    else:
+        _normalize_chunk(x, scale, shift, 0, out, r0, r1)
 
 
 @njit(inline="always", **_opts)
-def _dx_chunk(dy, x, y, mu, inv_std, act, a, b1, b2, dx, r0, r1):
+def _grad_sums_chunk(dy, x, zs, zb, mu, inv_std, act, s1, s2, r0, r1):
+    C = x.shape[1]
+    a1, a2 = np.zeros(C), np.zeros(C)
     for r in range(r0, r1):
+        xr, dr = x[r], dy[r]
+        for c in range(C):
+            g = _grad(np.float64(dr[c]), xr[c] * zs[c] + zb[c], act, 0.0)
+            a1[c] += g
+            a2[c] += g * ((xr[c] - mu[c]) * inv_std[c])
+    s1[:] = a1
+    s2[:] = a2
+
+
+@njit(inline="always", **_opts)
+def _grad_sums_by_act(dy, x, zs, zb, mu, inv_std, act, s1, s2, r0, r1):
+    if act == 1:
+        _grad_sums_chunk(dy, x, zs, zb, mu, inv_std, 1, s1, s2, r0, r1)
+    elif act == 2:
+        _grad_sums_chunk(dy, x, zs, zb, mu, inv_std, 2, s1, s2, r0, r1)
+    elif act == 3:
+        _grad_sums_chunk(dy, x, zs, zb, mu, inv_std, 3, s1, s2, r0, r1)
+    else:
+        _grad_sums_chunk(dy, x, zs, zb, mu, inv_std, 0, s1, s2, r0, r1)
+
+
+@njit(inline="always", **_opts)
+def _dx_chunk(dy, x, zs, zb, mu, inv_std, act, a, b1, b2, dx, r0, r1):
+    for r in range(r0, r1):
+        xr, dr, out = x[r], dy[r], dx[r]
         for c in range(x.shape[1]):
-            g = _grad(dy[r, c], y[r, c], act, dy.dtype.type(0))
-            dx[r, c] = a[c] * (g - b1[c] - (x[r, c] - mu[c]) * inv_std[c] * b2[c])
+            g = _grad(dr[c], xr[c] * zs[c] + zb[c], act, dy.dtype.type(0))
+            out[c] = a[c] * (g - b1[c] - (xr[c] - mu[c]) * inv_std[c] * b2[c])
+
+
+@njit(inline="always", **_opts)
+def _dx_by_act(dy, x, zs, zb, mu, inv_std, act, a, b1, b2, dx, r0, r1):
+    if act == 1:
+        _dx_chunk(dy, x, zs, zb, mu, inv_std, 1, a, b1, b2, dx, r0, r1)
+    elif act == 2:
+        _dx_chunk(dy, x, zs, zb, mu, inv_std, 2, a, b1, b2, dx, r0, r1)
+    elif act == 3:
+        _dx_chunk(dy, x, zs, zb, mu, inv_std, 3, a, b1, b2, dx, r0, r1)
+    else:
+        _dx_chunk(dy, x, zs, zb, mu, inv_std, 0, a, b1, b2, dx, r0, r1)
 
 
 @njit(parallel=True, **_opts)
@@ -139,35 +184,37 @@ def _stats_rows_serial(x, k, part):
 @njit(parallel=True, **_opts)
 def _normalize_rows(x, scale, shift, act, out):
     for r in prange(x.shape[0]):
-        _normalize_chunk(x, scale, shift, act, out, r, r + 1)
+        _normalize_by_act(x, scale, shift, act, out, r, r + 1)
 
 
 @njit(**_opts)
 def _normalize_rows_serial(x, scale, shift, act, out):
-    _normalize_chunk(x, scale, shift, act, out, 0, x.shape[0])
+    _normalize_by_act(x, scale, shift, act, out, 0, x.shape[0])
 
 
 @njit(parallel=True, **_opts)
-def _grad_sums_rows(dy, x, y, mu, inv_std, act, part):
+def _grad_sums_rows(dy, x, zs, zb, mu, inv_std, act, part):
     M, T = x.shape[0], part.shape[0]
     for t in prange(T):
-        _grad_sums_chunk(dy, x, y, mu, inv_std, act, part[t, 0], part[t, 1], t * M // T, (t + 1) * M // T)
+        _grad_sums_by_act(
+            dy, x, zs, zb, mu, inv_std, act, part[t, 0], part[t, 1], t * M // T, (t + 1) * M // T
+        )
 
 
 @njit(**_opts)
-def _grad_sums_rows_serial(dy, x, y, mu, inv_std, act, part):
-    _grad_sums_chunk(dy, x, y, mu, inv_std, act, part[0, 0], part[0, 1], 0, x.shape[0])
+def _grad_sums_rows_serial(dy, x, zs, zb, mu, inv_std, act, part):
+    _grad_sums_by_act(dy, x, zs, zb, mu, inv_std, act, part[0, 0], part[0, 1], 0, x.shape[0])
 
 
 @njit(parallel=True, **_opts)
-def _dx_rows(dy, x, y, mu, inv_std, act, a, b1, b2, dx):
+def _dx_rows(dy, x, zs, zb, mu, inv_std, act, a, b1, b2, dx):
     for r in prange(x.shape[0]):
-        _dx_chunk(dy, x, y, mu, inv_std, act, a, b1, b2, dx, r, r + 1)
+        _dx_by_act(dy, x, zs, zb, mu, inv_std, act, a, b1, b2, dx, r, r + 1)
 
 
 @njit(**_opts)
-def _dx_rows_serial(dy, x, y, mu, inv_std, act, a, b1, b2, dx):
-    _dx_chunk(dy, x, y, mu, inv_std, act, a, b1, b2, dx, 0, x.shape[0])
+def _dx_rows_serial(dy, x, zs, zb, mu, inv_std, act, a, b1, b2, dx):
+    _dx_by_act(dy, x, zs, zb, mu, inv_std, act, a, b1, b2, dx, 0, x.shape[0])
 
 
 ROWS = {  # parallel driver, serial driver
@@ -202,21 +249,21 @@ def _normalize_plane(x, scale, shift, act, out, nc):
 
 
 @njit(inline="always", **_opts)
-def _grad_sums_plane(dy, x, y, mu, inv_std, act, sums, c):
+def _grad_sums_plane(dy, x, zs, zb, mu, inv_std, act, sums, c):
     s1, s2 = 0.0, 0.0
     for n in range(x.shape[0]):
         for p in range(x.shape[2]):
-            g = _grad(np.float64(dy[n, c, p]), y[n, c, p], act, 0.0)
+            g = _grad(np.float64(dy[n, c, p]), x[n, c, p] * zs[c] + zb[c], act, 0.0)
             s1 += g
             s2 += g * ((x[n, c, p] - mu[c]) * inv_std[c])
     sums[0, c], sums[1, c] = s1, s2
 
 
 @njit(inline="always", **_opts)
-def _dx_plane(dy, x, y, mu, inv_std, act, a, b1, b2, dx, nc):
+def _dx_plane(dy, x, zs, zb, mu, inv_std, act, a, b1, b2, dx, nc):
     n, c = nc // x.shape[1], nc % x.shape[1]
     for p in range(x.shape[2]):
-        g = _grad(dy[n, c, p], y[n, c, p], act, dy.dtype.type(0))
+        g = _grad(dy[n, c, p], x[n, c, p] * zs[c] + zb[c], act, dy.dtype.type(0))
         dx[n, c, p] = a[c] * (g - b1[c] - (x[n, c, p] - mu[c]) * inv_std[c] * b2[c])
 
 
@@ -245,27 +292,27 @@ def _normalize_planes_serial(x, scale, shift, act, out):
 
 
 @njit(parallel=True, **_opts)
-def _grad_sums_planes(dy, x, y, mu, inv_std, act, sums):
+def _grad_sums_planes(dy, x, zs, zb, mu, inv_std, act, sums):
     for c in prange(x.shape[1]):
-        _grad_sums_plane(dy, x, y, mu, inv_std, act, sums, c)
+        _grad_sums_plane(dy, x, zs, zb, mu, inv_std, act, sums, c)
 
 
 @njit(**_opts)
-def _grad_sums_planes_serial(dy, x, y, mu, inv_std, act, sums):
+def _grad_sums_planes_serial(dy, x, zs, zb, mu, inv_std, act, sums):
     for c in range(x.shape[1]):
-        _grad_sums_plane(dy, x, y, mu, inv_std, act, sums, c)
+        _grad_sums_plane(dy, x, zs, zb, mu, inv_std, act, sums, c)
 
 
 @njit(parallel=True, **_opts)
-def _dx_planes(dy, x, y, mu, inv_std, act, a, b1, b2, dx):
+def _dx_planes(dy, x, zs, zb, mu, inv_std, act, a, b1, b2, dx):
     for nc in prange(x.shape[0] * x.shape[1]):
-        _dx_plane(dy, x, y, mu, inv_std, act, a, b1, b2, dx, nc)
+        _dx_plane(dy, x, zs, zb, mu, inv_std, act, a, b1, b2, dx, nc)
 
 
 @njit(**_opts)
-def _dx_planes_serial(dy, x, y, mu, inv_std, act, a, b1, b2, dx):
+def _dx_planes_serial(dy, x, zs, zb, mu, inv_std, act, a, b1, b2, dx):
     for nc in range(x.shape[0] * x.shape[1]):
-        _dx_plane(dy, x, y, mu, inv_std, act, a, b1, b2, dx, nc)
+        _dx_plane(dy, x, zs, zb, mu, inv_std, act, a, b1, b2, dx, nc)
 
 
 PLANES = {  # parallel driver, serial driver
@@ -357,7 +404,6 @@ def batch_norm(
     kernel(xv, scale.astype(x.dtype), shift.astype(x.dtype), act, _view(y, rows))
     cache = {
         "x": x,
-        "y": y,
         "mu": mu,
         "inv_std": inv_std,
         "scale": scale,
@@ -386,7 +432,7 @@ def batch_norm_replay(x, stats):
         stats["act"],
         _view(y, rows),
     )
-    return y, {**stats, "x": x, "y": y}
+    return y, {**stats, "x": x}
 
 
 def batch_norm_backward(dout, cache):
@@ -396,9 +442,7 @@ def batch_norm_backward(dout, cache):
         raise TypeError(
             f"{fn}: cache must be the dict returned by kernels.batch_norm, got {type(cache).__name__}"
         )
-    x, y, rows, act = cache["x"], cache["y"], cache["rows"], cache["act"]
-    if act == HARDSWISH:  # its slope needs the pre-activation: one more pass, recomputing it
-        y = batch_norm_replay(x, {**{k: cache[k] for k in STATS_KEYS}, "act": 0})[0]
+    x, rows, act = cache["x"], cache["rows"], cache["act"]
     dout = as_float_array(fn, "dout", dout, ndim=x.ndim)
     same_dtype(fn, "the forward input", x, dout=dout)
     check_shape(fn, "dout", dout, x.shape)
@@ -406,9 +450,11 @@ def batch_norm_backward(dout, cache):
         dout = np.ascontiguousarray(dout)
     elif dout.ndim == 4 and not is_channels_last(dout):
         dout = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    doutv, xv, yv = _view(dout, rows), _view(x, rows), _view(y, rows)
+    doutv, xv = _view(dout, rows), _view(x, rows)
     mu, inv_std = cache["mu"].astype(x.dtype), cache["inv_std"].astype(x.dtype)
-    s1, s2 = _sums("grad_sums", doutv, xv, yv, mu, inv_std, act, rows=rows)
+    # the activation's mask and slope from z = x * scale + shift, recomputed as the forward did
+    zs, zb = cache["scale"].astype(x.dtype), np.asarray(cache["shift"]).astype(x.dtype)
+    s1, s2 = _sums("grad_sums", doutv, xv, zs, zb, mu, inv_std, act, rows=rows)
     m = x.size // x.shape[1]
     b1, b2 = (s1 / m, s2 / m) if cache["training"] else (np.zeros_like(s1), np.zeros_like(s2))
     dx = np.empty_like(x)
@@ -416,7 +462,8 @@ def batch_norm_backward(dout, cache):
     kernel(
         doutv,
         xv,
-        yv,
+        zs,
+        zb,
         mu,
         inv_std,
         act,
