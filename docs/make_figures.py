@@ -248,11 +248,25 @@ def headline() -> str:
     if not parts:
         return "(run `make bench` for the measured speeds)"
     m = res["machine"]
-    return (
+    line = (
         f"On this {m['cores']}-core machine ({m['cpu']}) the Numba backend runs "
         + " and ".join(parts)
         + " (each alone in its process, `make bench`)."
     )
+    v3 = (_load("perf") or {}).get("v3")
+    if v3 and v3.get("machine") == m:
+        ms = v3["results"]
+        ratios = [
+            f"{ms['numba'][case]['ms'] / ms['torch'][case]['ms']:.2f}x"
+            for case in ("v3-large 1 224px b1 infer", "v3-small 1 224px b1 infer")
+            if case in ms.get("numba", {}) and case in ms.get("torch", {})
+        ]
+        if len(ratios) == 2:
+            line += (
+                f" MobileNetV3-Large and -Small inference at batch 1 take {ratios[0]} and"
+                f" {ratios[1]} torch eager's time."
+            )
+    return line
 
 
 def bench_gaps() -> str:

@@ -13,6 +13,8 @@ import numpy as np
 
 import mobilenet_arch as A
 
+from .functional.block import BLOCK_ACTIVATIONS, BLOCK_KERNEL_SIZES
+
 
 class Module:
     """Parameters, gradients and buffers by local name; children by name."""
@@ -416,10 +418,10 @@ def fused_activation(spec: A.Block) -> str | None:
     dw = convs[-2]
     if (
         len(acts) != 1
-        or not acts <= {"relu6", "relu", "hardswish"}
+        or not acts <= set(BLOCK_ACTIVATIONS)
         or any(c.bias for c in convs)
         or len({(b.eps, b.momentum) for b in bns}) != 1
-        or dw.kernel_size not in (3, 5)
+        or dw.kernel_size not in BLOCK_KERNEL_SIZES
         or dw.groups != dw.in_channels
         or dw.padding != dw.kernel_size // 2
         or any(c.kernel_size != 1 or c.stride != 1 or c.groups != 1 for c in convs if c is not dw)
