@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
+import mobilenet_arch as A
 import torch_impl
 from mobilenet_arch import inverted_residual
 from torch_impl.numba_ops import (
@@ -94,8 +95,49 @@ def test_fused_model_keeps_state_dict_and_matches_in_eval():
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)  # float32, BN folded into per-channel affine
 
 
-def test_fusing_refuses_mobilenet_v3_blocks():
-    """V3's blocks (squeeze-and-excite, hard-swish) have no fused kernel: a clear error, not a
-    block that silently computes V2's function."""
-    with pytest.raises(ValueError, match="only MobileNetV2's blocks have a fused kernel"):
-        fuse_inverted_residuals(torch_impl.mobilenet_v3_small(num_classes=3))
+@pytest.mark.parametrize(
+    "cin,k,exp,cout,se,act,stride",
+    [(4, 5, 12, 4, True, "HS", 1), (4, 3, 4, 6, True, "RE", 2), (3, 5, 9, 5, False, "HS", 2)],
+)  # SE with the residual, SE without expansion, 5x5 stride 2
+def test_fused_v3_block_gradcheck_and_matches_torch(cin, k, exp, cout, se, act, stride):
+    torch.manual_seed(cin + k + exp + stride)
+    block = torch_impl.models.build(A.bneck(cin, k, exp, cout, se, act, stride)).double()
+    for p in block.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, cin, 6, 5, dtype=torch.float64, requires_grad=True)
+    fused = FusedInvertedResidual(block)
+    assert fused.activation == {"HS": "hardswish", "RE": "relu"}[act]
+    params = list(fused.parameters())
+    assert torch.autograd.gradcheck(lambda inp, *ps: fused(inp), (x, *params), eps=1e-6, atol=1e-5)
+    x2 = x.detach().clone().requires_grad_(True)
+    y_fused = fused(x)
+    dy = torch.randn_like(y_fused)
+    grads_fused = torch.autograd.grad(y_fused, [x, *params], dy)
+    grads_ref = torch.autograd.grad(block(x2), [x2, *params], dy)
+    torch.testing.assert_close(y_fused, block(x2))
+    for a, b in zip(grads_fused, grads_ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_v3_model_keeps_state_dict_and_matches_in_eval():
+    torch.manual_seed(1)
+    model = torch_impl.mobilenet_v3_small(width_mult=0.5, num_classes=10)
+    for _ in range(3):  # running statistics away from their init (momentum 0.01: a few steps)
+        model(torch.randn(4, 3, 64, 64))
+    model.eval()
+    keys = list(model.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        fused = fuse_inverted_residuals(model)
+        assert list(fused.state_dict()) == keys
+        out = fused(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)  # float32, BN folded, SE's mean in float64
+
+
+def test_fusing_refuses_a_layout_the_kernel_does_not_run():
+    """A 7x7 depthwise has no fused kernel: a clear error, not a block that silently computes
+    something else."""
+    block = torch_impl.models.build(A.bneck(4, 7, 8, 4, True, "HS", 1))
+    with pytest.raises(ValueError, match=r"a 3x3 or 5x5 depthwise.*\(7, 7\) depthwise"):
+        FusedInvertedResidual(block)
