@@ -73,3 +73,29 @@ def test_pointwise_matches_reference(n, cin, cout, h, w, dtype, memory, dout_mem
 @given(case=fuzz.convolution_case("pointwise"), data=st.data())
 def test_fuzz_pointwise_kernels(case, data):
     fuzz.check_convolution(case, data)
+
+
+@example(m=1, k=7, n=1, transposed=True, dtype=np.float32, seed=0)  # one row, one column
+@example(m=255, k=3, n=9, transposed=True, dtype=np.float64, seed=1)  # the last size split by columns
+@example(m=256, k=3, n=9, transposed=True, dtype=np.float64, seed=2)  # the first split by rows
+@example(m=5, k=4, n=6, transposed=False, dtype=np.float32, seed=3)  # few rows, b not a transpose
+@given(
+    m=st.integers(1, 700),
+    k=st.integers(1, 24),
+    n=st.integers(1, 24),
+    transposed=st.booleans(),
+    dtype=DTYPES,
+    seed=st.integers(0, 2**16),
+)
+def test_gemm_matmul_matches_numpy(m, k, n, transposed, dtype, seed):
+    """``_gemm.matmul``'s three splits (row blocks, column blocks for few rows of a transposed
+    weight, two row blocks otherwise) against NumPy's product, within k roundings of |a| @ |b|."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    w = rng.standard_normal((n, k)).astype(dtype)
+    b = w.T if transposed else np.ascontiguousarray(w.T)
+    got = KG.matmul(a, b)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    bound = (k + 1) * np.finfo(dtype).eps * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+    assert got.shape == (m, n) and got.dtype == dtype
+    assert np.all(np.abs(got - exact) <= bound)
