@@ -256,7 +256,7 @@ def _project(d2, pw, sp, bp, x2, o2, partial, residual, Ho, Wo, tile):
         if residual:
             o += x2[j0:j1]
     else:
-        np.dot(d2, np.ascontiguousarray(pw[:, h0:h1].T), partial[k, j0:j1])
+        np.dot(d2, np.ascontiguousarray(pw[:, h0:h1]).T, partial[k, j0:j1])
 
 
 @njit(parallel=True, **_opts)
