@@ -8,6 +8,9 @@ channels). In NHWC the k x k windows of every output pixel are rows of a
     cols[(n, ho, wo), (i, j, c)] = xp[n, ho*sh + i*dh, wo*sw + j*dw, c]
     out = cols @ W2^T;   dW2 = dout^T @ cols;   dcols = dout @ W2  -> scattered back tap by tap
 
+The forward builds cols a tile of output rows at a time, in a buffer that stays in cache
+while that tile's GEMM (single-threaded BLAS, one tile per thread) reads it; the padding
+is zeros written into cols, so the input is never padded.
 Grouped convolutions and NCHW input go to the NumPy reference.
 """
 
@@ -20,6 +23,12 @@ from numpy_impl.functional import conv as ref
 
 from . import _gemm
 from ._prep import is_channels_last
+from ._threads import single_threaded_blas
+
+# One tile's im2col rows (forward): built in a buffer that stays in L2 while the tile's GEMM reads
+# it, instead of the whole (N*Ho*Wo, kh*kw*C) matrix written to memory and read back.
+CONV_TILE_BYTES = 256 * 1024
+CONV_PARTS = 2  # tiles evened out to a multiple of this (the threads of the measured machine)
 
 
 def _taps(xp, g):
@@ -52,6 +61,52 @@ def _im2col(xp, cols, sh, sw, dh, dw):
                         cols[n, ho, wo, i, j, c] = xp[n, ho * sh + i * dh, wo * sw + j * dw, c]
 
 
+@njit(parallel=True, cache=True, error_model="numpy", nogil=True)
+def _conv_tiles(x, w2, out, kh, kw, sh, sw, dh, dw, pt, pl, rows):
+    """out[n, ho, wo] = cols[n, ho, wo] @ w2.T, ``rows`` output rows (of N*Ho) per tile: each
+    tile's im2col rows (zeros where a tap falls in the padding), then one single-threaded GEMM
+    (``np.dot``) into its rows of out. x (N, H, W, C) unpadded, w2 (C_out, kh*kw*C)."""
+    N, H, W, C = x.shape
+    _, Ho, Wo, Co = out.shape
+    o2 = out.reshape(N * Ho * Wo, Co)
+    xf = x.reshape(-1)
+    for t in prange(-(-N * Ho // rows)):
+        r0, r1 = t * rows, min(N * Ho, (t + 1) * rows)
+        cols = np.empty(((r1 - r0) * Wo, kh * kw * C), dtype=x.dtype)
+        cf = cols.reshape(-1)
+        for r in range(r0, r1):
+            n, ho = r // Ho, r % Ho
+            for wo in range(Wo):
+                dst = ((r - r0) * Wo + wo) * kh * kw * C
+                v0 = wo * sw - pl
+                inside = dw == 1 and v0 >= 0 and v0 + kw <= W  # a tap row: kw*C contiguous values
+                for i in range(kh):
+                    h = ho * sh - pt + i * dh
+                    if inside and 0 <= h < H:
+                        src = ((n * H + h) * W + v0) * C
+                        if kw * C == 9:  # the stem's 3 taps of 3 channels: a constant trip, unrolled (1.6x)
+                            for q in range(9):
+                                cf[dst + q] = xf[src + q]
+                        else:
+                            for q in range(kw * C):
+                                cf[dst + q] = xf[src + q]
+                    else:
+                        for j in range(kw):
+                            v = v0 + j * dw
+                            for c in range(C):
+                                cf[dst + j * C + c] = x[n, h, v, c] if 0 <= h < H and 0 <= v < W else 0
+                    dst += kw * C
+        np.dot(cols, w2.T, o2[r0 * Wo : r1 * Wo])
+
+
+def _tile_rows(n_rows, row_bytes):
+    """Output rows per tile: a tile's im2col rows within CONV_TILE_BYTES, the tiles a multiple
+    of CONV_PARTS so that no thread is left with one more."""
+    tiles = -(-n_rows // max(1, CONV_TILE_BYTES // row_bytes))
+    tiles = min(n_rows, -(-tiles // CONV_PARTS) * CONV_PARTS)
+    return -(-n_rows // tiles)
+
+
 def _cols(xp, g):
     n, c = xp.shape[0], xp.shape[3]
     cols = np.empty((n, *g.out_hw, g.kernel[0], g.kernel[1], c), dtype=xp.dtype)  # (N, Ho, Wo, kh, kw, C)
@@ -65,11 +120,15 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
         return ref.conv2d(x, w, b, stride, padding, dilation, groups)
     x, w, b, _ = ref.check_conv("conv2d", x, w, b, groups)
     g = ref.geometry("conv2d", x.shape[2:], w.shape[2:], stride, padding, dilation)
-    w2 = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)  # (C_out, kh*kw*C_in)
-    out = _gemm.matmul(_cols(_pad_nhwc(x, g), g), w2.T)  # (N*Ho*Wo, C_out)
+    w2 = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1))  # (C_out, kh*kw*C_in)
+    xr = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # (N, H, W, C): a view of channels-last x
+    out = np.empty((x.shape[0], *g.out_hw, w.shape[0]), dtype=x.dtype)
+    rows = _tile_rows(x.shape[0] * g.out_hw[0], g.out_hw[1] * w2.shape[1] * x.itemsize)
+    single_threaded_blas()
+    _conv_tiles(xr, w2, out, *g.kernel, *g.stride, *g.dilation, g.pads[0], g.pads[2], rows)
     if b is not None:
         out += b
-    return out.reshape(x.shape[0], *g.out_hw, -1).transpose(0, 3, 1, 2)  # channels-last (N, C_out, Ho, Wo)
+    return out.transpose(0, 3, 1, 2)  # channels-last (N, C_out, Ho, Wo)
 
 
 def conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, groups=1, *, input_grad=True):

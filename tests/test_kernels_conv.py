@@ -2,6 +2,7 @@
 public convolution kernels (the depthwise and pointwise ones have their own files)."""
 
 import numpy as np
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -12,7 +13,16 @@ from . import fuzz
 from .helpers import DTYPES, MEMORY, assert_within_bound, conv_cases, in_memory, rng_arrays, strided
 
 
-# The channels-last path (im2col) with both dilations and strides above 1, always.
+# The channels-last path (im2col) with both dilations and strides above 1, always; and the
+# stem's shape (3x3 taps of 3 channels, stride 2: the unrolled copy of a tap row).
+@example(
+    case={"x": (1, 3, 11, 10), "w": (5, 3, 3, 3), "stride": 2, "padding": 1, "dilation": 1, "groups": 1},
+    dtype=np.float32,
+    memory="channels_last",
+    dout_memory="channels_last",
+    w_strided=True,
+    seed=7,
+)
 @example(
     case={
         "x": (2, 3, 9, 8),
@@ -66,3 +76,12 @@ def test_conv2d_matches_reference(case, dtype, memory, dout_memory, w_strided, s
 @given(case=fuzz.convolution_case("conv"), data=st.data())
 def test_fuzz_conv_kernels(case, data):
     fuzz.check_convolution(case, data)
+
+
+@pytest.mark.parametrize("tile_bytes", [1, 3 * 9 * 27 * 8, 1 << 30])
+def test_conv2d_tiles_cover_every_row(monkeypatch, tile_bytes):
+    """The forward's tiles: one output row each, three (the last one short), or all rows in one."""
+    monkeypatch.setattr(K.conv, "CONV_TILE_BYTES", tile_bytes)
+    x, w, b = rng_arrays(3, np.float64, (2, 3, 19, 18), (6, 3, 3, 3), (6,))
+    got = K.conv2d(in_memory(x, "channels_last"), w, b, stride=2, padding=1)
+    np.testing.assert_allclose(got, F.conv2d(x, w, b, stride=2, padding=1), rtol=1e-12, atol=1e-12)
