@@ -117,9 +117,7 @@ class Runner:
         return per_stage if every_stage else per_stage[-1]
 
     def _prepare(self, x):
-        if self.model.F.MEMORY_FORMAT == "channels_last":
-            return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-        return x
+        return self.model.in_memory_format(x)
 
     def state_arrays(self) -> dict:
         out = state_arrays(self.model, self.optimizer)

@@ -79,8 +79,7 @@ class SSDLite(Model):
             raise ValueError(
                 f"forward: x must have shape (N, 3, H, W) with H, W >= {A.MIN_RESOLUTION}, got {x.shape}"
             )
-        if self.F.MEMORY_FORMAT == "channels_last":
-            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # NHWC memory
+        x = self.in_memory_format(x)
         c = self._children
         maps = [c["body1"](x)]
         maps.append(c["body2"](maps[0]))

@@ -35,6 +35,20 @@ def _to_numpy(name, v):
     return v
 
 
+def channels_last(x: np.ndarray) -> np.ndarray:
+    """The (N, C, H, W) array ``x`` with NHWC memory (``x`` itself if it has it already).
+
+    Channel by channel: numpy's copy of a whole transposed array reads the input with a
+    stride of C elements for every value it writes, several times slower for an image's
+    three channels than three strided channel copies."""
+    if x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous:
+        return x
+    out = np.empty((x.shape[0], *x.shape[2:], x.shape[1]), dtype=x.dtype)
+    for c in range(x.shape[1]):
+        out[..., c] = x[:, c]
+    return out.transpose(0, 3, 1, 2)
+
+
 class Model(Sequential):
     """What every model of this package shares: built from a spec on a backend, seeded, with
     parameters, gradients and state by torch name."""
@@ -146,6 +160,10 @@ class MobileNet(Model):
         return self
 
     # --- running --------------------------------------------------------------------
+    def in_memory_format(self, x):
+        """``x`` in the memory format the backend runs (``MEMORY_FORMAT``)."""
+        return channels_last(x) if self.F.MEMORY_FORMAT == "channels_last" else x
+
     def forward(self, x):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"forward: x must be a numpy.ndarray, got {type(x).__name__}")
@@ -157,9 +175,7 @@ class MobileNet(Model):
             raise ValueError(
                 f"forward: input resolution must be >= {A.MIN_RESOLUTION} px, got {x.shape[2]}x{x.shape[3]}"
             )
-        if self.F.MEMORY_FORMAT == "channels_last":
-            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # NHWC memory
-        logits = super().forward(x)
+        logits = super().forward(self.in_memory_format(x))
         self._forward_batch = logits.shape
         return logits
 

@@ -7,6 +7,7 @@ import torch
 import numpy_impl
 import torch_impl
 from mobilenet.verify import FLOAT64_TOL, QUANTITIES, compare
+from numpy_impl.models import channels_last
 
 CASES = [
     # arch, width, resolution (W), height, batch, training
@@ -137,6 +138,21 @@ def test_non_contiguous_input_gives_the_same_answer():
     x_cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # channels-last memory
     assert not x_cl.flags.c_contiguous
     np.testing.assert_allclose(model.forward(x_cl), model.forward(x), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+def test_channels_last_keeps_the_values_in_nhwc_memory(layout):
+    x = np.random.default_rng(1).standard_normal((2, 3, 7, 5)).astype(np.float32)
+    given = {
+        "nchw": x,
+        "channels_last": np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2),
+        "strided": np.random.default_rng(1).standard_normal((2, 3, 14, 5)).astype(np.float32)[:, :, ::2],
+    }[layout]
+    got = channels_last(given)
+    assert got.transpose(0, 2, 3, 1).flags.c_contiguous and got.dtype == given.dtype
+    np.testing.assert_array_equal(got, given)
+    if layout == "channels_last":
+        assert got is given  # no copy
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
