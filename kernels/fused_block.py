@@ -30,6 +30,8 @@ peak memory and the step time of both.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from numba import njit, prange
 
@@ -362,12 +364,20 @@ EVAL_PARTS = 2
 EVAL_POOL = True  # the one-pool eval path above; False: tiles in Python, serial tile kernels (no SE)
 
 
-def _pool_plan(n_img, H, Ho, W, hidden, stride, itemsize, threads, can_split):
-    """(tiles (T, 7) int64, K): row tiles, or each row tile in K channel chunks when too few."""
+@lru_cache(maxsize=256)
+def _pool_plan(n_img, H, Ho, W, Wo, hidden, stride, itemsize, threads, can_split, tile_bytes):
+    """(tiles (T, 7) int64, K, offsets (T + 1,), most images in a tile): row tiles, or each
+    row tile in K channel chunks when too few; offsets[t] is where tile t's depthwise output
+    starts in a buffer of all of them (squeeze-and-excite). Memoised (read-only arrays): a
+    model asks for the same few plans on every call. ``tile_bytes`` is TILE_BYTES, a key."""
     tiles = _tiles(n_img, H, Ho, W, hidden, stride, itemsize, threads)
     k = threads if len(tiles) < 2 * threads and can_split else 1
     bounds = [hidden * i // k for i in range(k + 1)]
-    return np.array([(*t, bounds[i], bounds[i + 1], i) for t in tiles for i in range(k)], dtype=np.int64), k
+    plan = np.array([(*t, bounds[i], bounds[i + 1], i) for t in tiles for i in range(k)], dtype=np.int64)
+    sizes = (plan[:, 1] - plan[:, 0]) * (plan[:, 3] - plan[:, 2]) * Wo * (plan[:, 5] - plan[:, 4])
+    offsets = np.concatenate(([0], np.cumsum(sizes)))
+    plan.flags.writeable = offsets.flags.writeable = False
+    return plan, k, offsets, int((plan[:, 1] - plan[:, 0]).max())
 
 
 def _forward_eval_pool(x, weights, bns, stride, residual, eps, act, se):
@@ -378,7 +388,9 @@ def _forward_eval_pool(x, weights, bns, stride, residual, eps, act, se):
     hidden = dw_w.shape[0]
     threads = EVAL_PARTS  # not numba's count: the plan, and with it the rounding, is fixed
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    tiles, k = _pool_plan(n, h, ho, w, hidden, stride, x.itemsize, threads, expand_w is not None)
+    tiles, k, offsets, most = _pool_plan(
+        n, h, ho, w, wo, hidden, stride, x.itemsize, threads, expand_w is not None, TILE_BYTES
+    )
     if expand_w is not None:
         ew = np.ascontiguousarray(expand_w[:, :, 0, 0])  # (hidden, C): a view when contiguous
         es, eb = _bn_affine(bns[0], eps, dt)
@@ -394,10 +406,8 @@ def _forward_eval_pool(x, weights, bns, stride, residual, eps, act, se):
     if se is None:
         _eval_tiles(xr, ew, es, eb, wd, sd, bd, act, pw, sp, bp, out, tiles, stride, residual, partial)
     else:  # the scale needs the whole depthwise output: two passes over the tiles, the scale between
-        sizes = (tiles[:, 1] - tiles[:, 0]) * (tiles[:, 3] - tiles[:, 2]) * wo * (tiles[:, 5] - tiles[:, 4])
-        offsets = np.concatenate(([0], np.cumsum(sizes)))
         buf = np.empty(offsets[-1], dtype=dt)
-        sums = np.empty((len(tiles), int((tiles[:, 1] - tiles[:, 0]).max()), hidden))
+        sums = np.empty((len(tiles), most, hidden))
         _expand_dw_tiles(xr, ew, es, eb, wd, sd, bd, act, tiles, offsets, stride, wo, buf, sums)
         w1, b1, w2, b2 = (np.ascontiguousarray(a.reshape(a.shape[:2])) for a in se)
         scale = _excite_scale(tiles, sums, n, ho * wo, w1, b1, w2, b2)
