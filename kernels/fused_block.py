@@ -74,37 +74,17 @@ def _affine_(a, scale, shift):
 
 @njit(**_opts)
 def _dw_affine_act(e, r0, H, w, scale, shift, ho0, sh, sw, out, act):
-    """out[n, ro] = act(dwconv(e)[n, ho0 + ro] * scale + shift), k x k, padding k // 2.
+    """out[n, ro] = act(dwconv(e)[n, ho0 + ro] * scale + shift), k x k (3 or 5), padding k // 2.
 
     e (B, R, W, C) holds input rows r0 .. r0+R-1 of images of height H; rows outside
-    [0, H) are the zero padding. w (k, k, C). 3x3 has its taps written out (the common
-    case, and the compiler keeps the nine products in registers); other sizes sum tap by
-    tap into the output row, which stays in L1.
+    [0, H) are the zero padding. w (k, k, C). An interior pixel's k*k products are one
+    expression (the compiler keeps them in registers: each input and weight loaded once per
+    vector of channels, one store).
     """
     if w.shape[0] == 3:
         _dw3_affine_act(e, r0, H, w, scale, shift, ho0, sh, sw, out, act)
-        return
-    B, R, W, C = e.shape
-    _, Ro, Wo, _ = out.shape
-    k = w.shape[0]
-    p = k // 2
-    for q in range(B * Ro):
-        n, ro = q // Ro, q % Ro
-        h0 = (ho0 + ro) * sh - p
-        orow = out[n, ro]
-        for wo in range(Wo):
-            acc = orow[wo]
-            acc[:] = 0
-            a0 = wo * sw - p
-            for i in range(k):
-                if 0 <= h0 + i < H:
-                    xrow = e[n, h0 + i - r0]
-                    for j in range(k):
-                        if 0 <= a0 + j < W:
-                            for c in range(C):
-                                acc[c] += xrow[a0 + j, c] * w[i, j, c]
-            for c in range(C):
-                acc[c] = _act(acc[c] * scale[c] + shift[c], act)
+    else:
+        _dw5_affine_act(e, r0, H, w, scale, shift, ho0, sh, sw, out, act)
 
 
 @njit(**_opts)
@@ -140,6 +120,55 @@ def _dw3_affine_act(e, r0, H, w, scale, shift, ho0, sh, sw, out, act):
                                 + x2[a + j, c] * w[2, j, c]
                             )
                     orow[wo, c] = _act(v * scale[c] + shift[c], act)
+
+
+@njit(inline="always", **_opts)
+def _taps5(xrow, a, wrow, c):
+    """One input row's five taps of channel c at columns a .. a+4."""
+    return (
+        xrow[a, c] * wrow[0, c] + xrow[a + 1, c] * wrow[1, c] + xrow[a + 2, c] * wrow[2, c]
+        + xrow[a + 3, c] * wrow[3, c] + xrow[a + 4, c] * wrow[4, c]
+    )  # fmt: skip
+
+
+@njit(**_opts)
+def _dw5_affine_act(e, r0, H, w, scale, shift, ho0, sh, sw, out, act):
+    """5x5 as the 3x3 above: an interior pixel's 25 products in one expression (1.2-1.6x the
+    tap-by-tap sum into the output row, which loads and stores it per tap), zero rows for the
+    padding; the border columns tap by tap (a 25-term sum with bounds checks does worse)."""
+    B, R, W, C = e.shape
+    _, Ro, Wo, _ = out.shape
+    zero = np.zeros((W, C), dtype=e.dtype)
+    for q in range(B * Ro):
+        n, ro = q // Ro, q % Ro
+        h0 = (ho0 + ro) * sh - 2
+        x0 = e[n, h0 - r0] if 0 <= h0 < H else zero
+        x1 = e[n, h0 + 1 - r0] if 0 <= h0 + 1 < H else zero
+        x2 = e[n, h0 + 2 - r0] if 0 <= h0 + 2 < H else zero
+        x3 = e[n, h0 + 3 - r0] if 0 <= h0 + 3 < H else zero
+        x4 = e[n, h0 + 4 - r0] if 0 <= h0 + 4 < H else zero
+        orow = out[n, ro]
+        for wo in range(Wo):
+            a = wo * sw - 2
+            if a >= 0 and a + 4 < W:
+                for c in range(C):
+                    v = (
+                        _taps5(x0, a, w[0], c) + _taps5(x1, a, w[1], c) + _taps5(x2, a, w[2], c)
+                        + _taps5(x3, a, w[3], c) + _taps5(x4, a, w[4], c)
+                    )  # fmt: skip
+                    orow[wo, c] = _act(v * scale[c] + shift[c], act)
+            else:  # tap by tap into the output row (in L1), as the general loop
+                acc = orow[wo]
+                acc[:] = 0
+                for i in range(5):
+                    if 0 <= h0 + i < H:
+                        xrow = e[n, h0 + i - r0]
+                        for j in range(5):
+                            if 0 <= a + j < W:
+                                for c in range(C):
+                                    acc[c] += xrow[a + j, c] * w[i, j, c]
+                for c in range(C):
+                    acc[c] = _act(acc[c] * scale[c] + shift[c], act)
 
 
 @njit(cache=True, error_model="numpy")
