@@ -36,6 +36,7 @@ from .se import squeeze_excite, squeeze_excite_backward
 MEMORY_FORMAT = "channels_last"
 FUSED_BN_ACTIVATIONS = ("relu", "relu6", "hardswish")  # batch_norm(..., activation=...) in one pass
 FUSED_INVERTED_RESIDUAL = True  # the whole MobileNetV2 block in one call (fused_block)
+FOLDED_CONV_BN = True  # conv2d, pointwise_conv2d(..., bn=, eps=, activation=): eval BN in the GEMM
 
 __all__ = sorted({*_reference.OPS, *_reference.FLAGS, "is_channels_last"})
 

@@ -14,21 +14,33 @@ import numpy as np
 from numba import njit, prange
 
 from ._threads import PARTS, single_threaded_blas
+from .batchnorm import _act
 
 _opts = {"cache": True, "error_model": "numpy", "nogil": True}
 
 
+@njit(inline="always", **_opts)
+def _epilogue(o, scale, shift, act, c0):
+    """o = act(o * scale + shift) in place, o's column j being channel c0 + j (an eval-mode
+    batch norm and its activation on a block of a GEMM's output, while it is in cache)."""
+    for r in range(o.shape[0]):
+        for j in range(o.shape[1]):
+            o[r, j] = _act(o[r, j] * scale[c0 + j] + shift[c0 + j], act)
+
+
 @njit(parallel=True, **_opts)
-def _rows(a, b, out, blocks):
+def _rows(a, b, out, blocks, scale, shift, act):
     M = a.shape[0]
     for t in prange(blocks):
         r0, r1 = t * M // blocks, (t + 1) * M // blocks
         if r1 > r0:
             np.dot(a[r0:r1], b, out[r0:r1])
+            if scale.shape[0] > 0:
+                _epilogue(out[r0:r1], scale, shift, act, 0)
 
 
 @njit(parallel=True, **_opts)
-def _cols(a, wt, out, blocks):
+def _cols(a, wt, out, blocks, scale, shift, act):
     """out = a @ wt.T with the columns split in ``blocks``: wt (N, K) C-contiguous, so each
     block's rows of it are a contiguous weight matrix; each block reads only its share."""
     N = wt.shape[0]
@@ -37,6 +49,8 @@ def _cols(a, wt, out, blocks):
         if n1 > n0:
             tmp = np.empty((a.shape[0], n1 - n0), dtype=out.dtype)
             np.dot(a, wt[n0:n1].T, tmp)
+            if scale.shape[0] > 0:
+                _epilogue(tmp, scale, shift, act, n0)
             out[:, n0:n1] = tmp
 
 
@@ -81,23 +95,26 @@ ROWS_PER_BLOCK = 128  # fewer rows than two blocks of this: split the columns
 SMALL_SPLIT = 2
 
 
-def matmul(a, b, out=None):
+def matmul(a, b, out=None, affine=None, act=0):
     """``a @ b`` for C-contiguous a (M, K); b (K, N) C- or F-contiguous (a transposed weight);
-    ``out`` a C-contiguous (M, N) array to write into, or None for a new one."""
+    ``out`` a C-contiguous (M, N) array to write into, or None for a new one. ``affine``:
+    (scale, shift) of shape (N,) applied with the activation ``act`` (batchnorm.ACTIVATIONS'
+    code) to each block of the product as it is made."""
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     if a.shape[0] == 0:
         return out
     if not (b.flags.c_contiguous or b.flags.f_contiguous):
         b = np.ascontiguousarray(b)
+    scale, shift = affine if affine is not None else (np.empty(0, out.dtype),) * 2
     single_threaded_blas()
     M, N = a.shape[0], b.shape[1]
     if M >= 2 * ROWS_PER_BLOCK:
-        _rows(a, b, out, min(PARTS, M // ROWS_PER_BLOCK))
+        _rows(a, b, out, min(PARTS, M // ROWS_PER_BLOCK), scale, shift, act)
     elif b.flags.f_contiguous and N >= SMALL_SPLIT:
-        _cols(a, b.T, out, SMALL_SPLIT)
+        _cols(a, b.T, out, SMALL_SPLIT, scale, shift, act)
     else:
-        _rows(a, b, out, min(M, SMALL_SPLIT))
+        _rows(a, b, out, min(M, SMALL_SPLIT), scale, shift, act)
     return out
 
 

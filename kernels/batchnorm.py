@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+import numpy_impl.functional as _reference
 from numpy_impl.functional._checks import as_float_array, check_number, check_shape, same_dtype
 from numpy_impl.functional.norm import check_batch_norm
 
@@ -50,6 +51,56 @@ def _act(v, act):
     if act == 3:
         return v * min(max(v + 3, 0), 6) / 6
     return v
+
+
+@njit(cache=True, error_model="numpy")
+def _affine_of(w, b, m, v, eps, scale_out, shift_out):
+    for c in range(w.shape[0]):
+        weight, bias, mean, var = np.float64(w[c]), np.float64(b[c]), np.float64(m[c]), np.float64(v[c])
+        scale = weight / np.sqrt(var + eps)
+        scale_out[c], shift_out[c] = scale, bias - mean * scale
+
+
+def _bn_affine(bn, eps, dtype):
+    """Eval-mode BN as y = x * scale + shift (per channel): computed in float64, cast. One
+    compiled loop: three per fused block, and NumPy's dozen small array ops cost more than the work."""
+    scale, shift = np.empty(bn[0].shape[0], dtype), np.empty(bn[0].shape[0], dtype)
+    _affine_of(*bn, float(eps), scale, shift)
+    return scale, shift
+
+
+def fold_bn(fn, bn, eps, activation, channels, dtype):
+    """Validated ``(scale, shift)`` (None without ``bn``) and activation code of an eval-mode
+    batch norm folded into the op ``fn`` that makes its input (``conv2d(..., bn=...)``):
+    ``bn`` = (weight, bias, running_mean, running_var), each of shape (channels,)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{fn}: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+    if bn is None:
+        if activation is not None:
+            raise ValueError(f"{fn}: activation={activation!r} needs bn (it follows the folded batch norm)")
+        return None, 0
+    if not isinstance(bn, (tuple, list)) or len(bn) != 4:
+        raise TypeError(
+            f"{fn}: bn must be (weight, bias, running_mean, running_var), got {type(bn).__name__}"
+        )
+    for name, a in zip(("weight", "bias", "running_mean", "running_var"), bn):
+        as_float_array(fn, f"bn {name}", a, ndim=1)
+        same_dtype(fn, "x", np.empty(0, dtype), **{f"bn_{name}": a})
+        check_shape(fn, f"bn {name}", a, (channels,))
+    eps = check_number(fn, "eps", eps, 0.0)
+    if eps == 0.0:
+        raise ValueError(f"{fn}: eps must be > 0, got {eps}")
+    return _bn_affine(bn, eps, dtype), ACTIVATIONS[activation]
+
+
+def apply_folded(out, affine, activation):
+    """A folded batch norm and its activation on an (N, C, H, W) output in NumPy: for the
+    layouts whose kernel has no epilogue (the reference's fallbacks)."""
+    if affine is None:
+        return out
+    scale, shift = affine
+    y = out * scale[:, None, None] + shift[:, None, None]
+    return y if activation is None else getattr(_reference, activation)(y)
 
 
 @njit(inline="always", **_opts)

@@ -24,6 +24,7 @@ from numpy_impl.functional import conv as ref
 from . import _gemm
 from ._prep import is_channels_last
 from ._threads import single_threaded_blas
+from .batchnorm import apply_folded, fold_bn
 
 # One tile's im2col rows (forward): built in a buffer that stays in L2 while the tile's GEMM reads
 # it, instead of the whole (N*Ho*Wo, kh*kw*C) matrix written to memory and read back.
@@ -62,10 +63,11 @@ def _im2col(xp, cols, sh, sw, dh, dw):
 
 
 @njit(parallel=True, cache=True, error_model="numpy", nogil=True)
-def _conv_tiles(x, w2, out, kh, kw, sh, sw, dh, dw, pt, pl, rows):
+def _conv_tiles(x, w2, out, kh, kw, sh, sw, dh, dw, pt, pl, rows, scale, shift, act):
     """out[n, ho, wo] = cols[n, ho, wo] @ w2.T, ``rows`` output rows (of N*Ho) per tile: each
     tile's im2col rows (zeros where a tap falls in the padding), then one single-threaded GEMM
-    (``np.dot``) into its rows of out. x (N, H, W, C) unpadded, w2 (C_out, kh*kw*C)."""
+    (``np.dot``) into its rows of out. x (N, H, W, C) unpadded, w2 (C_out, kh*kw*C); with a
+    non-empty ``scale``, out = act(out * scale + shift) per tile."""
     N, H, W, C = x.shape
     _, Ho, Wo, Co = out.shape
     o2 = out.reshape(N * Ho * Wo, Co)
@@ -97,6 +99,8 @@ def _conv_tiles(x, w2, out, kh, kw, sh, sw, dh, dw, pt, pl, rows):
                                 cf[dst + j * C + c] = x[n, h, v, c] if 0 <= h < H and 0 <= v < W else 0
                     dst += kw * C
         np.dot(cols, w2.T, o2[r0 * Wo : r1 * Wo])
+        if scale.shape[0] > 0:  # a folded batch norm and activation (eval), on the tile in cache
+            _gemm._epilogue(o2[r0 * Wo : r1 * Wo], scale, shift, act, 0)
 
 
 def _tile_rows(n_rows, row_bytes):
@@ -114,18 +118,31 @@ def _cols(xp, g):
     return cols.reshape(n * g.out_hw[0] * g.out_hw[1], -1)  # (N*Ho*Wo, kh*kw*C)
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    """``numpy_impl.functional.conv2d``; channels-last input with groups == 1 runs as im2col + GEMM."""
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, bn=None, eps=1e-5, activation=None):
+    """``numpy_impl.functional.conv2d``; channels-last input with groups == 1 runs as im2col + GEMM.
+
+    ``bn``, ``eps``, ``activation``: an eval-mode batch norm and activation on the output, as
+    in :func:`kernels.pointwise_conv2d` (applied to each tile as its GEMM makes it)."""
+    fn = "conv2d"
     if groups != 1 or not (isinstance(x, np.ndarray) and is_channels_last(x)):
-        return ref.conv2d(x, w, b, stride, padding, dilation, groups)
-    x, w, b, _ = ref.check_conv("conv2d", x, w, b, groups)
-    g = ref.geometry("conv2d", x.shape[2:], w.shape[2:], stride, padding, dilation)
+        out = ref.conv2d(x, w, b, stride, padding, dilation, groups)
+        affine, _ = fold_bn(fn, bn, eps, activation, out.shape[-3], out.dtype)
+        if affine is not None and out.ndim == 3:  # unbatched
+            return apply_folded(out[None], affine, activation)[0]
+        return apply_folded(out, affine, activation)
+    x, w, b, _ = ref.check_conv(fn, x, w, b, groups)
+    g = ref.geometry(fn, x.shape[2:], w.shape[2:], stride, padding, dilation)
+    affine, act = fold_bn(fn, bn, eps, activation, w.shape[0], x.dtype)
+    if affine is not None and b is not None:  # the bias goes in the shift: BN(y + b) = y * s + (t + b * s)
+        affine = affine[0], affine[1] + b * affine[0]
+        b = None
+    scale, shift = affine if affine is not None else (np.empty(0, x.dtype),) * 2
     w2 = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1))  # (C_out, kh*kw*C_in)
     xr = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # (N, H, W, C): a view of channels-last x
     out = np.empty((x.shape[0], *g.out_hw, w.shape[0]), dtype=x.dtype)
     rows = _tile_rows(x.shape[0] * g.out_hw[0], g.out_hw[1] * w2.shape[1] * x.itemsize)
     single_threaded_blas()
-    _conv_tiles(xr, w2, out, *g.kernel, *g.stride, *g.dilation, g.pads[0], g.pads[2], rows)
+    _conv_tiles(xr, w2, out, *g.kernel, *g.stride, *g.dilation, g.pads[0], g.pads[2], rows, scale, shift, act)
     if b is not None:
         out += b
     return out.transpose(0, 3, 1, 2)  # channels-last (N, C_out, Ho, Wo)

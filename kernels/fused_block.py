@@ -39,7 +39,15 @@ from numpy_impl.functional.block import check_inverted_residual
 
 from . import _gemm
 from ._threads import single_threaded_blas
-from .batchnorm import ACTIVATIONS, STATS_KEYS, _act, batch_norm, batch_norm_backward, batch_norm_replay
+from .batchnorm import (
+    ACTIVATIONS,
+    STATS_KEYS,
+    _act,
+    _bn_affine,
+    batch_norm,
+    batch_norm_backward,
+    batch_norm_replay,
+)
 from .depthwise import depthwise_conv2d, depthwise_conv2d_backward
 from .pointwise import pointwise_conv2d, pointwise_conv2d_backward
 from .se import squeeze_excite, squeeze_excite_backward
@@ -169,22 +177,6 @@ def _dw5_affine_act(e, r0, H, w, scale, shift, ho0, sh, sw, out, act):
                                     acc[c] += xrow[a + j, c] * w[i, j, c]
                 for c in range(C):
                     acc[c] = _act(acc[c] * scale[c] + shift[c], act)
-
-
-@njit(cache=True, error_model="numpy")
-def _affine_of(w, b, m, v, eps, scale_out, shift_out):
-    for c in range(w.shape[0]):
-        weight, bias, mean, var = np.float64(w[c]), np.float64(b[c]), np.float64(m[c]), np.float64(v[c])
-        scale = weight / np.sqrt(var + eps)
-        scale_out[c], shift_out[c] = scale, bias - mean * scale
-
-
-def _bn_affine(bn, eps, dtype):
-    """Eval-mode BN as y = x * scale + shift (per channel): computed in float64, cast. One
-    compiled loop: three per block, and NumPy's dozen small array ops cost more than the work."""
-    scale, shift = np.empty(bn[0].shape[0], dtype), np.empty(bn[0].shape[0], dtype)
-    _affine_of(*bn, float(eps), scale, shift)
-    return scale, shift
 
 
 def _tiles(n_img, H, Ho, W, hidden, stride, itemsize, parts=1):

@@ -25,6 +25,7 @@ from numpy_impl.functional.conv import check_dout, check_pointwise
 
 from . import _gemm
 from ._prep import is_channels_last
+from .batchnorm import apply_folded, fold_bn
 
 PAIR_BYTES = 4 << 20  # dout at least this large: the backward's two GEMMs share one pass over it (measured)
 
@@ -40,15 +41,24 @@ def _from_rows(m, n, h, w):
     return m.reshape(n, h, w, m.shape[1]).transpose(0, 3, 1, 2)
 
 
-def pointwise_conv2d(x, w):
-    """1x1 convolution; see ``numpy_impl.functional.pointwise_conv2d``. Keeps x's memory format."""
-    x, w, unbatched = check_pointwise("pointwise_conv2d", x, w)
+def pointwise_conv2d(x, w, *, bn=None, eps=1e-5, activation=None):
+    """1x1 convolution; see ``numpy_impl.functional.pointwise_conv2d``. Keeps x's memory format.
+
+    ``bn`` = (weight, bias, running_mean, running_var): an eval-mode batch norm on the output,
+    with ``eps`` and ``activation`` ("relu", "relu6", "hardswish" or None), applied to each
+    block of the product while it is in cache instead of in a pass of its own."""
+    fn = "pointwise_conv2d"
+    x, w, unbatched = check_pointwise(fn, x, w)
+    affine, act = fold_bn(fn, bn, eps, activation, w.shape[0], x.dtype)
     n, c, h, wd = x.shape
     w2 = w[:, :, 0, 0]  # (C_out, C_in)
     if is_channels_last(x):
-        out = _from_rows(_gemm.matmul(_rows(x), w2.T), n, h, wd)  # (NHW, C_in) @ (C_in, C_out)
+        out = _from_rows(
+            _gemm.matmul(_rows(x), w2.T, affine=affine, act=act), n, h, wd
+        )  # (NHW, C_in) @ (C_in, C_out)
     else:
         out = (w2 @ np.ascontiguousarray(x).reshape(n, c, h * wd)).reshape(n, w2.shape[0], h, wd)
+        out = apply_folded(out, affine, activation)
     return out[0] if unbatched else out
 
 

@@ -4,9 +4,11 @@ A backend is any module offering every op of ``numpy_impl.functional.OPS`` with 
 reference's parameters (keyword-only options may follow them) and declaring
 ``numpy_impl.functional.FLAGS``: ``MEMORY_FORMAT`` ("contiguous" NCHW or "channels_last"
 NHWC memory, the layout the model converts its input to once, at the entry),
-``FUSED_BN_ACTIVATIONS`` (the activations its batch_norm applies in the same pass) and
+``FUSED_BN_ACTIVATIONS`` (the activations its batch_norm applies in the same pass),
 ``FUSED_INVERTED_RESIDUAL`` (whether the models call its inverted_residual for a whole
-block). tests/test_backend.py checks both for every backend here.
+block) and ``FOLDED_CONV_BN`` (whether its conv2d and pointwise_conv2d take an eval-mode
+batch norm to apply to their output: ``bn=``, ``eps=``, ``activation=``).
+tests/test_backend.py checks them for every backend here.
 """
 
 from __future__ import annotations

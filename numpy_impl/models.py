@@ -109,6 +109,10 @@ class Model(Sequential):
             own[key][...] = v  # in place: references from .params stay valid
         return self
 
+    def in_memory_format(self, x):
+        """``x`` in the memory format the backend runs (``MEMORY_FORMAT``)."""
+        return channels_last(x) if self.F.MEMORY_FORMAT == "channels_last" else x
+
 
 class MobileNet(Model):
     """A MobileNet whose parameter and buffer names are those of the torch mirror.
@@ -160,10 +164,6 @@ class MobileNet(Model):
         return self
 
     # --- running --------------------------------------------------------------------
-    def in_memory_format(self, x):
-        """``x`` in the memory format the backend runs (``MEMORY_FORMAT``)."""
-        return channels_last(x) if self.F.MEMORY_FORMAT == "channels_last" else x
-
     def forward(self, x):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"forward: x must be a numpy.ndarray, got {type(x).__name__}")

@@ -57,18 +57,46 @@ class Module:
 
 
 class Sequential(Module):
-    def __init__(self, children):
+    """Children in order. ``folds`` maps a convolution's name to the batch norm after it that
+    an eval-mode forward folds into the convolution's op (a backend with ``FOLDED_CONV_BN``):
+    the norm and its activation are applied to the output as the GEMM makes it, not in a pass
+    of their own; the batch norm's own forward is then skipped."""
+
+    def __init__(self, children, folds=None):
         super().__init__()
         self._children = dict(children)
+        self._folds = dict(folds or {})
+        self._folded_from = None  # the input of the last forward, when it folded (for backward)
 
     def forward(self, x):
+        self._folded_from = None
+        if self._folds and not self.training:
+            return self._forward_folded(x)
         for child in self._children.values():
             x = child.forward(x)
+        return x
+
+    def _forward_folded(self, x):
+        x0, skip, folded = x, None, False
+        for name, child in self._children.items():
+            if name == skip:
+                continue
+            bn = self._children.get(self._folds.get(name))
+            if bn is not None and not child.training and not bn.training:
+                x, skip, folded = child.forward_folded(x, bn), self._folds[name], True
+            else:
+                x = child.forward(x)
+        self._folded_from = x0 if folded else None
         return x
 
     def backward(self, dout):
         """Returns None once it reaches a frozen child: freezing is by prefix, so nothing
         before it needs a gradient (``mobilenet.transfer.freeze``)."""
+        if self._folded_from is not None and not all(self._children[b].frozen for b in self._folds.values()):
+            # a folded forward left the batch norms without their input: rerun it unfolded
+            x, self._folded_from = self._folded_from, None
+            for child in self._children.values():
+                x = child.forward(x)
         for child in reversed(self._children.values()):
             if child.frozen:
                 return None
@@ -204,6 +232,22 @@ class Conv2d(Module):
             return self.F.conv2d(x, w, b, **self._geometry())
         out = getattr(self.F, f"{self.kind}_conv2d")(x, w, **self._geometry())
         return out if b is None else out + b[:, None, None]
+
+    def forward_folded(self, x, bn):
+        """forward followed by ``bn`` (an eval-mode BatchNorm2d, with its fused activation), in
+        one op: the backend's ``FOLDED_CONV_BN`` convolutions."""
+        self.x = x
+        p, b = bn._params, bn._buffers
+        fold = {
+            "bn": (p["weight"], p["bias"], b["running_mean"], b["running_var"]),
+            "eps": bn.spec.eps,
+            "activation": bn.activation,
+        }
+        if self.kind == "conv":
+            return self.F.conv2d(
+                x, self._params["weight"], self._params.get("bias"), **self._geometry(), **fold
+            )
+        return self.F.pointwise_conv2d(x, self._params["weight"], **fold)
 
     input_grad = True  # False: the weight gradients only (the model's first layer, when asked)
 
@@ -367,7 +411,7 @@ LEAVES = {
 
 def _build_seq(spec: A.Seq, F, dtype, rng) -> Sequential:
     children, fuse = list(spec), F.FUSED_BN_ACTIVATIONS
-    built = []
+    built, folds = [], {}
     for i, (name, child) in enumerate(children):
         nxt = children[i + 1][1] if i + 1 < len(children) else None
         prev = children[i - 1][1] if i > 0 else None
@@ -377,7 +421,15 @@ def _build_seq(spec: A.Seq, F, dtype, rng) -> Sequential:
             built.append((name, Identity()))
         else:
             built.append((name, build(child, F, dtype, rng)))
-    return Sequential(built)
+        module = built[-1][1]
+        if (
+            isinstance(module, Conv2d)
+            and module.kind != "depthwise"
+            and not child.bias
+            and isinstance(nxt, A.BatchNorm)
+        ):
+            folds[name] = children[i + 1][0]
+    return Sequential(built, folds if getattr(F, "FOLDED_CONV_BN", False) else None)
 
 
 def build(spec, F, dtype, rng) -> Module:

@@ -38,6 +38,10 @@ def test_every_backend_declares_the_flags(name):
     assert set(ops.FUSED_BN_ACTIVATIONS) <= {"relu", "relu6", "hardswish"}
     if ops.FUSED_BN_ACTIVATIONS:  # then batch_norm takes the activation
         assert "activation" in inspect.signature(ops.batch_norm).parameters
+    assert isinstance(ops.FOLDED_CONV_BN, bool)
+    if ops.FOLDED_CONV_BN:  # then both convolutions take the batch norm
+        for op in (ops.conv2d, ops.pointwise_conv2d):
+            assert {"bn", "eps", "activation"} <= set(inspect.signature(op).parameters)
     assert set(F.FLAGS) <= set(dir(ops))
 
 

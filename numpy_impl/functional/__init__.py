@@ -47,10 +47,14 @@ MEMORY_FORMAT = (
 )
 FUSED_BN_ACTIVATIONS = ()  # activations batch_norm(..., activation=...) applies in the same pass
 FUSED_INVERTED_RESIDUAL = False  # whether the models should call inverted_residual for a whole block
-FLAGS = ("MEMORY_FORMAT", "FUSED_BN_ACTIVATIONS", "FUSED_INVERTED_RESIDUAL")
+# whether conv2d and pointwise_conv2d take keyword-only bn=(weight, bias, mean, var), eps and
+# activation: an eval-mode batch norm (and its activation) folded into the convolution's output
+FOLDED_CONV_BN = False
+FLAGS = ("MEMORY_FORMAT", "FUSED_BN_ACTIVATIONS", "FUSED_INVERTED_RESIDUAL", "FOLDED_CONV_BN")
 
 __all__ = [
     "FLAGS",
+    "FOLDED_CONV_BN",
     "FUSED_BN_ACTIVATIONS",
     "FUSED_INVERTED_RESIDUAL",
     "MEMORY_FORMAT",
