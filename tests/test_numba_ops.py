@@ -79,10 +79,12 @@ def test_fused_block_gradcheck_and_matches_torch(cin, cout, stride, t):
         torch.testing.assert_close(a, b)
 
 
-def test_fused_model_keeps_state_dict_and_matches_in_eval():
-    torch.manual_seed(0)
-    model = torch_impl.mobilenet_v2(width_mult=0.5, num_classes=10)
-    for _ in range(2):  # non-trivial running statistics
+# float32 against torch: BN folded into a per-channel affine (and SE's mean in float64)
+@pytest.mark.parametrize("build,warmup", [(torch_impl.mobilenet_v2, 2), (torch_impl.mobilenet_v3_small, 3)])
+def test_fused_model_keeps_state_dict_and_matches_in_eval(build, warmup):
+    torch.manual_seed(warmup)
+    model = build(width_mult=0.5, num_classes=10)
+    for _ in range(warmup):  # running statistics away from their init (V3's momentum is 0.01)
         model(torch.randn(4, 3, 64, 64))
     model.eval()
     keys = list(model.state_dict())
@@ -92,7 +94,7 @@ def test_fused_model_keeps_state_dict_and_matches_in_eval():
         fused = fuse_inverted_residuals(model)
         assert list(fused.state_dict()) == keys
         out = fused(x)
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)  # float32, BN folded into per-channel affine
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -117,22 +119,6 @@ def test_fused_v3_block_gradcheck_and_matches_torch(cin, k, exp, cout, se, act, 
     torch.testing.assert_close(y_fused, block(x2))
     for a, b in zip(grads_fused, grads_ref):
         torch.testing.assert_close(a, b)
-
-
-def test_fused_v3_model_keeps_state_dict_and_matches_in_eval():
-    torch.manual_seed(1)
-    model = torch_impl.mobilenet_v3_small(width_mult=0.5, num_classes=10)
-    for _ in range(3):  # running statistics away from their init (momentum 0.01: a few steps)
-        model(torch.randn(4, 3, 64, 64))
-    model.eval()
-    keys = list(model.state_dict())
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        ref = model(x)
-        fused = fuse_inverted_residuals(model)
-        assert list(fused.state_dict()) == keys
-        out = fused(x)
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)  # float32, BN folded, SE's mean in float64
 
 
 def test_fusing_refuses_a_layout_the_kernel_does_not_run():
