@@ -11,6 +11,7 @@ channels). In NHWC the k x k windows of every output pixel are rows of a
 The forward builds cols a tile of output rows at a time, in a buffer that stays in cache
 while that tile's GEMM (single-threaded BLAS, one tile per thread) reads it; the padding
 is zeros written into cols, so the input is never padded.
+
 Grouped convolutions and NCHW input go to the NumPy reference.
 """
 
