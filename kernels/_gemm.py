@@ -113,16 +113,50 @@ def matmul(a, b, out=None, affine=None, act=0):
         _rows(a, b, out, min(PARTS, M // ROWS_PER_BLOCK), scale, shift, act)
     elif b.flags.f_contiguous and N >= SMALL_SPLIT:
         _cols(a, b.T, out, SMALL_SPLIT, scale, shift, act)
+    elif affine is None and b.shape[0] >= SMALL_SPLIT:  # b's rows split: each block reads half of b
+        partial = np.empty((SMALL_SPLIT, M, N), dtype=out.dtype)
+        _k_partials(a, b, partial)
+        _sum_partials(partial, out)
     else:
         _rows(a, b, out, min(M, SMALL_SPLIT), scale, shift, act)
     return out
 
 
+@njit(parallel=True, **_opts)
+def _k_partials(a, b, partial):
+    """partial[t] = a[:, block t] @ b[block t]: a @ b split over the inner dimension (few rows of
+    a, b C-contiguous, so each block's rows of b are contiguous and read by that block only)."""
+    K, T = b.shape[0], partial.shape[0]
+    for t in prange(T):
+        k0, k1 = t * K // T, (t + 1) * K // T
+        np.dot(np.ascontiguousarray(a[:, k0:k1]), b[k0:k1], partial[t])
+
+
+@njit(parallel=True, **_opts)
+def _tn_cols(a, b, out, blocks):
+    """out = a.T @ b with the columns of b split in ``blocks``: for few rows M, where PARTS
+    blocks of a handful of rows would each write a whole (K, N) partial sum."""
+    N = b.shape[1]
+    for t in prange(blocks):
+        n0, n1 = t * N // blocks, (t + 1) * N // blocks
+        if n1 > n0:
+            tmp = np.empty((a.shape[1], n1 - n0), dtype=out.dtype)
+            np.dot(a.T, np.ascontiguousarray(b[:, n0:n1]), tmp)
+            out[:, n0:n1] = tmp
+
+
 def matmul_tn(a, b):
-    """``a.T @ b`` for C-contiguous a (M, K), b (M, N): a reduction over M in PARTS row blocks."""
-    T = max(1, min(PARTS, a.shape[0]))
-    partial = np.empty((T, a.shape[1], b.shape[1]), dtype=a.dtype)
+    """``a.T @ b`` for C-contiguous a (M, K), b (M, N): a reduction over M in PARTS row blocks;
+    with few rows (a classifier's batch), the columns of b split in SMALL_SPLIT blocks instead
+    (the V3-Large classifier's weight gradient at batch 16: 7 ms in row blocks, measured)."""
+    M, K, N = a.shape[0], a.shape[1], b.shape[1]
     single_threaded_blas()
+    if 0 < M < 2 * ROWS_PER_BLOCK and N >= SMALL_SPLIT:
+        out = np.empty((K, N), dtype=a.dtype)
+        _tn_cols(a, b, out, SMALL_SPLIT)
+        return out
+    T = max(1, min(PARTS, M))
+    partial = np.empty((T, K, N), dtype=a.dtype)
     _tn_partials(a, b, partial)
     return _reduce(partial)
 
