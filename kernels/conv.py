@@ -126,8 +126,9 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, bn=None, 
     in :func:`kernels.pointwise_conv2d` (applied to each tile as its GEMM makes it)."""
     fn = "conv2d"
     if groups != 1 or not (isinstance(x, np.ndarray) and is_channels_last(x)):
+        xc, wc, _, _ = ref.check_conv(fn, x, w, b, groups)  # bn checked before the convolution runs
+        affine, _ = fold_bn(fn, bn, eps, activation, wc.shape[0], xc.dtype)
         out = ref.conv2d(x, w, b, stride, padding, dilation, groups)
-        affine, _ = fold_bn(fn, bn, eps, activation, out.shape[-3], out.dtype)
         if affine is not None and out.ndim == 3:  # unbatched
             return apply_folded(out[None], affine, activation)[0]
         return apply_folded(out, affine, activation)

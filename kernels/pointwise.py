@@ -53,9 +53,8 @@ def pointwise_conv2d(x, w, *, bn=None, eps=1e-5, activation=None):
     n, c, h, wd = x.shape
     w2 = w[:, :, 0, 0]  # (C_out, C_in)
     if is_channels_last(x):
-        out = _from_rows(
-            _gemm.matmul(_rows(x), w2.T, affine=affine, act=act), n, h, wd
-        )  # (NHW, C_in) @ (C_in, C_out)
+        # (NHW, C_in) @ (C_in, C_out), the folded batch norm applied to each block of it
+        out = _from_rows(_gemm.matmul(_rows(x), w2.T, affine=affine, act=act), n, h, wd)
     else:
         out = (w2 @ np.ascontiguousarray(x).reshape(n, c, h * wd)).reshape(n, w2.shape[0], h, wd)
         out = apply_folded(out, affine, activation)
