@@ -6,7 +6,7 @@
 
 Tasks:
   sweep      MobileNetV1 and V2 inference latency (batch 1) over the papers' width (alpha) and
-             resolution (rho) grids, on numba, torch and onnxruntime (``mobilenet.bench``)
+             resolution (rho) grids, on numba, torch and onnxruntime (``mobilenet.deploy.bench``)
   memory     the peak resident memory of one inference at 1.0/224 px, each model alone in a
              process per backend
   separable  every distinct MobileNetV1 layer shape: a standard 3x3 convolution against its
@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from mobilenet import bench as B
+from mobilenet.deploy import bench as B
 
 from .timing import RESULTS, cpu, measure, versions
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from mobilenet.timing import cpu, measure, versions  # noqa: F401  (the benchmarks' shared timer)
+from mobilenet.deploy.timing import cpu, measure, versions  # noqa: F401  (the benchmarks' shared timer)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"

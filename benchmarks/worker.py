@@ -219,14 +219,14 @@ def torch_train(min_time, cl):
 
 
 def ort_model(batches, min_time, threads):
-    """The torch model exported to ONNX by a process of its own (``mobilenet.bench``), so that
+    """The torch model exported to ONNX by a process of its own (``mobilenet.deploy.bench``), so that
     this process, the timed one, never loads torch beside onnxruntime."""
     import subprocess
     import tempfile
 
     import onnxruntime as ort
 
-    from mobilenet import bench
+    from mobilenet.deploy import bench
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
@@ -234,7 +234,7 @@ def ort_model(batches, min_time, threads):
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         cases = json.dumps([dataclasses.asdict(case)])
-        cmd = [sys.executable, "-m", "mobilenet.bench", "export", "--dir", tmp, "--cases", cases]
+        cmd = [sys.executable, "-m", "mobilenet.deploy.bench", "export", "--dir", tmp, "--cases", cases]
         subprocess.run(cmd, check=True, capture_output=True)
         sess = ort.InferenceSession(
             os.path.join(tmp, case.onnx_name()), opts, providers=["CPUExecutionProvider"]

@@ -388,7 +388,7 @@ def transfer_results() -> str:
     r = _train_result("transfer")
     if r is None or "summary" not in r:
         return NOT_RUN
-    from mobilenet.apps import transfer_table
+    from mobilenet.apps.transfer import transfer_table
 
     tail = (
         f"`{r['command']}` (`mobilenet pretrain`'s defaults, then {r['steps']} SGD steps per adaptation at "
@@ -402,7 +402,7 @@ def transfer_findings() -> str:
     r = _train_result("transfer")
     if r is None or "summary" not in r:
         return NOT_RUN
-    from mobilenet.apps import METHODS, TARGETS
+    from mobilenet.apps.transfer import METHODS, TARGETS
 
     mean = {(s["target"], s["k"], s["method"]): s["mean"] for s in r["summary"]}
     lines = []
@@ -422,7 +422,7 @@ def embed_results() -> str:
     r = _train_result("embed")
     if r is None or "phases" not in r:
         return NOT_RUN
-    from mobilenet.apps import embed_glyphs_table
+    from mobilenet.apps.embed import embed_glyphs_table
 
     soft, arc = r["phases"]["softmax"], r["phases"]["arcface"]
     c = arc["config"]
@@ -659,7 +659,7 @@ def fig_default_boxes(path, resolution=128):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mobilenet.scenes import make_scenes
+    from mobilenet.data.scenes import make_scenes
     from numpy_impl import boxes as Bx
     from numpy_impl.detector import feature_sizes, ssdlite_default_boxes
 
@@ -714,7 +714,7 @@ def fig_glyph_samples(path, seed=0):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mobilenet.glyphs import load_corpus
+    from mobilenet.data.glyphs import load_corpus
 
     corpus = load_corpus()
     rng = np.random.default_rng(seed)

@@ -38,8 +38,13 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mobilenet import apps, cli  # noqa: E402
-from mobilenet.train import TrainConfig, Trainer, load_split, make_runner  # noqa: E402
+from mobilenet import cli  # noqa: E402
+from mobilenet.apps import embed as E
+from mobilenet.apps import transfer as Tr
+from mobilenet.training import config as C
+from mobilenet.training.classify import Classification, load_split, make_runner  # noqa: E402
+from mobilenet.training.config import TrainConfig  # noqa: E402
+from mobilenet.training.loop import Trainer  # noqa: E402
 from torch_impl import state_dict_to_numpy  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
@@ -73,7 +78,7 @@ def _float64_warm_run() -> dict:
     )
     train, test = load_split(warm_cfg)
     runner = make_runner(warm_cfg, 10)
-    Trainer(warm_cfg, runner, train, test.subset(np.arange(8)), progress=False).fit()
+    Trainer(Classification(warm_cfg, train, test.subset(np.arange(8))), runner, progress=False).fit()
     warm = {
         k: v.astype(np.float64) if v.dtype.kind == "f" else v
         for k, v in state_dict_to_numpy(runner.model.state_dict()).items()
@@ -87,7 +92,7 @@ def _float64_warm_run() -> dict:
         r.model.load_state_dict(
             warm if backend == "numpy" else {k: torch.from_numpy(v) for k, v in warm.items()}
         )
-        trainer = Trainer(c, r, train, test.subset(np.arange(8)), progress=False)
+        trainer = Trainer(Classification(c, train, test.subset(np.arange(8))), r, progress=False)
         trainer.fit()
         curves[backend] = trainer.step_losses
     return curves
@@ -101,7 +106,7 @@ def overlay(work: Path) -> dict:
     curves, acc = {}, {}
     for backend in ("numba", "torch"):
         c = dataclasses.replace(cfg, backend=backend)
-        trainer = Trainer(c, make_runner(c, 10), train, test, progress=True)
+        trainer = Trainer(Classification(c, train, test), make_runner(c, 10), progress=True)
         m = trainer.fit()
         curves[backend], acc[backend] = trainer.step_losses, m["test_accuracy"]
     a, b = np.array(curves["numba"]), np.array(curves["torch"])
@@ -159,7 +164,7 @@ def v3(work: Path) -> dict:
 
 
 def transfer(work: Path) -> dict:
-    report = apps.transfer(work / "transfer", backend="numba")
+    report = Tr.transfer(work / "transfer", backend="numba")
     shutil.copy(work / "transfer" / "transfer.png", FIGURES / "transfer.png")
     report["command"] = "mobilenet transfer --out DIR"
     return report
@@ -168,11 +173,9 @@ def transfer(work: Path) -> dict:
 def embed(work: Path) -> dict:
     """The softmax pretraining (the transfer job's, when it ran in this work folder), a second
     phase with ArcFace from it, then ``mobilenet embed`` on the held-out glyph classes."""
-    softmax = apps.pretrain(
-        dataclasses.replace(apps.PRETRAIN, backend="numba"), work / "transfer" / "pretrain"
-    )
-    arcface = apps.pretrain(dataclasses.replace(apps.ARCFACE, init=str(softmax)), work / "arcface")
-    s = apps.embed_glyphs(arcface, work / "embed", classifier=softmax)
+    softmax = Tr.pretrain(dataclasses.replace(C.PRETRAIN, backend="numba"), work / "transfer" / "pretrain")
+    arcface = Tr.pretrain(dataclasses.replace(C.ARCFACE, init=str(softmax)), work / "arcface")
+    s = E.embed_glyphs(arcface, work / "embed", classifier=softmax)
     shutil.copy(work / "embed" / "embed.png", FIGURES / "embed.png")
     s["phases"] = {}
     for name, ckpt in (("softmax", softmax), ("arcface", arcface)):
@@ -196,7 +199,8 @@ def detect(work: Path) -> dict:
     import subprocess
     import time
 
-    from mobilenet import detect_train as DT
+    from mobilenet.detection import predict as DP
+    from mobilenet.detection import train as DT
 
     runs = {}
     for backend in ("numba", "torch"):
@@ -210,11 +214,11 @@ def detect(work: Path) -> dict:
     shutil.copy(work / "detect-numba" / "detection_curves.png", FIGURES / "detect_curves.png")
     runner, meta = DT.load_trained(work / "detect-numba" / "checkpoint.npz")
     test = DT.load_split(runner.cfg)[1].subset(range(8))
-    found = DT.detect_images(runner, meta, test.x)
+    found = DP.detect_images(runner, meta, test.x)
     fig, axes = plt.subplots(2, 4, figsize=(12, 6.2))
     for i, ax in enumerate(axes.ravel()):
         rgb = (test.x[i].transpose(1, 2, 0) * 255).round().astype(np.uint8)
-        DT.draw(rgb, found[i], meta["classes"], None, min_score=0.5, truth=test.boxes[i], ax=ax)
+        DP.draw(rgb, found[i], meta["classes"], None, min_score=0.5, truth=test.boxes[i], ax=ax)
     fig.suptitle("held-out scenes: detections of score >= 0.5 (ground truth dashed)")
     fig.tight_layout()
     fig.savefig(FIGURES / "detect_predictions.png", dpi=110)

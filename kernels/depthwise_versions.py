@@ -7,7 +7,7 @@ The formula (channel multiplier 1; ``xp`` is x zero-padded by (ph, pw))::
                           of w[c, i, j] * dout[n, c, ho, wo]
     dw[c, i, j]       = sum_{n, ho, wo} dout[n, c, ho, wo] * xp[n, c, ho*sh + i*dh, wo*sw + j*dw]
 
-Forward versions (each validated against ``numpy_impl`` in tests/test_kernels_depthwise.py,
+Forward versions (each validated against ``numpy_impl`` in tests/test_kernels_depthwise_versions.py,
 each timed by ``make bench``, the ``versions`` task of benchmarks/run.py):
 
     1  direct: the formula as a loop nest, NCHW, one thread, a bounds check per tap.

@@ -1,5 +1,5 @@
-"""The one registry of what a run can execute on: the CLI's choices, the trainer's runners,
-checkpoint formats and the apps all read it.
+"""What a run can execute on: the CLI's choices, the trainer, checkpoint formats and the apps all
+read this table. The modules that run each backend are loaded by :mod:`mobilenet.registry`.
 
 ``numpy`` and ``numba`` run the NumPy model (``numpy_impl``) on the ops backend of that name
 (``numpy_impl.backend``: the reference ops or the kernels); ``torch`` runs the PyTorch model.
@@ -7,7 +7,6 @@ checkpoint formats and the apps all read it.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 
@@ -17,17 +16,21 @@ class Backend:
     model: str  # the package whose MobileNet runs: "numpy_impl" or "torch_impl"
     ops: str | None  # the NumPy model's ops backend (numpy_impl.backend), None for torch
     checkpoint: str  # checkpoint file suffix: the models' own formats
-    runner: str  # the module with this model's build_model(cfg, num_classes) and Runner
+    extra: str | None  # the extra of setup.cfg its library comes from (mobilenet.extras)
 
 
 _ALL = (
-    Backend("numpy", model="numpy_impl", ops="numpy", checkpoint=".npz", runner="mobilenet.numpy_runner"),
-    Backend("numba", model="numpy_impl", ops="numba", checkpoint=".npz", runner="mobilenet.numpy_runner"),
-    Backend("torch", model="torch_impl", ops=None, checkpoint=".pt", runner="mobilenet.torch_runner"),
+    Backend("numpy", model="numpy_impl", ops="numpy", checkpoint=".npz", extra=None),
+    Backend("numba", model="numpy_impl", ops="numba", checkpoint=".npz", extra=None),
+    Backend("torch", model="torch_impl", ops=None, checkpoint=".pt", extra="torch"),
 )
 BACKENDS = {b.name: b for b in _ALL}
 NAMES = tuple(BACKENDS)
 NUMPY_MODEL = tuple(n for n, b in BACKENDS.items() if b.model == "numpy_impl")  # numpy_impl's ops backends
+TASKS = ("classify", "detect")  # the kinds of run: each has a runner per model
+
+# `mobilenet bench`'s sides, each timed alone in its process: the extra its library comes from
+BENCH_SIDES = {"numba": None, "numpy": None, "torch": "torch", "onnxruntime": "onnx"}
 
 
 def get(name: str, fn: str = "backend") -> Backend:
@@ -39,9 +42,3 @@ def get(name: str, fn: str = "backend") -> Backend:
 def compatible(a: str, b: str) -> bool:
     """Whether a checkpoint written on backend ``a`` loads on backend ``b`` (the same model)."""
     return get(a).model == get(b).model
-
-
-def runner_module(name: str):
-    """The runner module of backend ``name``, imported on first use: a numpy or numba run never
-    imports torch (whose thread pool would share the two cores with Numba's)."""
-    return importlib.import_module(get(name).runner)

@@ -44,12 +44,13 @@ BN_K, DW_V, DW_K, BLOCK, PW_K = (
     "kernels/fused_block.py",
     "kernels/pointwise.py",
 )
+SE_K, T_SE = "kernels/se.py", ("tests/test_kernels_se.py",)
 T_BN, T_PW, T_CONV, T_DW, T_BLOCK = (
     ("tests/test_kernels_batchnorm.py",),
-    ("tests/test_kernels_pointwise.py",),
+    ("tests/test_kernels_pointwise.py", "tests/test_kernels_gemm.py"),
     ("tests/test_kernels_conv.py",),
-    ("tests/test_kernels_depthwise.py",),
-    ("tests/test_kernels_block.py",),
+    ("tests/test_kernels_depthwise.py", "tests/test_kernels_depthwise_versions.py"),
+    ("tests/test_kernels_fused_block.py",),
 )
 
 MUTANTS = [
@@ -255,6 +256,24 @@ MUTANTS = [
     Mutant("pw-nchw-dw-wrong-axes", PW_K, "np.tensordot(d3, x3, axes=([0, 2], [0, 2]))",
            "np.tensordot(d3, x3, axes=([0, 2], [0, 2])).T.reshape(-1, x3.shape[1])", T_PW,
            "the NCHW weight gradient comes out transposed (and reshaped to fit)"),
+    # --- kernels/se.py: squeeze-and-excite's passes over the map --------------------------------------
+    Mutant("se-mean-is-a-sum", SE_K, "out[n, c] = acc[c] / P", "out[n, c] = acc[c]", T_SE,
+           "the squeeze sums the map instead of averaging it"),
+    Mutant("se-mean-skips-last-pixel", SE_K, "        for p in range(P):\n            for c in range(C):\n                acc[c] += x3[n, p, c]",
+           "        for p in range(P - 1):\n            for c in range(C):\n                acc[c] += x3[n, p, c]", T_SE,
+           "the squeeze's sum stops one pixel short"),
+    Mutant("se-scale-first-channel", SE_K, "                out[n, p, c] = x3[n, p, c] * scale[n, c]\n",
+           "                out[n, p, c] = x3[n, p, c] * scale[n, 0]\n",
+           T_SE, "every channel is excited by the first channel's scale"),
+    Mutant("se-dscale-drops-x", SE_K, "acc[c] += np.float64(d3[n, p, c]) * x3[n, p, c]", "acc[c] += np.float64(d3[n, p, c])",
+           T_SE, "the scale's gradient sums dout alone"),
+    Mutant("se-dx-drops-mean-path", SE_K, "out[n, p, c] = d3[n, p, c] * scale[n, c] + dmean[n, c]",
+           "out[n, p, c] = d3[n, p, c] * scale[n, c]", T_SE, "dx loses the gradient through the squeeze's mean"),
+    Mutant("se-dmean-by-height", SE_K, "ds / x.dtype.type(h * w)", "ds / x.dtype.type(h)", T_SE,
+           "the mean's gradient is spread over the rows only"),
+    Mutant("se-dw2-from-pre", SE_K, 'dh, dw2, db2 = linear_backward(dg, cache["h"], cache["w2"])',
+           'dh, dw2, db2 = linear_backward(dg, cache["pre"], cache["w2"])', T_SE,
+           "the expand layer's weight gradient uses the hidden units before their ReLU"),
     # --- the NumPy reference -------------------------------------------------------------------------
     Mutant("ref-bn-eps-ignored", "numpy_impl/functional/norm.py", "inv_std = 1.0 / np.sqrt(var + eps)",
            "inv_std = 1.0 / np.sqrt(var + 1e-5)", ("tests/test_norm.py",), "reference BN with eps fixed"),

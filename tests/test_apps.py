@@ -9,7 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from mobilenet import apps, cli
+from mobilenet import cli
+from mobilenet.apps import embed as E
+from mobilenet.apps import transfer as Tr
+from mobilenet.cli import train as cli_train
+from mobilenet.training import config as C
 
 
 @given(seed=st.integers(0, 2**16), n=st.integers(2, 60), levels=st.sampled_from([3, 10, 1000]))
@@ -19,8 +23,8 @@ def test_roc_and_auc_match_scikit_learn(seed, n, levels):
     if same.all() or not same.any():
         same[0] = not same[0]
     scores = rng.integers(0, levels, n) / levels + 0.3 * same  # ties included
-    fpr, tpr, thr = apps.roc(scores, same)
-    assert apps.auc(fpr, tpr) == pytest.approx(roc_auc_score(same, scores), abs=1e-12)
+    fpr, tpr, thr = E.roc(scores, same)
+    assert E.auc(fpr, tpr) == pytest.approx(roc_auc_score(same, scores), abs=1e-12)
     sk_fpr, sk_tpr, _ = roc_curve(same, scores, drop_intermediate=False)
     np.testing.assert_allclose(fpr, sk_fpr, atol=1e-12)
     np.testing.assert_allclose(tpr, sk_tpr, atol=1e-12)
@@ -31,12 +35,12 @@ def test_embedding_report_separates_clusters_and_not_noise():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 30)
     centres = np.eye(4, 16) * 5
-    clustered = apps.l2_normalize(centres[y] + rng.standard_normal((120, 16)) * 0.3)
-    r = apps.embedding_report(clustered, y, enrol=3)
+    clustered = E.l2_normalize(centres[y] + rng.standard_normal((120, 16)) * 0.3)
+    r = E.embedding_report(clustered, y, enrol=3)
     assert r["identification_top1"] == 1.0 and r["auc"] > 0.999 and r["balanced_accuracy"] > 0.99
     assert r["probes"] == 120 - 12
-    noise = apps.l2_normalize(rng.standard_normal((120, 16)))
-    r = apps.embedding_report(noise, y, enrol=3)
+    noise = E.l2_normalize(rng.standard_normal((120, 16)))
+    r = E.embedding_report(noise, y, enrol=3)
     assert r["identification_top1"] < 0.5 and abs(r["auc"] - 0.5) < 0.1
 
 
@@ -67,12 +71,12 @@ def transfer_run(tmp_path_factory, pretrained):
 
 
 def test_transfer_writes_table_json_and_plot(transfer_run, pretrained):
-    from mobilenet import glyphs
+    from mobilenet.data import glyphs
 
     report = json.loads((transfer_run / "transfer.json").read_text())
     keys = [(r["target"], r["k"], r["seed"], r["method"]) for r in report["rows"]]
     expected = [
-        (t, k, s, m) for t in ("digits", "glyphs") for k in (1, 2) for s in (0, 3) for m in apps.METHODS
+        (t, k, s, m) for t in ("digits", "glyphs") for k in (1, 2) for s in (0, 3) for m in Tr.METHODS
     ]
     assert keys == expected
     n_held = len(glyphs.load_corpus().heldout)
@@ -109,7 +113,8 @@ def test_embed_reports_three_embeddings(digits_0_4, tmp_path, capsys):
 
 
 def test_stage_features_agree_between_numpy_and_torch():
-    from mobilenet.train import TrainConfig, make_runner
+    from mobilenet.training.classify import make_runner
+    from mobilenet.training.config import TrainConfig
 
     cfg = TrainConfig(width_mult=0.35, backend="numpy", dtype="float64")
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32))
@@ -149,7 +154,7 @@ def test_embed_on_held_out_glyphs_compares_five_embeddings(pretrained, tmp_path,
     assert list(s["results"]) == names and s["held_out_classes"] >= 30
     for r in s["results"].values():
         assert 0 <= r["identification_top1"] <= 1 and 0 <= r["auc"] <= 1 and 0 <= r["tar_at_far_1e-2"] <= 1
-        for key in apps.SPREAD:  # the mean and spread of three draws of gallery and pairs
+        for key in E.SPREAD:  # the mean and spread of three draws of gallery and pairs
             assert len(r[f"{key}_draws"]) == 3 and r[key] == pytest.approx(np.mean(r[f"{key}_draws"]))
             assert r[f"{key}_std"] == pytest.approx(np.std(r[f"{key}_draws"]))
         assert len(set(r["identification_top1_draws"])) > 1 or r["identification_top1"] in (0, 1)
@@ -161,27 +166,27 @@ def test_embed_on_held_out_glyphs_compares_five_embeddings(pretrained, tmp_path,
 
 def test_tar_at_far_reads_the_roc():
     fpr, tpr = np.array([0.0, 0.005, 0.01, 0.2, 1.0]), np.array([0.0, 0.4, 0.6, 0.9, 1.0])
-    assert apps.tar_at_far(fpr, tpr, 1e-2) == 0.6 and apps.tar_at_far(fpr, tpr, 1e-3) == 0.0
+    assert E.tar_at_far(fpr, tpr, 1e-2) == 0.6 and E.tar_at_far(fpr, tpr, 1e-3) == 0.0
 
 
 def test_roc_on_grid_keeps_the_best_rate_at_each_far():
     rng = np.random.default_rng(0)
     same = rng.random(5000) < 0.1
-    fpr, tpr, _ = apps.roc(rng.random(5000) + same, same)
-    g = apps.roc_on_grid(fpr, tpr, n=50)
+    fpr, tpr, _ = E.roc(rng.random(5000) + same, same)
+    g = E.roc_on_grid(fpr, tpr, n=50)
     assert len(g["fpr"]) == 50 and np.all(np.diff(g["tpr"]) >= 0)
     for far, t in zip(g["fpr"], g["tpr"]):
-        assert t == apps.tar_at_far(fpr, tpr, far)
+        assert t == E.tar_at_far(fpr, tpr, far)
 
 
 def test_pretrain_defaults_follow_the_loss():
     def config(*extra):
-        return cli.pretrain_config(cli.build_parser().parse_args(["pretrain", "--out", "x", *extra]))
+        return cli_train.pretrain_config(cli.build_parser().parse_args(["pretrain", "--out", "x", *extra]))
 
-    assert config() == apps.PRETRAIN
+    assert config() == C.PRETRAIN
     arc = config("--loss", "arcface", "--init", "ck.npz")
-    assert arc == dataclasses.replace(apps.ARCFACE, init="ck.npz")
-    assert (arc.label_smoothing, arc.dropout) == (0.0, 0.0) and arc.epochs < apps.PRETRAIN.epochs
+    assert arc == dataclasses.replace(C.ARCFACE, init="ck.npz")
+    assert (arc.label_smoothing, arc.dropout) == (0.0, 0.0) and arc.epochs < C.PRETRAIN.epochs
     given = config("--loss", "arcface", "--epochs", "2", "--dropout", "0.1", "--embed-dim", "8")
     assert (given.epochs, given.dropout, given.embed_dim, given.label_smoothing) == (2, 0.1, 8, 0.0)
     assert config("--label-smoothing", "0").label_smoothing == 0.0 and config().label_smoothing > 0

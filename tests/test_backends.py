@@ -5,7 +5,7 @@ import pytest
 import mobilenet_arch as A
 from mobilenet import backends as B
 from mobilenet.cli import build_parser
-from mobilenet.train import TrainConfig
+from mobilenet.training.config import TrainConfig
 from numpy_impl.backend import BACKENDS as OPS_BACKENDS
 
 

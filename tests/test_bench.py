@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from mobilenet import bench, cli
+from mobilenet import cli
+from mobilenet.deploy import bench
 
 
 def test_bench_cli_json_has_every_backend_and_fixed_threads(capsys):

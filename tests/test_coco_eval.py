@@ -1,10 +1,10 @@
-"""mobilenet.coco_eval: mAP by pycocotools on predictions whose answer is known."""
+"""mobilenet.detection.coco: mAP by pycocotools on predictions whose answer is known."""
 
 import numpy as np
 import pytest
 
-from mobilenet import scenes as S
-from mobilenet.coco_eval import coco_map
+from mobilenet.data import scenes as S
+from mobilenet.detection.coco import coco_map
 
 
 def _truth():

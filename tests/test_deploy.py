@@ -9,20 +9,21 @@ import torch
 from onnx import numpy_helper
 
 import torch_impl
-from mobilenet import cli, deploy
+from mobilenet import cli
+from mobilenet.deploy import onnx_export, state_dicts
 
 
 def _export(tmp_path, arch="v2", **kw):
     kw = {"width_mult": 0.35, "num_classes": 5, "resolution": 32, "seed": 3, **kw}
     path = tmp_path / f"{arch}.onnx"
-    deploy.export_onnx(path, arch=arch, **kw)
+    onnx_export.export_onnx(path, arch=arch, **kw)
     return path
 
 
 @pytest.mark.parametrize("arch", ["v1", "v2"])
 def test_export_then_verify_within_tolerance(tmp_path, arch):
-    r = deploy.verify_onnx(_export(tmp_path, arch))
-    assert r["ok"] and r["rel_err"] <= deploy.ONNX_TOL and r["batch"] != 1  # the dynamic batch is used
+    r = onnx_export.verify_onnx(_export(tmp_path, arch))
+    assert r["ok"] and r["rel_err"] <= onnx_export.ONNX_TOL and r["batch"] != 1  # the dynamic batch is used
     assert (r["arch"], r["width_mult"], r["num_classes"]) == (arch, 0.35, 5)
 
 
@@ -34,8 +35,8 @@ def test_verify_fails_on_a_tampered_weight(tmp_path):
     w.flat[0] += 0.05 * np.abs(w).max()
     init.CopyFrom(numpy_helper.from_array(w, init.name))
     onnx.save(proto, path)
-    r = deploy.verify_onnx(path)
-    assert not r["ok"] and r["rel_err"] > deploy.ONNX_TOL
+    r = onnx_export.verify_onnx(path)
+    assert not r["ok"] and r["rel_err"] > onnx_export.ONNX_TOL
 
 
 def test_exported_batch_dimension_is_dynamic(tmp_path):
@@ -50,30 +51,30 @@ def test_exported_batch_dimension_is_dynamic(tmp_path):
 def test_export_from_checkpoint_and_verify_follows_the_file(tmp_path):
     m = torch_impl.mobilenet_v2(width_mult=0.5, num_classes=7)
     torch.save(m.state_dict(), tmp_path / "w.pth")
-    deploy.convert(tmp_path / "w.pth", tmp_path / "c.npz")
+    state_dicts.convert(tmp_path / "w.pth", tmp_path / "c.npz")
     onnx_path = tmp_path / "c.onnx"
-    deploy.export_onnx(onnx_path, checkpoint=tmp_path / "c.npz", resolution=32)
-    assert deploy.verify_onnx(onnx_path)["ok"]
+    onnx_export.export_onnx(onnx_path, checkpoint=tmp_path / "c.npz", resolution=32)
+    assert onnx_export.verify_onnx(onnx_path)["ok"]
     (tmp_path / "c.npz").rename(tmp_path / "moved.npz")
     with pytest.raises(FileNotFoundError, match="pass --checkpoint"):
-        deploy.verify_onnx(onnx_path)
-    assert deploy.verify_onnx(onnx_path, checkpoint=tmp_path / "moved.npz")["ok"]
+        onnx_export.verify_onnx(onnx_path)
+    assert onnx_export.verify_onnx(onnx_path, checkpoint=tmp_path / "moved.npz")["ok"]
     torch.save(torch_impl.mobilenet_v2(width_mult=0.5, num_classes=7).state_dict(), tmp_path / "x.pth")
-    deploy.convert(tmp_path / "x.pth", tmp_path / "other.npz")
+    state_dicts.convert(tmp_path / "x.pth", tmp_path / "other.npz")
     with pytest.raises(ValueError, match="SHA-256"):
-        deploy.verify_onnx(onnx_path, checkpoint=tmp_path / "other.npz")
+        onnx_export.verify_onnx(onnx_path, checkpoint=tmp_path / "other.npz")
 
 
 def test_verify_refuses_files_that_are_not_our_onnx(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage" * 10)
     with pytest.raises(ValueError, match="not an ONNX model|not written by"):
-        deploy.verify_onnx(bad)
+        onnx_export.verify_onnx(bad)
     proto = onnx.load(_export(tmp_path))
     del proto.metadata_props[:]
     onnx.save(proto, tmp_path / "plain.onnx")
     with pytest.raises(ValueError, match="not written by `mobilenet export`"):
-        deploy.verify_onnx(tmp_path / "plain.onnx")
+        onnx_export.verify_onnx(tmp_path / "plain.onnx")
 
 
 def _torchvision_like(width, classes, seed=0):
@@ -95,15 +96,15 @@ def _torchvision_like(width, classes, seed=0):
 def test_convert_round_trips_and_infers_width_and_classes(tmp_path, width):
     m = _torchvision_like(width, 11)
     torch.save(m.state_dict(), tmp_path / "w.pth")
-    r = deploy.convert(tmp_path / "w.pth", tmp_path / "c.npz")
+    r = state_dicts.convert(tmp_path / "w.pth", tmp_path / "c.npz")
     assert (r["width_mult"], r["num_classes"]) == (width, 11)
-    state, meta = deploy.read_checkpoint(tmp_path / "c.npz")
-    ours = deploy._source_model("v2", width, 11, state, dtype=np.float64)
+    state, meta = state_dicts.read_checkpoint(tmp_path / "c.npz")
+    ours = state_dicts.source_model("v2", width, 11, state, dtype=np.float64)
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32))
     with torch.no_grad():
         ref = m.double()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(ours.forward(x), ref, rtol=1e-9, atol=1e-9 * np.abs(ref).max())
-    deploy.convert(tmp_path / "c.npz", tmp_path / "back.pth")
+    state_dicts.convert(tmp_path / "c.npz", tmp_path / "back.pth")
     back, orig = torch.load(tmp_path / "back.pth", weights_only=True), torch.load(tmp_path / "w.pth")
     assert list(back) == list(orig)
     assert all(back[k].dtype == orig[k].dtype and torch.equal(back[k], orig[k]) for k in orig)
@@ -112,7 +113,7 @@ def test_convert_round_trips_and_infers_width_and_classes(tmp_path, width):
 def test_convert_accepts_wrapped_and_dataparallel_state_dicts(tmp_path):
     sd = _torchvision_like(0.5, 3).state_dict()
     torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "w.pth")
-    assert deploy.convert(tmp_path / "w.pth", tmp_path / "c.npz")["width_mult"] == 0.5
+    assert state_dicts.convert(tmp_path / "w.pth", tmp_path / "c.npz")["width_mult"] == 0.5
 
 
 @pytest.mark.parametrize(
@@ -137,20 +138,20 @@ def test_convert_refuses_mismatches_naming_them(tmp_path, edit, message):
     edit(sd)
     torch.save(sd, tmp_path / "w.pth")
     with pytest.raises(ValueError, match=message):
-        deploy.convert(tmp_path / "w.pth", tmp_path / "c.npz", width_mult=1.0)
+        state_dicts.convert(tmp_path / "w.pth", tmp_path / "c.npz", width_mult=1.0)
     with pytest.raises(ValueError, match=message):
-        deploy.convert(tmp_path / "w.pth", tmp_path / "c.npz")  # inferring: the same names
+        state_dicts.convert(tmp_path / "w.pth", tmp_path / "c.npz")  # inferring: the same names
 
 
 def test_convert_refuses_pickled_modules_and_other_files(tmp_path):
     torch.save(torch_impl.mobilenet_v2(width_mult=0.35), tmp_path / "module.pth")
     with pytest.raises(ValueError, match="never loaded"):
-        deploy.convert(tmp_path / "module.pth", tmp_path / "c.npz")
+        state_dicts.convert(tmp_path / "module.pth", tmp_path / "c.npz")
     (tmp_path / "junk.pth").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(ValueError, match="not a state_dict file"):
-        deploy.convert(tmp_path / "junk.pth", tmp_path / "c.npz")
+        state_dicts.convert(tmp_path / "junk.pth", tmp_path / "c.npz")
     with pytest.raises(ValueError, match="must end in .npz"):
-        deploy.convert(tmp_path / "junk.pth", tmp_path / "c.txt")
+        state_dicts.convert(tmp_path / "junk.pth", tmp_path / "c.txt")
 
 
 def test_cli_export_verify_convert(tmp_path, capsys):
@@ -182,4 +183,4 @@ def test_verify_refuses_metadata_that_does_not_describe_the_graph(tmp_path):
                 p.value = value
         onnx.save(proto, tmp_path / "crafted.onnx")
         with pytest.raises(ValueError, match=message):
-            deploy.verify_onnx(tmp_path / "crafted.onnx")
+            onnx_export.verify_onnx(tmp_path / "crafted.onnx")

@@ -1,4 +1,4 @@
-"""mobilenet.detect_train and ``mobilenet detect``: the detection trainer, its runners, checkpoints,
+"""mobilenet.detection.train and ``mobilenet detect``: the detection trainer, its runners, checkpoints,
 resume, the COCO data path, and the command line on good and bad input."""
 
 import dataclasses
@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from mobilenet import checkpoint, cli
-from mobilenet import detect_train as DT
-from mobilenet.scenes import make_scenes, write_coco
+from mobilenet.data.scenes import make_scenes, write_coco
+from mobilenet.detection import config as DC
+from mobilenet.detection import train as DT
+from mobilenet.detection.numpy_runner import Runner as NumpyDetectRunner
 from mobilenet.verify import group_errors
 
-TINY = DT.DetectConfig(
+TINY = DC.DetectConfig(
     width_mult=0.25,
     resolution=64,
     train_size=24,
@@ -30,17 +32,18 @@ TINY_ARGS += ["--epochs", "1", "--batch-size", "8", "--no-progress"]
 def test_numpy_and_torch_runners_take_the_same_step_in_float64():
     cfg = dataclasses.replace(TINY, dtype="float64", weight_decay=1e-3, lr=0.1)
     train, _ = DT.load_split(dataclasses.replace(cfg, train_size=8, test_size=1))
-    trainer = DT.DetectTrainer(cfg, DT.make_runner(cfg, len(train.classes)), train, train, progress=False)
-    x, loc_t, labels = trainer._batch(np.arange(8), 0, 0)
+    x, loc_t, labels = DT.Detection(cfg, train, train).batch(np.arange(8), np.random.default_rng(0))
     assert (labels > 0).any() and (labels == 0).any()
-    a = DT.NumpyRunner(cfg, len(train.classes))
+    a = NumpyDetectRunner(cfg, len(train.classes))
     b = DT.make_runner(dataclasses.replace(cfg, backend="torch"), len(train.classes))
     start = {k: v.copy() for k, v in a.model.state_dict().items()}
     for runner in (a, b):
         runner.set_lr(0.1)
     # One step: a second one can select other hard negatives on a near-tie of two losses (the
     # selection is a discontinuity), which moves the weights by ~1e-7 relative: not a bug.
-    np.testing.assert_allclose(a.train_step(x, loc_t, labels), b.train_step(x, loc_t, labels), rtol=1e-12)
+    sa, sb = a.train_step((x, loc_t, labels), 0), b.train_step((x, loc_t, labels), 0)
+    assert sa.keys() == sb.keys() == {"loss", "loc_loss", "conf_loss"}
+    np.testing.assert_allclose([sa[k] for k in sa], [sb[k] for k in sa], rtol=1e-12)
     sa = {k[6:]: v for k, v in a.state_arrays().items() if k.startswith("model/")}
     sb = {k[6:]: v for k, v in b.state_arrays().items() if k.startswith("model/")}
     assert sa.keys() == sb.keys() == start.keys()
@@ -55,14 +58,14 @@ def test_numpy_and_torch_runners_take_the_same_step_in_float64():
 def test_numpy_and_torch_runners_predict_alike_in_float64():
     cfg = dataclasses.replace(TINY, dtype="float64")
     x = np.random.default_rng(0).standard_normal((3, 3, 64, 64))
-    a, b = DT.NumpyRunner(cfg, 6), DT.make_runner(dataclasses.replace(cfg, backend="torch"), 6)
+    a, b = NumpyDetectRunner(cfg, 6), DT.make_runner(dataclasses.replace(cfg, backend="torch"), 6)
     for u, v in zip(a.predict(x), b.predict(x)):  # eval mode: the running statistics, both heads
         assert np.abs(u - v).max() <= 1e-9 * np.abs(v).max()
 
 
 def _interrupt_after(monkeypatch, steps):
     """Make the NumPy runner raise KeyboardInterrupt once it has taken ``steps`` steps."""
-    real, count = DT.NumpyRunner.train_step, {"n": 0}
+    real, count = NumpyDetectRunner.train_step, {"n": 0}
 
     def step(self, *a):
         if count["n"] == steps:
@@ -70,7 +73,7 @@ def _interrupt_after(monkeypatch, steps):
         count["n"] += 1
         return real(self, *a)
 
-    monkeypatch.setattr(DT.NumpyRunner, "train_step", step)
+    monkeypatch.setattr(NumpyDetectRunner, "train_step", step)
 
 
 def test_interrupted_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path, monkeypatch):
@@ -245,11 +248,10 @@ def test_summary_counts_the_detector(capsys):
 def test_torch_runner_state_round_trips():
     cfg = dataclasses.replace(TINY, backend="torch")
     train, _ = DT.load_split(dataclasses.replace(cfg, train_size=8, test_size=1))
-    trainer = DT.DetectTrainer(cfg, DT.make_runner(cfg, 6), train, train, progress=False)
-    x, loc_t, labels = trainer._batch(np.arange(8), 0, 0)
-    a = trainer.runner
-    a.train_step(x, loc_t, labels)
+    batch = DT.Detection(cfg, train, train).batch(np.arange(8), np.random.default_rng(0))
+    a = DT.make_runner(cfg, 6)
+    a.train_step(batch, 0)
     b = DT.make_runner(cfg, 6)
     b.load_state_arrays(a.state_arrays())
-    assert a.train_step(x, loc_t, labels) == b.train_step(x, loc_t, labels)
+    assert a.train_step(batch, 0) == b.train_step(batch, 0)
     assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))

@@ -21,7 +21,7 @@ def test_numpy_impl_and_kernels_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any 'import torch' now raises ImportError
         "import numpy as np, numpy_impl, kernels, mobilenet.summary, mobilenet.cli\n"
-        "from mobilenet.train import TrainConfig, make_runner\n"  # a numba run's trainer never imports torch
+        "from mobilenet.training.classify import TrainConfig, make_runner\n"  # a numba run's trainer never imports torch
         "r = make_runner(TrainConfig(backend='numba', width_mult=0.35), 3)\n"
         "print(r.predict(np.zeros((1, 3, 32, 32), np.float32)).shape)\n"
     )
@@ -100,7 +100,7 @@ def test_the_application_imports_its_own_modules_at_the_top():
     as matplotlib, may load late; backends and the verify command load torch by module name)."""
     first_party = {"mobilenet", "mobilenet_arch", "numpy_impl", "kernels", "torch_impl"}
     bad = []
-    for f in sorted((ROOT / "mobilenet").glob("*.py")):
+    for f in sorted((ROOT / "mobilenet").rglob("*.py")):
         tree = ast.parse(f.read_text())
         for fn in ast.walk(tree):
             if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from mobilenet import glyphs as G
+from mobilenet.data import glyphs as G
 from mobilenet.data import load_data
 
 

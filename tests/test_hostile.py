@@ -22,6 +22,7 @@ import kernels as K
 import numpy_impl
 from mobilenet import checkpoint, cli
 from mobilenet import data as D
+from mobilenet.cli import summary as cli_summary
 from numpy_impl import functional as F
 
 
@@ -55,7 +56,7 @@ def test_16_bit_pngs_are_scaled_by_their_range(tmp_path, channels, color_type):
     value = np.random.default_rng(channels or 1).integers(0, 65536)
     shape = (6, 6) if channels is None else (6, 6, channels)
     write_png(tmp_path / "a.png", np.full(shape, value, np.uint16), 16, color_type)
-    x = D._read_image(tmp_path / "a.png", 8)
+    x = D.read_image(tmp_path / "a.png", 8)
     assert x.shape == (3, 8, 8)
     # 8-bit reductions (Pillow's, for colour) keep the high byte: within 1/255 of value / 65535
     np.testing.assert_allclose(x, value / 65535, atol=1 / 255)
@@ -64,7 +65,7 @@ def test_16_bit_pngs_are_scaled_by_their_range(tmp_path, channels, color_type):
 def test_images_without_a_known_range_are_refused_by_name(tmp_path):
     Image.fromarray(np.full((4, 4), 7, np.int32)).save(tmp_path / "i.tif")
     with pytest.raises(ValueError, match="32-bit integer pixels have no known range"):
-        D._read_image(tmp_path / "i.tif", 8)
+        D.read_image(tmp_path / "i.tif", 8)
 
 
 def test_a_decompression_bomb_is_refused_and_skippable(tmp_path):
@@ -321,7 +322,7 @@ def test_environment_errors_are_messages_and_debug_shows_the_traceback(monkeypat
     def broken(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(cli, "summary_dict", broken)
+    monkeypatch.setattr(cli_summary, "summary_dict", broken)
     assert cli.main(["summary"]) == 1
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err

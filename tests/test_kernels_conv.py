@@ -85,3 +85,16 @@ def test_conv2d_tiles_cover_every_row(monkeypatch, tile_bytes):
     x, w, b = rng_arrays(3, np.float64, (2, 3, 19, 18), (6, 3, 3, 3), (6,))
     got = K.conv2d(in_memory(x, "channels_last"), w, b, stride=2, padding=1)
     np.testing.assert_allclose(got, F.conv2d(x, w, b, stride=2, padding=1), rtol=1e-12, atol=1e-12)
+
+
+def test_the_fuzz_check_fails_a_kernel_that_refuses_valid_input():
+    x, w = rng_arrays(0, np.float64, (1, 2, 5, 5), (3, 2, 3, 3))
+
+    def refuses(*args):
+        raise ValueError("conv2d: not today")
+
+    with pytest.raises(AssertionError, match="refuses input the reference accepts"):
+        fuzz.agree(refuses, F.pointwise_conv2d, (x[:, :, :1, :1], w[:, :, :1, :1]), "pointwise")
+    with pytest.raises(AssertionError, match="the kernel raises TypeError"):  # the wrong type of error
+        fuzz.agree(lambda *a: K.conv2d(None, *a[1:]), F.conv2d, (x[:, :1], w), "conv")
+    fuzz.agree(K.conv2d, F.conv2d, (x, w[:, :1]), "conv")  # both refuse with a ValueError: agreed

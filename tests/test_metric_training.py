@@ -9,8 +9,9 @@ import torch.nn.functional as TF
 
 import torch_impl
 from mobilenet import checkpoint
-from mobilenet.numpy_runner import HEAD
-from mobilenet.train import TrainConfig, init_backbone, load_trained, make_runner, run
+from mobilenet.training.classify import init_backbone, load_trained, make_runner, run
+from mobilenet.training.config import TrainConfig
+from mobilenet.training.numpy_runner import HEAD
 from torch_impl.metric import arcface_logits
 
 CFG = TrainConfig(
@@ -27,7 +28,7 @@ def test_one_step_gradients_match_torch():
     head0 = runner.head.copy()
     model = torch_impl.mobilenet("v2", width_mult=0.35, num_classes=16, dropout=0.0).double().train()
     model.load_state_dict(torch_impl.state_dict_to_torch(runner.model.state_dict()))
-    loss, _ = runner.train_step(x, y, step_seed=0)
+    loss = runner.train_step((x, y), step_seed=0)["loss"]
     head = torch.tensor(head0, requires_grad=True)
     logits = arcface_logits(
         model(torch.from_numpy(x)), head, torch.from_numpy(y), CFG.arcface_scale, CFG.arcface_margin

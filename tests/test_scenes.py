@@ -1,4 +1,4 @@
-"""mobilenet.scenes: generated scenes, COCO files (round trip and hostile ones), box-consistent
+"""mobilenet.data.scenes: generated scenes, COCO files (round trip and hostile ones), box-consistent
 augmentation."""
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilenet import scenes as S
+from mobilenet.data import scenes as S
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,9 @@ import torch
 
 from mobilenet import checkpoint, cli
 from mobilenet import data as D
-from mobilenet.train import TrainConfig, Trainer, load_split, load_trained, make_runner, step_seed
+from mobilenet.training.classify import Classification, load_split, load_trained, make_runner
+from mobilenet.training.config import TrainConfig
+from mobilenet.training.loop import Trainer, step_seed
 from torch_impl import state_dict_to_numpy
 
 # Small and quick, but the real thing: V2 blocks with and without residuals, BN, augmentation.
@@ -68,7 +70,7 @@ def _warm_start():
     )
     train, test = load_split(cfg)
     runner = make_runner(cfg, 10)
-    Trainer(cfg, runner, train, test.subset(np.arange(8)), progress=False).fit()
+    Trainer(Classification(cfg, train, test.subset(np.arange(8))), runner, progress=False).fit()
     return {
         k: v.astype(np.float64) if v.dtype.kind == "f" else v
         for k, v in state_dict_to_numpy(runner.model.state_dict()).items()
@@ -104,7 +106,7 @@ def test_whole_run_float64_numpy_and_torch_stay_together():
         runner.model.load_state_dict(
             warm if backend == "numpy" else {k: torch.from_numpy(v) for k, v in warm.items()}
         )
-        m = Trainer(c, runner, train, test, progress=False).fit()
+        m = Trainer(Classification(c, train, test), runner, progress=False).fit()
         assert m["steps"] == 50
         sd = runner.model.state_dict()
         results[backend] = (m, sd if backend == "numpy" else state_dict_to_numpy(sd))
@@ -283,7 +285,9 @@ def test_step_seeds_are_distinct_and_stable():
         (lambda: TrainConfig(backend="jax").validate(), ValueError, "backend must be one of"),
         (lambda: TrainConfig(batch_size=1).validate(), ValueError, "batch_size must be >= 2"),
         (
-            lambda: Trainer(TrainConfig(), None, D.load_digits(32).subset(np.arange(8)), None),
+            lambda: Trainer(
+                Classification(TrainConfig(), D.load_digits(32).subset(np.arange(8)), None), None
+            ),
             ValueError,
             "smaller than one batch",
         ),
@@ -304,8 +308,8 @@ def test_load_trained_rejects_a_plain_checkpoint(tmp_path):
 def test_torch_backend_resumes_mid_epoch_with_rmsprop_state(tmp_path, monkeypatch):
     """The torch runner's checkpoint (``.pt``, weights_only) carries RMSprop's buffers and
     step counts: a run interrupted mid-epoch and resumed ends where an uninterrupted one does."""
-    from mobilenet import torch_runner
-    from mobilenet import train as T
+    from mobilenet.training import classify as T
+    from mobilenet.training import torch_runner
 
     cfg = TrainConfig(
         width_mult=0.35,
@@ -323,11 +327,11 @@ def test_torch_backend_resumes_mid_epoch_with_rmsprop_state(tmp_path, monkeypatc
     calls = {"n": 0}
     original = torch_runner.Runner.train_step
 
-    def interrupted(self, x, y, step_seed):
+    def interrupted(self, batch, step_seed):
         calls["n"] += 1
         if calls["n"] == 9:  # epoch 2, step 3: the last checkpoint is from step 8
             raise KeyboardInterrupt
-        return original(self, x, y, step_seed)
+        return original(self, batch, step_seed)
 
     monkeypatch.setattr(torch_runner.Runner, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):

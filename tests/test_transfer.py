@@ -1,10 +1,11 @@
-"""mobilenet.transfer: freezing feature stages and replacing the classifier, on both model classes."""
+"""mobilenet.apps.freeze: freezing feature stages and replacing the classifier, on both model classes."""
 
 import numpy as np
 import pytest
 
-from mobilenet.train import TrainConfig, make_runner
-from mobilenet.transfer import freeze, replace_classifier, trainable_names, unfreeze
+from mobilenet.apps.freeze import freeze, replace_classifier, trainable_names, unfreeze
+from mobilenet.training.classify import make_runner
+from mobilenet.training.config import TrainConfig
 from numpy_impl import mobilenet_v1, mobilenet_v2
 from torch_impl import state_dict_to_numpy
 
@@ -23,7 +24,7 @@ def test_freeze_trains_only_the_head_and_keeps_bn_statistics(kind):
     assert names == ["classifier.1.weight", "classifier.1.bias"]
     before = _state(model, kind)
     x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
-    runner.train_step(x, np.array([0, 1, 2, 4]), step_seed=0)
+    runner.train_step((x, np.array([0, 1, 2, 4])), step_seed=0)
     after = _state(model, kind)
     changed = {k for k in before if not np.array_equal(before[k], after[k])}
     assert changed == {"classifier.1.weight", "classifier.1.bias"}
@@ -33,7 +34,7 @@ def test_freeze_trains_only_the_head_and_keeps_bn_statistics(kind):
     freeze(model, upto=13)
     runner.make_optimizer()
     before = _state(model, kind)
-    runner.train_step(x, np.array([0, 1, 2, 4]), step_seed=1)
+    runner.train_step((x, np.array([0, 1, 2, 4])), step_seed=1)
     after = _state(model, kind)
     changed = {k for k in before if not np.array_equal(before[k], after[k])}
     assert any(k.startswith("features.13.") for k in changed) and "features.13.1.1.running_mean" in changed

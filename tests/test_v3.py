@@ -212,17 +212,17 @@ def test_v3_matches_torch_in_float64(arch, backend):
 
 def test_v3_torchvision_format_weights_convert_both_ways(tmp_path):
     """A torchvision-layout V3 state_dict -> our checkpoint (width inferred) -> .pth, unchanged."""
-    from mobilenet import deploy
+    from mobilenet.deploy import state_dicts
 
     sd = torch_impl.mobilenet_v3_large(width_mult=0.75, num_classes=9).state_dict()
     torch.save(sd, tmp_path / "w.pth")
-    r = deploy.convert(tmp_path / "w.pth", tmp_path / "c.npz", arch="v3-large")
+    r = state_dicts.convert(tmp_path / "w.pth", tmp_path / "c.npz", arch="v3-large")
     assert (r["width_mult"], r["num_classes"]) == (0.75, 9)
-    deploy.convert(tmp_path / "c.npz", tmp_path / "back.pth")
+    state_dicts.convert(tmp_path / "c.npz", tmp_path / "back.pth")
     back = torch.load(tmp_path / "back.pth", weights_only=True)
     assert list(back) == list(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
     with pytest.raises(ValueError, match="does not match the model: missing keys"):  # Large is not Small
-        deploy.convert(tmp_path / "w.pth", tmp_path / "d.npz", arch="v3-small")
+        state_dicts.convert(tmp_path / "w.pth", tmp_path / "d.npz", arch="v3-small")
 
 
 @pytest.mark.parametrize("arch", ["v3-large", "v3-small"])

@@ -61,7 +61,8 @@ class Runner:
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
 
-    def train_step(self, x, y, step_seed):
+    def train_step(self, batch, step_seed) -> dict:
+        x, y = batch
         torch.manual_seed(step_seed)  # dropout masks of this step
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -70,7 +71,7 @@ class Runner:
         loss = TF.cross_entropy(logits, yt, label_smoothing=self.cfg.label_smoothing)
         loss.backward()
         self.optimizer.step()
-        return loss.item(), int((logits.argmax(1) == yt).sum())
+        return {"loss": loss.item(), "correct": int((logits.argmax(1) == yt).sum())}
 
     def predict(self, x, batch_size=256):
         self.model.eval()
@@ -105,7 +106,10 @@ class Runner:
         load_state_arrays(self.model, self.optimizer, arrays)
 
     def rng_state(self) -> dict:
-        return {}
+        return {}  # dropout is seeded per step (torch.manual_seed)
+
+    def set_rng_state(self, state: dict) -> None:
+        """Nothing to restore: see :meth:`rng_state`."""
 
 
 def state_arrays(model, optimizer) -> dict:

@@ -1,15 +1,12 @@
-"""Image data that needs no network: scikit-learn's digits, a generated shapes dataset, and
-loaders for users' own images (a folder of class subfolders, the CIFAR-10 binary format).
+"""Classification images that need no network: scikit-learn's digits, a generated shapes dataset,
+and readers for users' own images (a folder of class subfolders, the CIFAR-10 binary format).
 
 Every loader returns :class:`Dataset`: ``x`` (N, 3, R, R) float32 in [0, 1] (NCHW, like
-torch), ``y`` (N,) int64 labels in [0, len(classes)). Augmentation, normalisation and the
-batch order are seeded functions, so a run can be replayed (and resumed) exactly.
+torch), ``y`` (N,) int64 labels in [0, len(classes)).
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +71,7 @@ class Dataset:
 # --- resizing -------------------------------------------------------------------------------
 
 
-def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+def interp_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) bilinear weights, ``align_corners=False`` (torch's ``interpolate``)."""
     src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5  # centre of each output pixel in input coords
     src = np.clip(src, 0, n_in - 1)
@@ -89,15 +86,15 @@ def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 def resize(x: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of (N, C, H, W) to (N, C, size, size), as ``F.interpolate(mode="bilinear")``."""
-    _, _, h, w = _check_images("resize", x).shape
+    _, _, h, w = check_images("resize", x).shape
     size = check_int("resize", "size", size, 1)
     if (h, w) == (size, size):
         return x.astype(np.float32)
-    rh, rw = _interp_matrix(h, size), _interp_matrix(w, size)
+    rh, rw = interp_matrix(h, size), interp_matrix(w, size)
     return np.einsum("oh,nchw,pw->ncop", rh, x, rw, optimize=True).astype(np.float32)  # (N, C, S, S)
 
 
-def _check_images(fn, x):
+def check_images(fn, x):
     if not isinstance(x, np.ndarray) or x.ndim != 4:
         got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
         raise ValueError(f"{fn}: x must be a numpy array of shape (N, C, H, W), got {got}")
@@ -170,7 +167,7 @@ def make_shapes(n: int = 2000, resolution: int = 32, seed: int = 0, noise: float
 MAX_PIXELS = 64_000_000  # a larger header is refused before decoding (decompression bombs)
 
 
-def _read_image(path: Path, resolution: int) -> np.ndarray:
+def read_image(path: Path, resolution: int) -> np.ndarray:
     """(3, R, R) float32 in [0, 1]. Pillow's RGB conversion serves 8-bit images and reduces 48- and
     64-bit colour PNGs to 8 bits itself; 16-bit greyscale, which that conversion clips to white,
     is scaled by its own range (65535) instead."""
@@ -220,7 +217,7 @@ def load_image_folder(path, resolution: int = 32, on_error: str = "raise") -> Da
             )
         for f in files:
             try:
-                xs.append(_read_image(f, resolution))
+                xs.append(read_image(f, resolution))
             except Exception as e:  # whatever a crafted file makes Pillow raise, the image is unreadable
                 if on_error == "raise":
                     raise ValueError(f"{fn}: cannot read image {str(f)!r}: {e}") from None
@@ -304,94 +301,3 @@ def few_shot(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
             raise ValueError(f"few_shot: class {c} has {len(idx)} images, fewer than k = {k}")
         picks.append(rng.permutation(idx)[:k])
     return np.sort(np.concatenate(picks))
-
-
-def load_data(
-    name, resolution: int = 32, seed: int = 0, test_fraction: float = 0.2
-) -> tuple[Dataset, Dataset]:
-    """``"digits"``, ``"shapes"``, ``"glyphs"`` (:mod:`mobilenet.glyphs`) or a path (a CIFAR-10
-    binary folder, or an image folder with class subfolders, optionally split into ``train/`` and
-    ``test/``) -> ``(train, test)``."""
-    if name == "digits":
-        full = load_digits(resolution)
-    elif name == "shapes":
-        full = make_shapes(3000, resolution, seed=1234)  # the images do not depend on the run's seed
-    elif name == "glyphs":  # the generated pretraining corpus (its classes not held out)
-        return importlib.import_module("mobilenet.glyphs").load_glyphs(resolution, seed, test_fraction)
-    elif not isinstance(name, (str, os.PathLike)):
-        raise TypeError(f"load_data: name must be 'digits', 'shapes' or a path, got {type(name).__name__}")
-    elif is_cifar_folder(name):
-        return load_cifar10(name, resolution)
-    elif (Path(name) / "train").is_dir() and (Path(name) / "test").is_dir():
-        train = load_image_folder(Path(name) / "train", resolution)
-        test = load_image_folder(Path(name) / "test", resolution)
-        if train.classes != test.classes:
-            raise ValueError(
-                f"load_data: train/ and test/ under {str(name)!r} must have the same class "
-                f"folders, got {train.classes} and {test.classes}"
-            )
-        return train, test
-    else:
-        full = load_image_folder(name, resolution)
-    tr, te = stratified_split(full.y, test_fraction, seed)
-    return full.subset(tr), full.subset(te)
-
-
-# --- augmentation, normalisation, batches ---------------------------------------------------
-
-
-def random_shift(x: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
-    """Shift each image by up to ``max_shift`` px in each direction, zero-filled (a padded random crop)."""
-    _check_images("random_shift", x)
-    if check_int("random_shift", "max_shift", max_shift, 0) == 0:
-        return x
-    n, _, h, w = x.shape
-    s = max_shift
-    padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))  # (N, C, H + 2s, W + 2s)
-    oy, ox = rng.integers(0, 2 * s + 1, (2, n))
-    return np.stack([padded[i, :, oy[i] : oy[i] + h, ox[i] : ox[i] + w] for i in range(n)])
-
-
-def random_flip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mirror a random half of the images left-right."""
-    _check_images("random_flip", x)
-    flip = rng.random(len(x)) < 0.5
-    out = x.copy()
-    out[flip] = x[flip, :, :, ::-1]
-    return out
-
-
-def augment(x: np.ndarray, rng: np.random.Generator, max_shift: int, flip: bool) -> np.ndarray:
-    x = random_shift(x, rng, max_shift)
-    return random_flip(x, rng) if flip else x
-
-
-def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std over (N, H, W), for :func:`normalize`."""
-    if len(_check_images("channel_stats", x)) == 0:
-        raise ValueError("channel_stats: x holds no images")
-    return x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3)) + 1e-8
-
-
-def normalize(x: np.ndarray, mean, std, dtype=np.float32) -> np.ndarray:
-    """``(x - mean) / std`` per channel, in ``dtype``, NCHW."""
-    c = _check_images("normalize", x).shape[1]
-    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-    if mean.shape != (c,) or std.shape != (c,):
-        raise ValueError(f"normalize: mean and std must have shape ({c},), got {mean.shape} and {std.shape}")
-    if not np.all(std > 0):
-        raise ValueError(f"normalize: std must be > 0, got {std.tolist()}")
-    mean, std = mean[:, None, None], std[:, None, None]
-    return ((x - mean) / std).astype(dtype)
-
-
-def batch_indices(n: int, batch_size: int, seed, epoch: int, shuffle: bool = True, drop_last: bool = True):
-    """The batches of one epoch as index arrays: a permutation drawn from ``(seed, epoch)``, so
-    any epoch can be regenerated without replaying the ones before it."""
-    n, batch_size = (
-        check_int("batch_indices", "n", n, 0),
-        check_int("batch_indices", "batch_size", batch_size, 1),
-    )
-    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]

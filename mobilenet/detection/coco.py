@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from .scenes import Detections
+from mobilenet.data.scenes import Detections
 
 
 def _check_predictions(truth: Detections, predictions) -> list:

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilenet import checkpoint as ckpt
 from numpy_impl.functional._checks import check_int, check_number
 
-from . import checkpoint as ckpt
-from .data import Dataset, stratified_split
+from .images import Dataset, stratified_split
 
 VERSION = 2  # bump when the drawing changes: the cache name carries it
 FACES = (

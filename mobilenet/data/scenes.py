@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilenet.checkpoint import write_text
 from numpy_impl.functional._checks import check_int, check_number
 
-from .checkpoint import write_text
-from .data import _interp_matrix, _read_image
+from .images import interp_matrix, read_image
 
 CLASSES = ("circle", "square", "triangle", "cross", "3", "7")
 MAX_HIDDEN = 0.4  # the largest share of an object that later objects may cover
@@ -76,7 +76,7 @@ def _background(rng, r: int) -> np.ndarray:
     tilt = rng.uniform(-0.25, 0.25, (2, 3))
     img = base + gx[..., None] * tilt[0] + gy[..., None] * tilt[1]
     grid = rng.uniform(-0.3, 0.3, (5, 5, 3))
-    m = _interp_matrix(5, r)
+    m = interp_matrix(5, r)
     img += np.einsum("ai,ijc,bj->abc", m, grid, m)  # smooth blotches
     img += rng.normal(0, 0.06, (r, r, 3))
     return np.clip(img, 0, 1)
@@ -314,7 +314,7 @@ def _read_sized(path: Path, resolution: int):
 
     with Image.open(path) as im:  # reads the header only
         width, height = im.size
-    return _read_image(path, resolution), width, height  # which refuses oversized headers
+    return read_image(path, resolution), width, height  # which refuses oversized headers
 
 
 # --- augmentation ----------------------------------------------------------------------------------
@@ -341,6 +341,6 @@ def random_crop(x: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng, min_s
     b = (boxes[keep] - [x0, y0, x0, y0]) / [w, h, w, h]
     b = np.clip(b, 0.0, 1.0)
     window = x[:, r0 : r0 + ch, c0 : c0 + cw]
-    rh, rw = _interp_matrix(ch, r), _interp_matrix(cw, r)
+    rh, rw = interp_matrix(ch, r), interp_matrix(cw, r)
     out = (rh @ window @ rw.T).astype(np.float32)  # (C, R, R): rows, then columns
     return out, b, labels[keep]

@@ -1,6 +1,6 @@
 """``mobilenet bench``: a model's latency on each backend, as a user of that library sees it.
 
-Each backend runs alone in its own process (``python -m mobilenet.bench worker ...``): two
+Each backend runs alone in its own process (``python -m mobilenet.deploy.bench worker ...``): two
 libraries in one process starve each other's thread pools on a small machine, by 2-2.5x in
 either direction depending on import order. Every process gets the same thread count (the
 OMP/MKL/OpenBLAS/Numba variables, ``numba.set_num_threads``, ``torch.set_num_threads``,
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import resource
@@ -28,47 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from mobilenet import backends as B
+from mobilenet import registry
 
-import mobilenet_arch as A
-
+from .cases import Case
 from .timing import cpu, measure, versions
 
-BACKENDS = ("numba", "numpy", "torch", "onnxruntime")
+BACKENDS = tuple(B.BENCH_SIDES)
 INFERENCE_ONLY = ("onnxruntime",)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One timed configuration."""
-
-    arch: str = "v2"
-    width_mult: float = 1.0
-    resolution: int = 224
-    batch: int = 1
-    train: bool = False
-
-    def validate(self):
-        if self.arch not in A.ARCHS:
-            raise ValueError(f"bench: arch must be one of {tuple(A.ARCHS)}, got {self.arch!r}")
-        if not 0 < self.width_mult <= A.MAX_WIDTH_MULT:
-            raise ValueError(f"bench: width_mult must be in (0, {A.MAX_WIDTH_MULT:g}], got {self.width_mult}")
-        if self.resolution < A.MIN_RESOLUTION:
-            raise ValueError(f"bench: resolution must be >= {A.MIN_RESOLUTION}, got {self.resolution}")
-        if self.batch < (2 if self.train else 1):
-            why = " for a training step (batch norm in training mode)" if self.train else ""
-            raise ValueError(f"bench: batch must be >= {2 if self.train else 1}{why}, got {self.batch}")
-        return self
-
-    @property
-    def key(self) -> str:
-        what = "train" if self.train else "infer"
-        return f"{self.arch} {self.width_mult:g} {self.resolution}px b{self.batch} {what}"
-
-    def onnx_name(self) -> str:
-        return f"{self.arch}_{self.width_mult:g}_{self.resolution}.onnx"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- inside a worker process ----------------------------------------------------------------
@@ -78,100 +46,24 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _input(case: Case):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((case.batch, 3, case.resolution, case.resolution), dtype=np.float32)
-    return x, rng.standard_normal((case.batch, 1000), dtype=np.float32)
-
-
-def _numpy_model_fn(case: Case, ops: str):
-    numpy_impl = importlib.import_module("numpy_impl")
-    m = numpy_impl.mobilenet(case.arch, width_mult=case.width_mult, backend=ops)
-    x, d = _input(case)
-    if not case.train:
-        m.eval()
-        return lambda: m.forward(x)
-
-    def step():
-        m.forward(x)
-        m.backward(d, input_grad=False)
-
-    return step
-
-
-def _torch_fn(case: Case):
-    torch = importlib.import_module("torch")
-    torch_impl = importlib.import_module("torch_impl")
-    m = torch_impl.mobilenet(case.arch, width_mult=case.width_mult).train(case.train)
-    m = m.to(memory_format=torch.channels_last)
-    x, d = (torch.from_numpy(a) for a in _input(case))
-    x = x.contiguous(memory_format=torch.channels_last)
-    if not case.train:
-
-        def run():
-            with torch.no_grad():
-                m(x)
-
-        return run
-
-    def step():
-        m.zero_grad(set_to_none=True)
-        m(x).backward(d)
-
-    return step
-
-
-def _ort_fn(case: Case, onnx_dir: str, threads: int):
-    ort = importlib.import_module("onnxruntime")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(
-        str(Path(onnx_dir) / case.onnx_name()), opts, providers=["CPUExecutionProvider"]
-    )
-    x, _ = _input(case)
-    name = sess.get_inputs()[0].name
-    return lambda: sess.run(None, {name: x})
-
-
-def _set_threads(backend: str, threads: int):
-    """Import the backend's libraries (before the memory baseline) and fix its threads."""
-    if backend in ("numba", "numpy"):
-        importlib.import_module("numpy_impl")
-    if backend == "numba":
-        importlib.import_module("kernels")
-        importlib.import_module("numba").set_num_threads(threads)
-    elif backend == "onnxruntime":
-        importlib.import_module("onnxruntime")
-    elif backend == "torch":
-        importlib.import_module("torch_impl")
-        torch = importlib.import_module("torch")
-        torch.set_num_threads(threads)
-        torch.set_num_interop_threads(1)
-
-
 def worker(backend: str, cases: list[Case], threads: int, min_time: float, onnx_dir: str | None) -> dict:
-    _set_threads(backend, threads)
+    side = registry.bench_side(backend)  # its libraries load here, before the memory baseline
+    mods = side.setup(threads)
     out = {}
     for case in cases:
         base = _peak_mb()
-        if backend in ("numba", "numpy"):
-            fn = _numpy_model_fn(case, backend)
-        elif backend == "torch":
-            fn = _torch_fn(case)
-        else:
-            fn = _ort_fn(case, onnx_dir, threads)
+        fn = side.timed(case, onnx_dir, threads)
         t = measure(fn, min_time, block_time=0 if case.train else 0.01)
         # peak RSS only grows: beyond a process's first case it is an upper bound
         out[case.key] = {**t, "peak_mb": _peak_mb() - base, "first_in_process": case is cases[0]}
-    mods = [sys.modules[m] for m in ("numba", "torch", "onnxruntime") if m in sys.modules]
     return {"backend": backend, "results": out, "versions": versions(*mods)}
 
 
 def export_all(cases: list[Case], folder: str) -> None:
     """Each case's model as ONNX (fresh weights): run in a process of its own."""
-    deploy = importlib.import_module("mobilenet.deploy")
+    exporter = registry.onnx_exporter()
     for case in {c.onnx_name(): c for c in cases}.values():
-        deploy.export_onnx(
+        exporter.export_onnx(
             Path(folder) / case.onnx_name(),
             arch=case.arch,
             width_mult=case.width_mult,
@@ -189,7 +81,7 @@ def _env(threads: int) -> dict:
 
 
 def _run(args: list[str], threads: int) -> dict:
-    cmd = [sys.executable, "-m", "mobilenet.bench", *args]
+    cmd = [sys.executable, "-m", "mobilenet.deploy.bench", *args]
     res = subprocess.run(cmd, env=_env(threads), capture_output=True, text=True)
     if res.returncode != 0:
         tail = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -317,7 +209,7 @@ def format_table(res: dict) -> str:
 
 
 def _main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m mobilenet.bench", description="a benchmark process")
+    p = argparse.ArgumentParser(prog="python -m mobilenet.deploy.bench", description="a benchmark process")
     sub = p.add_subparsers(dest="what", required=True)
     w = sub.add_parser("worker")
     w.add_argument("--backend", choices=BACKENDS, required=True)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 import numpy_impl
+from mobilenet import backends as B
 from numpy_impl import functional as F
 from numpy_impl import optim
 
-from . import backends as B
 from .config import TrainConfig, optimizer_kwargs
 
 
@@ -59,7 +59,9 @@ class Runner:
     def set_lr(self, lr):
         self.optimizer.set_lr(lr)
 
-    def train_step(self, x, y, step_seed):
+    def train_step(self, batch, step_seed) -> dict:
+        """One optimiser step on ``batch = (x, y)``: ``{"loss": mean loss, "correct": count}``."""
+        x, y = batch
         m = self.model
         m.train()
         m.rng.bit_generator.state = np.random.PCG64(step_seed).state  # dropout masks of this step
@@ -68,7 +70,7 @@ class Runner:
             loss, cache = F.softmax_cross_entropy(out, y, self.cfg.label_smoothing)
             m.backward(F.softmax_cross_entropy_backward(1.0, cache).astype(m.dtype), input_grad=False)
             self.optimizer.step(m.grads)
-            return loss, int((out.argmax(1) == y).sum())
+            return {"loss": loss, "correct": int((out.argmax(1) == y).sum())}
         cfg = self.cfg
         logits, arc = F.arcface_logits(out, self.head, y, cfg.arcface_scale, cfg.arcface_margin)
         loss, cache = F.softmax_cross_entropy(logits, y, cfg.label_smoothing)
@@ -77,7 +79,7 @@ class Runner:
         )
         m.backward(demb, input_grad=False)
         self.optimizer.step({**m.grads, HEAD: dhead})
-        return loss, int((self._cosines(out).argmax(1) == y).sum())
+        return {"loss": loss, "correct": int((self._cosines(out).argmax(1) == y).sum())}
 
     def _cosines(self, emb):
         """Each embedding's cosine with each class centre, times the scale: logits without margin."""
@@ -141,6 +143,9 @@ class Runner:
 
     def rng_state(self) -> dict:
         return self.model.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        self.model.rng.bit_generator.state = state
 
 
 def state_arrays(model, optimizer) -> dict:

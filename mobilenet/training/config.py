@@ -8,9 +8,8 @@ import os
 from dataclasses import dataclass
 
 import mobilenet_arch as A
+from mobilenet import backends as B
 from numpy_impl.functional._checks import check_int, check_number
-
-from . import backends as B
 
 
 @dataclass
@@ -111,3 +110,14 @@ def optimizer_kwargs(cfg: TrainConfig) -> dict:
         "eps": 1.0,
         "momentum": cfg.momentum,
     }  # V2 paper: decay and momentum 0.9
+
+
+# ``mobilenet pretrain``'s defaults: MobileNetV2-0.5 at 32 px on the glyph corpus (numba: a few
+# minutes per epoch on 2 cores at most)
+PRETRAIN = TrainConfig(data="glyphs", width_mult=0.5, resolution=32, epochs=15, batch_size=64, lr=0.02)
+# ``mobilenet pretrain --loss arcface``'s defaults, a second phase from PRETRAIN's checkpoint
+# (``--init``): from random weights the margin keeps every class apart from the start and the run
+# barely trains. Label smoothing and dropout off: both blur the margin the loss asks for.
+ARCFACE = dataclasses.replace(
+    PRETRAIN, loss="arcface", epochs=5, embed_dim=512, label_smoothing=0.0, dropout=0.0
+)

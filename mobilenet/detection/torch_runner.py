@@ -1,4 +1,4 @@
-"""The torch runner of ``mobilenet.detect_train``: ``torch_impl``'s SSDLite with the NumPy
+"""The torch runner of detection: ``torch_impl``'s SSDLite with the NumPy
 detector's seeded initial weights and a ``torch.optim.SGD`` of the same settings."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import numpy as np
 import torch
 
 import torch_impl
+from mobilenet.training import torch_runner
 from torch_impl.detector import ssd_loss, ssdlite
 
-from . import torch_runner
-from .detect_train import DetectConfig, build_numpy
+from .config import DetectConfig, build_numpy
 
 
-class TorchRunner:
+class Runner:
     def __init__(self, cfg: DetectConfig, num_classes: int):
         self.cfg = cfg
         start = build_numpy(cfg, num_classes)
@@ -39,7 +39,8 @@ class TorchRunner:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
 
-    def train_step(self, x, loc_target, labels):
+    def train_step(self, batch, seed) -> dict:
+        x, loc_target, labels = batch
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loc, conf = self.model(torch.from_numpy(x))
@@ -48,7 +49,7 @@ class TorchRunner:
         loss = loc_loss + conf_loss
         loss.backward()
         self.optimizer.step()
-        return loss.item(), loc_loss.item(), conf_loss.item()
+        return {"loss": loss.item(), "loc_loss": loc_loss.item(), "conf_loss": conf_loss.item()}
 
     def predict(self, x, batch_size=64):
         self.model.eval()
@@ -62,3 +63,9 @@ class TorchRunner:
 
     def load_state_arrays(self, arrays: dict):
         torch_runner.load_state_arrays(self.model, self.optimizer, arrays)
+
+    def rng_state(self) -> dict:
+        return {}
+
+    def set_rng_state(self, state: dict) -> None:
+        """Nothing to restore: a step draws nothing at random."""

@@ -1,0 +1,48 @@
+"""``mobilenet bench``: latency and peak memory on each backend, each alone in its process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import mobilenet_arch as A
+from mobilenet.deploy import bench
+
+from .common import int_at_least, positive_float, resolution, width
+
+
+def _backends(text):
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    bad = [b for b in names if b not in bench.BACKENDS]
+    if bad or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct names among {','.join(bench.BACKENDS)} separated by commas, got {text!r}"
+        )
+    return names
+
+
+def add_bench(bn) -> None:
+    bn.add_argument("--arch", choices=tuple(A.ARCHS), default="v2")
+    bn.add_argument("--width-mult", type=width, default=1.0)
+    resolution(bn, 224)
+    bn.add_argument("--batch", type=int_at_least(1), default=1)
+    bn.add_argument("--train", action="store_true", help="a training step (forward and backward)")
+    bn.add_argument("--backends", type=_backends, default="numba,torch,onnxruntime", help="comma-separated")
+    bn.add_argument("--rounds", type=int_at_least(1), default=2, help="alternating rounds (default 2)")
+    bn.add_argument("--threads", type=int_at_least(1), default=2, help="on every backend (default 2)")
+    bn.add_argument("--min-time", type=positive_float, default=0.5, help="seconds of timing per round")
+    bn.add_argument("--json", action="store_true")
+    bn.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    case = bench.Case(args.arch, args.width_mult, args.resolution, args.batch, args.train).validate()
+    say = (lambda *a: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    say(f"timing {case.key} on {', '.join(args.backends)}: each alone in its process, {args.rounds} rounds")
+    res = bench.bench([case], args.backends, args.rounds, args.threads, args.min_time, progress=say)
+    print(json.dumps(res, indent=2) if args.json else bench.format_table(res))
+    return 0 if res["results"] else 1
+
+
+COMMANDS = {"bench": add_bench}

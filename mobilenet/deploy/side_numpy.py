@@ -1,0 +1,32 @@
+"""`mobilenet bench`'s numpy side: the NumPy model on the reference ops, alone in its process."""
+
+from __future__ import annotations
+
+import numpy_impl
+
+from .cases import Case, inputs
+
+
+def setup(threads: int) -> list:
+    """The reference ops run on numpy's BLAS, whose threads the environment fixes; the modules
+    whose versions the report names."""
+    return []
+
+
+def model_step(case: Case, ops: str):
+    """The timed call: eval inference, or a forward and backward (no optimiser step)."""
+    m = numpy_impl.mobilenet(case.arch, width_mult=case.width_mult, backend=ops)
+    x, d = inputs(case)
+    if not case.train:
+        m.eval()
+        return lambda: m.forward(x)
+
+    def step():
+        m.forward(x)
+        m.backward(d, input_grad=False)
+
+    return step
+
+
+def timed(case: Case, onnx_dir, threads: int):
+    return model_step(case, "numpy")
