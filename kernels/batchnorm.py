@@ -423,16 +423,23 @@ def batch_norm(
     eps = check_number(fn, "eps", eps, 0.0)
     if eps == 0.0:
         raise ValueError(f"{fn}: eps must be > 0, got {eps}")
+    if training and x.size // max(x.shape[1], 1) <= 1:
+        raise ValueError(
+            f"{fn}: expected more than 1 value per channel when training, got input of shape {x.shape}"
+        )
+    return forward(x, weight, bias, running_mean, running_var, training, momentum, eps, activation)
+
+
+def forward(x, weight, bias, running_mean, running_var, training, momentum, eps, activation=None):
+    """The body of :func:`batch_norm`, unchecked: x (N, C, H, W) or (N, C), the parameters (C,)
+    or None, all of one float dtype; momentum in [0, 1], eps > 0, more than one value per channel
+    in training. For callers that validated already (the fused block)."""
     c, m = x.shape[1], x.size // x.shape[1]
     rows = x.ndim == 2 or is_channels_last(x)
     if not rows:
         x = np.ascontiguousarray(x)
     xv = _view(x, rows)
     if training:
-        if m <= 1:
-            raise ValueError(
-                f"{fn}: expected more than 1 value per channel when training, got input of shape {x.shape}"
-            )
         k = (xv[0] if rows else xv[0, :, 0]).astype(np.float64)  # shift: one sample per channel
         s, q = _sums("stats", xv, k, rows=rows)
         mu = k + s / m
@@ -493,10 +500,16 @@ def batch_norm_backward(dout, cache):
         raise TypeError(
             f"{fn}: cache must be the dict returned by kernels.batch_norm, got {type(cache).__name__}"
         )
-    x, rows, act = cache["x"], cache["rows"], cache["act"]
+    x = cache["x"]
     dout = as_float_array(fn, "dout", dout, ndim=x.ndim)
     same_dtype(fn, "the forward input", x, dout=dout)
     check_shape(fn, "dout", dout, x.shape)
+    return backward(dout, cache)
+
+
+def backward(dout, cache):
+    """The body of :func:`batch_norm_backward`, unchecked: ``dout`` of the forward's shape and dtype."""
+    x, rows, act = cache["x"], cache["rows"], cache["act"]
     if not rows:
         dout = np.ascontiguousarray(dout)
     elif dout.ndim == 4 and not is_channels_last(dout):

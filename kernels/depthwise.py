@@ -30,13 +30,18 @@ _FORWARD = (V.FORWARD, V.NHWC_FORWARD, V.ONLY_3X3_FORWARD, BEST_FORWARD)
 _BACKWARD = (V.BACKWARD, V.NHWC_BACKWARD, V.ONLY_3X3_BACKWARD, BEST_BACKWARD)
 
 
-def _prepare(fn, x, w, stride, padding, dilation, version, table, nhwc_versions, only_3x3, best):
+def _check(fn, x, w):
     x, w, unbatched = check_depthwise(fn, x, w)
     if w.shape[0] != x.shape[1]:
         raise ValueError(
             f"{fn}: the Numba kernels support channel multiplier 1 only: w.shape[0] must equal "
             f"x.shape[1] == {x.shape[1]}, got w.shape={w.shape}; use numpy_impl.functional.{fn}"
         )
+    return x, w, unbatched
+
+
+def _plan(fn, x, w, stride, padding, dilation, version, table, nhwc_versions, only_3x3, best):
+    """The output geometry, the layout and the version to run, its weights and arguments."""
     g = geometry(fn, x.shape[2:], w.shape[2:], stride, padding, dilation)
     cl = is_channels_last(x)
     is_3x3 = w.shape[2:] == (3, 3) and g.dilation == (1, 1)
@@ -51,7 +56,7 @@ def _prepare(fn, x, w, stride, padding, dilation, version, table, nhwc_versions,
     wk = w[:, 0]  # (C, kh, kw)
     wk = np.ascontiguousarray(wk.transpose(1, 2, 0) if cl else wk)  # (kh, kw, C) or (C, kh, kw)
     args = (g.stride[0], g.stride[1], g.pads[0], g.pads[2], g.dilation[0], g.dilation[1])
-    return x, wk, g, cl, unbatched, table[version], args
+    return wk, g, cl, table[version], args
 
 
 def depthwise_conv2d(x, w, stride=1, padding=0, dilation=1, *, version=None):
@@ -62,23 +67,38 @@ def depthwise_conv2d(x, w, stride=1, padding=0, dilation=1, *, version=None):
     of ``depthwise_versions.FORWARD`` (for tests and benchmarks).
     """
     fn = "depthwise_conv2d"
-    x, wk, g, cl, unbatched, kernel, args = _prepare(fn, x, w, stride, padding, dilation, version, *_FORWARD)
+    x, w, unbatched = _check(fn, x, w)
+    out = forward(x, w, stride, padding, dilation, version=version)
+    return out[0] if unbatched else out
+
+
+def forward(x, w, stride=1, padding=0, dilation=1, *, version=None):
+    """The body of :func:`depthwise_conv2d`, unchecked: x (N, C, H, W) and w (C, 1, kh, kw) float
+    arrays of one dtype. For callers that validated already (the fused block)."""
+    wk, g, cl, kernel, args = _plan("depthwise_conv2d", x, w, stride, padding, dilation, version, *_FORWARD)
     n, c = x.shape[:2]
     out = np.empty((n, *g.out_hw, c) if cl else (n, c, *g.out_hw), dtype=x.dtype)
     kernel(as_layout(x, cl), wk, out, *args)
-    out = from_layout(out, cl)
-    return out[0] if unbatched else out
+    return from_layout(out, cl)
 
 
 def depthwise_conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, *, version=None):
     """Gradients of :func:`depthwise_conv2d`: ``(dx, dw)``, dx in x's memory format."""
     fn = "depthwise_conv2d_backward"
-    x, wk, g, cl, unbatched, kernel, args = _prepare(fn, x, w, stride, padding, dilation, version, *_BACKWARD)
+    x, w, unbatched = _check(fn, x, w)
+    g = geometry(fn, x.shape[2:], w.shape[2:], stride, padding, dilation)
+    dout = check_dout(fn, dout, x, unbatched, (x.shape[0], x.shape[1], *g.out_hw))
+    dx, dw = backward(dout, x, w, stride, padding, dilation, version=version)
+    return (dx[0] if unbatched else dx), dw
+
+
+def backward(dout, x, w, stride=1, padding=0, dilation=1, *, version=None):
+    """The body of :func:`depthwise_conv2d_backward`, unchecked (4-D arrays of one dtype)."""
+    fn = "depthwise_conv2d_backward"
+    wk, g, cl, kernel, args = _plan(fn, x, w, stride, padding, dilation, version, *_BACKWARD)
     n, c = x.shape[:2]
-    dout = check_dout(fn, dout, x, unbatched, (n, c, *g.out_hw))
     dx = np.empty((n, *x.shape[2:], c) if cl else x.shape, dtype=x.dtype)
     dwk = np.empty_like(wk)
     kernel(as_layout(dout, cl), as_layout(x, cl), wk, dx, dwk, *args)
     dw = (dwk.transpose(2, 0, 1) if cl else dwk)[:, None]  # (C, 1, kh, kw)
-    dx = from_layout(dx, cl)
-    return (dx[0] if unbatched else dx), np.ascontiguousarray(dw)
+    return from_layout(dx, cl), np.ascontiguousarray(dw)

@@ -35,22 +35,16 @@ from functools import lru_cache
 import numpy as np
 from numba import njit, prange
 
+from numpy_impl.functional._checks import as_float_array, check_number, check_shape, same_dtype
 from numpy_impl.functional.block import check_inverted_residual
 
 from . import _gemm
+from . import batchnorm as bn
+from . import depthwise as dw
+from . import pointwise as pw
+from . import se as sq
 from ._threads import single_threaded_blas
-from .batchnorm import (
-    ACTIVATIONS,
-    STATS_KEYS,
-    _act,
-    _bn_affine,
-    batch_norm,
-    batch_norm_backward,
-    batch_norm_replay,
-)
-from .depthwise import depthwise_conv2d, depthwise_conv2d_backward
-from .pointwise import pointwise_conv2d, pointwise_conv2d_backward
-from .se import squeeze_excite, squeeze_excite_backward
+from .batchnorm import ACTIVATIONS, STATS_KEYS, _act, _bn_affine, batch_norm_replay
 
 TILE_BYTES = 1024 * 1024  # expanded + depthwise tile; 0.5-4 MiB measured: batch 8 wants >= 1 MiB
 TRAINING_MEMORY = "store"  # default of inverted_residual(memory=...): "store" or "recompute"
@@ -443,19 +437,20 @@ def _forward_train(x, weights, bns, stride, residual, momentum, eps, memory, act
     expand_w, dw_w, project_w = weights
     cache = {"x": x, "weights": weights, "stride": stride, "residual": residual, "memory": memory}
     cache.update(activation=activation, se=se)
-    h = x
+    h = x  # every sub-op's body, unchecked: inverted_residual validated the whole block
     if expand_w is not None:
         cache["e_in"] = h
-        h = pointwise_conv2d(h, expand_w)
-        h, cache["bn0"] = batch_norm(h, *bns[0], True, momentum, eps, activation=activation)
+        h = pw.forward(h, expand_w)
+        h, cache["bn0"] = bn.forward(h, *bns[0], True, momentum, eps, activation)
     cache["d_in"] = h
-    h = depthwise_conv2d(h, dw_w, stride, dw_w.shape[-1] // 2)
-    h, cache["bn1"] = batch_norm(h, *bns[1], True, momentum, eps, activation=activation)
+    h = dw.forward(h, dw_w, stride, dw_w.shape[-1] // 2)
+    h, cache["bn1"] = bn.forward(h, *bns[1], True, momentum, eps, activation)
     if se is not None:
-        h, cache["se_cache"] = squeeze_excite(h, *se)
+        h, cache["se_cache"] = sq.forward(h, *se)
     cache["p_in"] = h
-    h = pointwise_conv2d(h, project_w)
-    h, cache["bn2"] = batch_norm(h, *bns[2], True, momentum, eps)
+    h = pw.forward(h, project_w)
+    h, cache["bn2"] = bn.forward(h, *bns[2], True, momentum, eps)
+    cache["out_hw"] = h.shape[2:]
     if memory == "recompute":  # keep x and the BN statistics only; backward rebuilds the rest
         for key in ("e_in", "d_in", "p_in", "se_cache"):
             cache.pop(key, None)
@@ -472,14 +467,14 @@ def _replay(cache):
     h = cache["x"]
     if expand_w is not None:
         out["e_in"] = h
-        h, out["bn0"] = batch_norm_replay(pointwise_conv2d(h, expand_w), cache["bn0"])
+        h, out["bn0"] = batch_norm_replay(pw.forward(h, expand_w), cache["bn0"])
     out["d_in"] = h
-    d = depthwise_conv2d(h, dw_w, cache["stride"], dw_w.shape[-1] // 2)
+    d = dw.forward(h, dw_w, cache["stride"], dw_w.shape[-1] // 2)
     h, out["bn1"] = batch_norm_replay(d, cache["bn1"])
     if cache["se"] is not None:
-        h, out["se_cache"] = squeeze_excite(h, *cache["se"])
+        h, out["se_cache"] = sq.forward(h, *cache["se"])
     out["p_in"] = h
-    _, out["bn2"] = batch_norm_replay(pointwise_conv2d(h, project_w), cache["bn2"])
+    _, out["bn2"] = batch_norm_replay(pw.forward(h, project_w), cache["bn2"])
     return out
 
 
@@ -525,7 +520,15 @@ def inverted_residual(
     memory = TRAINING_MEMORY if memory is None else memory
     if memory not in ("store", "recompute"):
         raise ValueError(f"{fn}: memory must be 'store' or 'recompute', got {memory!r}")
-    if training:
+    if training:  # what the sub-ops' public wrappers would check, once for the block
+        momentum = check_number(fn, "momentum", momentum, 0.0, 1.0)
+        if check_number(fn, "eps", eps, 0.0) == 0.0:
+            raise ValueError(f"{fn}: eps must be > 0, got {eps}")
+        n, _, h, w = x.shape
+        if min(n * h * w, n * ((h - 1) // stride + 1) * ((w - 1) // stride + 1)) <= 1:
+            raise ValueError(
+                f"{fn}: expected more than 1 value per channel when training, got input of shape {x.shape}"
+            )
         return _forward_train(x, weights, bns, stride, residual, momentum, eps, memory, activation, se)
     if x.shape[0] == 0:  # an empty batch: nothing to tile
         ho, wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
@@ -548,20 +551,25 @@ def inverted_residual_backward(dout, cache):
         raise TypeError(
             f"{fn}: cache must come from a training-mode inverted_residual, got {type(cache).__name__}"
         )
+    x = cache["x"]
+    dout = as_float_array(fn, "dout", dout, ndim=4)
+    same_dtype(fn, "x", x, dout=dout)
+    out_shape = (x.shape[0], cache["weights"][2].shape[0], *cache["out_hw"])
+    check_shape(fn, "dout", dout, out_shape)
     if cache["memory"] == "recompute":
         cache = _replay(cache)
     expand_w, dw_w, project_w = cache["weights"]
-    g, dbn2w, dbn2b = batch_norm_backward(dout, cache["bn2"])
-    g, dpw = pointwise_conv2d_backward(g, cache["p_in"], project_w)
+    g, dbn2w, dbn2b = bn.backward(dout, cache["bn2"])  # the sub-ops' bodies, dout checked above
+    g, dpw = pw.backward(g, cache["p_in"], project_w)
     dse = None
     if cache["se"] is not None:
-        g, *dse = squeeze_excite_backward(g, cache["se_cache"])
-    g, dbn1w, dbn1b = batch_norm_backward(g, cache["bn1"])
-    g, ddw = depthwise_conv2d_backward(g, cache["d_in"], dw_w, cache["stride"], dw_w.shape[-1] // 2)
+        g, *dse = sq.backward(g, cache["se_cache"])
+    g, dbn1w, dbn1b = bn.backward(g, cache["bn1"])
+    g, ddw = dw.backward(g, cache["d_in"], dw_w, cache["stride"], dw_w.shape[-1] // 2)
     dew, dbn0 = None, None
     if expand_w is not None:
-        g, dbn0w, dbn0b = batch_norm_backward(g, cache["bn0"])
-        g, dew = pointwise_conv2d_backward(g, cache["e_in"], expand_w)
+        g, dbn0w, dbn0b = bn.backward(g, cache["bn0"])
+        g, dew = pw.backward(g, cache["e_in"], expand_w)
         dbn0 = (dbn0w, dbn0b)
     if cache["residual"]:
         g = g + dout

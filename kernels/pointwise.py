@@ -50,6 +50,14 @@ def pointwise_conv2d(x, w, *, bn=None, eps=1e-5, activation=None):
     fn = "pointwise_conv2d"
     x, w, unbatched = check_pointwise(fn, x, w)
     affine, act = fold_bn(fn, bn, eps, activation, w.shape[0], x.dtype)
+    out = forward(x, w, affine, act, activation)
+    return out[0] if unbatched else out
+
+
+def forward(x, w, affine=None, act=0, activation=None):
+    """The body of :func:`pointwise_conv2d`, unchecked: x (N, C_in, H, W) and w (C_out, C_in, 1, 1)
+    float arrays of one dtype, ``affine``/``act`` as ``fold_bn`` gives them. For callers that
+    validated already (the fused block)."""
     n, c, h, wd = x.shape
     w2 = w[:, :, 0, 0]  # (C_out, C_in)
     if is_channels_last(x):
@@ -58,7 +66,7 @@ def pointwise_conv2d(x, w, *, bn=None, eps=1e-5, activation=None):
     else:
         out = (w2 @ np.ascontiguousarray(x).reshape(n, c, h * wd)).reshape(n, w2.shape[0], h, wd)
         out = apply_folded(out, affine, activation)
-    return out[0] if unbatched else out
+    return out
 
 
 def pointwise_conv2d_backward(dout, x, w):
@@ -67,6 +75,13 @@ def pointwise_conv2d_backward(dout, x, w):
     x, w, unbatched = check_pointwise(fn, x, w)
     n, c, h, wd = x.shape
     dout = check_dout(fn, dout, x, unbatched, (n, w.shape[0], h, wd))
+    dx, dw = backward(dout, x, w)
+    return (dx[0] if unbatched else dx), dw
+
+
+def backward(dout, x, w):
+    """The body of :func:`pointwise_conv2d_backward`, unchecked (4-D arrays of one dtype)."""
+    n, c, h, wd = x.shape
     w2 = w[:, :, 0, 0]  # (C_out, C_in)
     if is_channels_last(x):
         d2 = np.ascontiguousarray(_rows(dout))  # (NHW, C_out): a view unless dout is NCHW
@@ -80,4 +95,4 @@ def pointwise_conv2d_backward(dout, x, w):
         x3 = np.ascontiguousarray(x).reshape(n, c, h * wd)
         dx = (w2.T @ d3).reshape(x.shape)
         dw = np.tensordot(d3, x3, axes=([0, 2], [0, 2]))  # (C_out, C_in)
-    return (dx[0] if unbatched else dx), dw.reshape(w.shape)
+    return dx, dw.reshape(w.shape)

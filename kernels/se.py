@@ -82,6 +82,18 @@ def squeeze_excite(x, w1, b1, w2, b2):
     if not is_channels_last(x) or x.shape[2] * x.shape[3] == 0:
         return _se.forward(x, w1, b1, w2, b2, linear)
     x, w1m, w2m = _se.check_squeeze_excite("squeeze_excite", x, w1, b1, w2, b2)
+    return _forward(x, w1m, b1, w2m, b2)
+
+
+def forward(x, w1, b1, w2, b2):
+    """The body of :func:`squeeze_excite`, unchecked: arrays of one float dtype with the shapes
+    ``check_squeeze_excite`` asks for. For callers that validated already (the fused block)."""
+    if not is_channels_last(x) or x.shape[2] * x.shape[3] == 0:
+        return _se.forward(x, w1, b1, w2, b2, linear)
+    return _forward(x, w1[:, :, 0, 0], b1, w2[:, :, 0, 0], b2)
+
+
+def _forward(x, w1m, b1, w2m, b2):
     n, c, h, w = x.shape
     s = np.empty((n, c), x.dtype)
     _mean(_rows(x), s)
@@ -108,6 +120,15 @@ def squeeze_excite_backward(dout, cache):
     dout = as_float_array(fn, "dout", dout, ndim=4)
     same_dtype(fn, "x", x, dout=dout)
     check_shape(fn, "dout", dout, x.shape)
+    return backward(dout, cache)
+
+
+def backward(dout, cache):
+    """The body of :func:`squeeze_excite_backward`, unchecked: ``dout`` of the forward's shape
+    and dtype."""
+    x = cache["x"]
+    if not is_channels_last(x):
+        return _se.backward(dout, cache, linear_backward)
     n, c, h, w = x.shape
     d3 = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(n, h * w, c)  # no copy if channels-last
     dscale = np.empty((n, c), x.dtype)

@@ -2,13 +2,14 @@
 
 The NumPy model (``numpy_impl``), the PyTorch model (``torch_impl``), the
 ``mobilenet summary`` table and the docs are all built by walking the tree of
-layer specs returned by :func:`v1_spec` and :func:`v2_spec`. Child names are
-chosen so that the parameter names of the built models are exactly those of
-torchvision's ``mobilenet_v2`` (``features.3.conv.1.0.weight``...).
+layer specs returned by :func:`v1_spec`, :func:`v2_spec`, :func:`v3_large_spec`,
+:func:`v3_small_spec` and :func:`ssdlite_spec`. Child names are chosen so that the
+parameter names of the built models are exactly those of torchvision's ``mobilenet_v2``
+and ``mobilenet_v3_large/small`` (``features.3.conv.1.0.weight``...).
 
 A spec is a tree of frozen dataclasses: leaves (:class:`Conv`, :class:`BatchNorm`,
-:class:`Act`, :class:`Dropout`, :class:`Pool`, :class:`Linear`) and containers
-(:class:`Seq`, :class:`Block`).
+:class:`Act`, :class:`Dropout`, :class:`Pool`, :class:`Linear`), containers
+(:class:`Seq`, :class:`Block`) and MobileNetV3's :class:`SqueezeExcite`.
 """
 
 from __future__ import annotations

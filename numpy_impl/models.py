@@ -1,4 +1,4 @@
-"""MobileNetV1 and V2 in NumPy, built from the specs in ``mobilenet_arch``."""
+"""MobileNetV1, V2 and V3 (Large and Small) in NumPy, built from the specs in ``mobilenet_arch``."""
 
 from __future__ import annotations
 

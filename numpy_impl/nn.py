@@ -4,7 +4,8 @@ fills ``grads`` and returns the input gradient (CS231n's cache pattern, as objec
 Each layer is built from a spec leaf of ``mobilenet_arch`` and calls the ops of
 one backend module ``F`` (``numpy_impl.functional`` or ``kernels``), so the same
 layer runs on either. Children are named like ``nn.Sequential``'s so parameter
-names are those of the torch mirror.
+names are those of the torch mirror. Which layers a backend runs together is planned
+in :mod:`numpy_impl.fusion`; the layers here carry the plan out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 import mobilenet_arch as A
 
-from .functional.block import BLOCK_ACTIVATIONS, BLOCK_KERNEL_SIZES
+from .fusion import BlockPlan, plan_block, plan_seq
 
 
 class Module:
@@ -111,36 +112,41 @@ class InvertedResidual(Module):
 
     A backend that declares ``FUSED_INVERTED_RESIDUAL`` runs the whole block in one
     ``inverted_residual`` call (MobileNetV2's block, and V3's with its activation and
-    squeeze-and-excite); otherwise (and for a backward after an eval-mode fused forward,
-    which keeps no cache) the children run one by one.
+    squeeze-and-excite) when ``plan`` (:func:`numpy_impl.fusion.plan_block`) says where its
+    parts are; otherwise (and for a backward after an eval-mode fused forward, which keeps no
+    cache) the children run one by one.
     """
 
-    def __init__(self, conv: Sequential, residual: bool, F=None, body="conv", activation=None):
+    def __init__(self, conv: Sequential, residual: bool, F=None, body="conv", plan: BlockPlan | None = None):
         super().__init__()
         self.body = body  # torchvision's name of the body: "conv" (V2), "block" (V3)
         self._children = {body: conv}
         self.residual = residual
-        self.activation = activation  # of the fused call; None: a layout it does not fuse
-        fused = activation is not None and F is not None and F.FUSED_INVERTED_RESIDUAL
+        self.plan = plan
+        self.activation = None if plan is None else plan.activation  # of the fused call
+        fused = plan is not None and F is not None and F.FUSED_INVERTED_RESIDUAL
         self.fused = F.inverted_residual if fused else None
         self.fused_backward = F.inverted_residual_backward if self.fused is not None else None
         self.cache = None
 
-    def _parts(self):
-        """(expand Seq or None, depthwise Seq, SqueezeExcite or None, project Conv2d, project
-        BatchNorm2d): V2's body ends in the bare conv and BN, V3's in a Seq of them."""
-        layers = list(self._children[self.body]._children.values())
-        if isinstance(layers[-1], Sequential):  # V3
-            layers[-1:] = list(layers[-1]._children.values())
-        se = next((m for m in layers if isinstance(m, SqueezeExcite)), None)
-        layers = [m for m in layers if not isinstance(m, SqueezeExcite)]
-        expand = layers[0] if len(layers) == 4 else None
-        return expand, layers[-3], se, layers[-2], layers[-1]
+    def _at(self, path):
+        m = self._children[self.body]
+        for name in path:
+            m = m._children[name]
+        return m
 
     def _fused_args(self):
-        expand, dw, se, project, bn = self._parts()
-        convs = (None if expand is None else expand._children["0"], dw._children["0"], project)
-        bns = (None if expand is None else expand._children["1"], dw._children["1"], bn)
+        """The block's parts as the fused call takes them: (convolutions, batch norms, their
+        weights, their (weight, bias, running mean, running var), the squeeze-and-excite)."""
+        plan = self.plan
+        expand = None if plan.expand is None else self._at(plan.expand)
+        dw = self._at(plan.depthwise)
+        convs = (None if expand is None else expand._children["0"], dw._children["0"], self._at(plan.project))
+        bns = (
+            None if expand is None else expand._children["1"],
+            dw._children["1"],
+            self._at(plan.project_bn),
+        )
         weights = tuple(None if c is None else c._params["weight"] for c in convs)
         bn_params = tuple(
             None
@@ -153,7 +159,7 @@ class InvertedResidual(Module):
             )
             for b in bns
         )
-        return convs, bns, weights, bn_params, se
+        return convs, bns, weights, bn_params, None if plan.se is None else self._at(plan.se)
 
     def forward(self, x):
         self.cache, self.x = None, x
@@ -410,26 +416,16 @@ LEAVES = {
 
 
 def _build_seq(spec: A.Seq, F, dtype, rng) -> Sequential:
-    children, fuse = list(spec), F.FUSED_BN_ACTIVATIONS
-    built, folds = [], {}
-    for i, (name, child) in enumerate(children):
-        nxt = children[i + 1][1] if i + 1 < len(children) else None
-        prev = children[i - 1][1] if i > 0 else None
-        if isinstance(child, A.BatchNorm) and isinstance(nxt, A.Act) and nxt.kind in fuse:
-            built.append((name, BatchNorm2d(child, F, dtype, rng, activation=nxt.kind)))
-        elif isinstance(child, A.Act) and isinstance(prev, A.BatchNorm) and child.kind in fuse:
+    plan = plan_seq(spec, F)
+    built = []
+    for name, child in spec:
+        if name in plan.bn_activation:
+            built.append((name, BatchNorm2d(child, F, dtype, rng, activation=plan.bn_activation[name])))
+        elif name in plan.identities:
             built.append((name, Identity()))
         else:
             built.append((name, build(child, F, dtype, rng)))
-        module = built[-1][1]
-        if (
-            isinstance(module, Conv2d)
-            and module.kind != "depthwise"
-            and not child.bias
-            and isinstance(nxt, A.BatchNorm)
-        ):
-            folds[name] = children[i + 1][0]
-    return Sequential(built, folds if getattr(F, "FOLDED_CONV_BN", False) else None)
+    return Sequential(built, plan.folds or None)
 
 
 def build(spec, F, dtype, rng) -> Module:
@@ -438,45 +434,7 @@ def build(spec, F, dtype, rng) -> Module:
         return _build_seq(spec, F, dtype, rng)
     if isinstance(spec, A.Block):
         body = build(spec.conv, F, dtype, rng)
-        return InvertedResidual(body, spec.residual, F, spec.body, activation=fused_activation(spec))
+        return InvertedResidual(body, spec.residual, F, spec.body, plan=plan_block(spec))
     if isinstance(spec, A.SqueezeExcite):
         return SqueezeExcite(spec, F, dtype, rng)
     return LEAVES[type(spec)](spec, F, dtype, rng)
-
-
-def fused_activation(spec: A.Block) -> str | None:
-    """The activation of a block ``inverted_residual`` can run in one call, None for a layout it
-    does not fuse. Its layout: [expand 1x1 + BN + act], depthwise 3x3 or 5x5 + BN + act, [squeeze-
-    and-excite], 1x1 conv + BN (bare in MobileNetV2, a Seq in V3); one act, ReLU6, ReLU or
-    hard-swish; no conv bias; one BN eps and momentum."""
-    items = [c for _, c in spec.conv]
-    if items and isinstance(items[-1], A.Seq):  # V3: the projection is a Seq of its own
-        items[-1:] = [c for _, c in items[-1]]
-    if len(items) < 3 or not isinstance(items[-2], A.Conv) or not isinstance(items[-1], A.BatchNorm):
-        return None
-    stages, se = items[:-2], [c for c in items[:-2] if isinstance(c, A.SqueezeExcite)]
-    if se:
-        if stages[-1] is not se[0] or len(se) > 1:
-            return None
-        stages = stages[:-1]
-    if len(stages) not in (1, 2) or not all(isinstance(st, A.Seq) for st in stages):
-        return None
-    leaves = [[c for _, c in st] for st in stages]
-    if not all(len(ls) == 3 and [type(c) for c in ls] == [A.Conv, A.BatchNorm, A.Act] for ls in leaves):
-        return None
-    acts = {ls[2].kind for ls in leaves}
-    convs = [ls[0] for ls in leaves] + [items[-2]]
-    bns = [ls[1] for ls in leaves] + [items[-1]]
-    dw = convs[-2]
-    if (
-        len(acts) != 1
-        or not acts <= set(BLOCK_ACTIVATIONS)
-        or any(c.bias for c in convs)
-        or len({(b.eps, b.momentum) for b in bns}) != 1
-        or dw.kernel_size not in BLOCK_KERNEL_SIZES
-        or dw.groups != dw.in_channels
-        or dw.padding != dw.kernel_size // 2
-        or any(c.kernel_size != 1 or c.stride != 1 or c.groups != 1 for c in convs if c is not dw)
-    ):
-        return None
-    return acts.pop()

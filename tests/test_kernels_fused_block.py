@@ -343,6 +343,42 @@ def test_fused_block_bad_input():
         FB.inverted_residual_backward(x, None)
 
 
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"momentum": 1.5}, "momentum must be"),
+        ({"eps": 0.0}, "eps must be > 0"),
+        ({"x": (1, 4, 1, 1)}, "more than 1 value per channel"),
+        ({"stride": 2, "x": (1, 4, 2, 1)}, "more than 1 value per channel"),  # 2 pixels in, 1 out
+        ({"bn_dtype": np.int64}, "bns\\[1\\] weight must"),
+    ],
+)
+def test_fused_block_training_entry_checks_what_its_sub_ops_no_longer_do(change, match):
+    """The training path calls the sub-ops' unchecked bodies: the entry refuses what their public
+    wrappers (and the reference composite) refuse, before any of them runs."""
+    rng = np.random.default_rng(0)
+    ws, bns = cast(*make_block(rng, 4, 6, 4), np.float32)
+    x = rng.standard_normal(change.get("x", (2, 4, 5, 5))).astype(np.float32)
+    if "bn_dtype" in change:
+        bns = (bns[0], (bns[1][0].astype(change["bn_dtype"]), *bns[1][1:]), bns[2])
+    kw = {k: change.get(k, d) for k, d in (("momentum", 0.1), ("eps", 1e-5), ("stride", 1))}
+    with pytest.raises((ValueError, TypeError), match=match):
+        FB.inverted_residual(x, ws, bns, kw["stride"], None, True, kw["momentum"], kw["eps"])
+    with pytest.raises((ValueError, TypeError)):  # the reference refuses it as well
+        F.inverted_residual(x, ws, bns, kw["stride"], None, True, kw["momentum"], kw["eps"])
+
+
+def test_fused_block_backward_checks_dout():
+    rng = np.random.default_rng(0)
+    ws, bns = cast(*make_block(rng, 4, 6, 4), np.float32)
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    y, cache = FB.inverted_residual(x, ws, bns, 1, None, True)
+    with pytest.raises(ValueError, match="dout must have shape"):
+        FB.inverted_residual_backward(y[:, :, :4], cache)
+    with pytest.raises(TypeError, match="same dtype"):
+        FB.inverted_residual_backward(y.astype(np.float64), cache)
+
+
 @given(
     seed=st.integers(0, 2**16),
     t=st.sampled_from([1, 6]),

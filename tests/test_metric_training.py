@@ -28,7 +28,7 @@ def test_one_step_gradients_match_torch():
     head0 = runner.head.copy()
     model = torch_impl.mobilenet("v2", width_mult=0.35, num_classes=16, dropout=0.0).double().train()
     model.load_state_dict(torch_impl.state_dict_to_torch(runner.model.state_dict()))
-    loss = runner.train_step((x, y), step_seed=0)["loss"]
+    loss = runner.train_step((x, y), seed=0)["loss"]
     head = torch.tensor(head0, requires_grad=True)
     logits = arcface_logits(
         model(torch.from_numpy(x)), head, torch.from_numpy(y), CFG.arcface_scale, CFG.arcface_margin

@@ -24,7 +24,7 @@ def test_freeze_trains_only_the_head_and_keeps_bn_statistics(kind):
     assert names == ["classifier.1.weight", "classifier.1.bias"]
     before = _state(model, kind)
     x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
-    runner.train_step((x, np.array([0, 1, 2, 4])), step_seed=0)
+    runner.train_step((x, np.array([0, 1, 2, 4])), seed=0)
     after = _state(model, kind)
     changed = {k for k in before if not np.array_equal(before[k], after[k])}
     assert changed == {"classifier.1.weight", "classifier.1.bias"}
@@ -34,7 +34,7 @@ def test_freeze_trains_only_the_head_and_keeps_bn_statistics(kind):
     freeze(model, upto=13)
     runner.make_optimizer()
     before = _state(model, kind)
-    runner.train_step((x, np.array([0, 1, 2, 4])), step_seed=1)
+    runner.train_step((x, np.array([0, 1, 2, 4])), seed=1)
     after = _state(model, kind)
     changed = {k for k in before if not np.array_equal(before[k], after[k])}
     assert any(k.startswith("features.13.") for k in changed) and "features.13.1.1.running_mean" in changed

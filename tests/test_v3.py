@@ -14,7 +14,7 @@ import numpy_impl
 import torch_impl
 from mobilenet.summary import summarize, totals
 from numpy_impl import functional as F
-from numpy_impl import nn
+from numpy_impl import fusion, nn
 
 from .helpers import DTYPES
 
@@ -256,7 +256,7 @@ def test_v3_blocks_fuse_on_numba_and_match_torch_in_eval(arch):
 def test_fused_activation_names_the_layouts_the_block_kernel_runs():
     def acts(arch):
         features = dict(A.build_spec(arch).children)["features"]
-        return [nn.fused_activation(b) for _, b in features if isinstance(b, A.Block)]
+        return [fusion.fused_activation(b) for _, b in features if isinstance(b, A.Block)]
 
     assert set(acts("v2")) == {"relu6"}
     assert acts("v3-large") == [{"RE": "relu", "HS": "hardswish"}[r[5]] for r in A.V3_LARGE]
@@ -271,7 +271,7 @@ def test_fused_activation_names_the_layouts_the_block_kernel_runs():
         residual=True,
         body="block",
     )
-    assert nn.fused_activation(mixed) is None
+    assert fusion.fused_activation(mixed) is None
     seven = A.bneck(8, 7, 16, 8, True, "HS", 1)
-    assert nn.fused_activation(seven) is None
-    assert nn.fused_activation(A.bneck(8, 5, 16, 8, True, "HS", 1)) == "hardswish"
+    assert fusion.fused_activation(seven) is None
+    assert fusion.fused_activation(A.bneck(8, 5, 16, 8, True, "HS", 1)) == "hardswish"

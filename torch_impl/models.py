@@ -1,4 +1,4 @@
-"""MobileNetV1 and V2 as ``torch.nn.Module``s, built from the same specs as the NumPy models.
+"""MobileNetV1, V2 and V3 as ``torch.nn.Module``s, built from the same specs as the NumPy models.
 
 ``mobilenet_v2``'s state_dict is key for key and shape for shape that of
 ``torchvision.models.mobilenet_v2`` at the same width, so torchvision weights

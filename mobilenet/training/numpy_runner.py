@@ -59,12 +59,12 @@ class Runner:
     def set_lr(self, lr):
         self.optimizer.set_lr(lr)
 
-    def train_step(self, batch, step_seed) -> dict:
+    def train_step(self, batch, seed) -> dict:
         """One optimiser step on ``batch = (x, y)``: ``{"loss": mean loss, "correct": count}``."""
         x, y = batch
         m = self.model
         m.train()
-        m.rng.bit_generator.state = np.random.PCG64(step_seed).state  # dropout masks of this step
+        m.rng.bit_generator.state = np.random.PCG64(seed).state  # dropout masks of this step
         out = m.forward(x)  # (N, K) logits, or (N, D) embeddings
         if self.head is None:
             loss, cache = F.softmax_cross_entropy(out, y, self.cfg.label_smoothing)

@@ -61,9 +61,9 @@ class Runner:
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
 
-    def train_step(self, batch, step_seed) -> dict:
+    def train_step(self, batch, seed) -> dict:
         x, y = batch
-        torch.manual_seed(step_seed)  # dropout masks of this step
+        torch.manual_seed(seed)  # dropout masks of this step
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         yt = torch.from_numpy(y)

@@ -75,14 +75,10 @@ def check_inverted_residual(fn, x, weights, bns, stride, residual, activation="r
             raise ValueError(f"{fn}: bns[{i}] must be {'None' if i == 0 and expand_w is None else 'a tuple'}")
         if bn is not None:
             want = (weights[i].shape[0],)
-            if (
-                len(bn) != 4
-                or bn[0].shape != want
-                or bn[1].shape != want
-                or bn[2].shape != want
-                or bn[3].shape != want
-            ):
+            if len(bn) != 4 or any(getattr(a, "shape", None) != want for a in bn):
                 raise ValueError(f"{fn}: bns[{i}] must be 4 arrays of shape ({weights[i].shape[0]},)")
+            for name, a in zip(("weight", "bias", "running_mean", "running_var"), bn):
+                _check_shape(fn, f"bns[{i}] {name}", a, want, x)  # floats of x's dtype
     if se is not None:
         if not isinstance(se, (tuple, list)) or len(se) != 4:
             raise TypeError(f"{fn}: se must be None or (w1, b1, w2, b2), got {type(se).__name__}")
