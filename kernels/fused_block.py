@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from numpy_impl.functional._checks import as_float_array, check_number, check_shape, same_dtype
-from numpy_impl.functional.block import check_inverted_residual
+from numpy_impl.functional.block import check_bn_dtypes, check_inverted_residual
 
 from . import _gemm
 from . import batchnorm as bn
@@ -521,6 +521,7 @@ def inverted_residual(
     if memory not in ("store", "recompute"):
         raise ValueError(f"{fn}: memory must be 'store' or 'recompute', got {memory!r}")
     if training:  # what the sub-ops' public wrappers would check, once for the block
+        check_bn_dtypes(fn, x, bns)
         momentum = check_number(fn, "momentum", momentum, 0.0, 1.0)
         if check_number(fn, "eps", eps, 0.0) == 0.0:
             raise ValueError(f"{fn}: eps must be > 0, got {eps}")

@@ -47,6 +47,14 @@ def _check_shape(fn, name, a, want, x):
             raise ValueError(f"{fn}: {name} must have shape {shown}, got {a.shape}")
 
 
+def check_bn_dtypes(fn, x, bns) -> None:
+    """Each batch norm array floats of x's dtype (what ``batch_norm`` checks): for a caller that
+    skips the batch norms' own checks (the fused block in training)."""
+    for i, bn in enumerate(bns):
+        for name, a in zip(("weight", "bias", "running_mean", "running_var"), bn or ()):
+            _check_shape(fn, f"bns[{i}] {name}", a, a.shape, x)
+
+
 def check_inverted_residual(fn, x, weights, bns, stride, residual, activation="relu6", se=None):
     """Validated ``(x, residual)``: the shapes of every weight, BN tuple and squeeze-and-excite
     array, the stride, the activation, and ``residual`` (default: stride 1 and as many output
@@ -77,8 +85,6 @@ def check_inverted_residual(fn, x, weights, bns, stride, residual, activation="r
             want = (weights[i].shape[0],)
             if len(bn) != 4 or any(getattr(a, "shape", None) != want for a in bn):
                 raise ValueError(f"{fn}: bns[{i}] must be 4 arrays of shape ({weights[i].shape[0]},)")
-            for name, a in zip(("weight", "bias", "running_mean", "running_var"), bn):
-                _check_shape(fn, f"bns[{i}] {name}", a, want, x)  # floats of x's dtype
     if se is not None:
         if not isinstance(se, (tuple, list)) or len(se) != 4:
             raise TypeError(f"{fn}: se must be None or (w1, b1, w2, b2), got {type(se).__name__}")
