@@ -64,7 +64,7 @@ def _machine() -> dict:
 
 
 def _float64_warm_run() -> dict:
-    """The whole-run equivalence test's setting (tests/test_train.py): 200 float32 warm-up
+    """The whole-run equivalence test's setting (tests/test_training_classify.py): 200 float32 warm-up
     steps, then 50 float64 steps of the NumPy model and of torch from the same weights."""
     warm_cfg = TrainConfig(
         width_mult=0.35,
