@@ -8,6 +8,7 @@ import inspect
 import numpy as np
 import pytest
 
+from mobilenet import data as D
 from mobilenet import registry
 from mobilenet.detection.config import DetectConfig
 from mobilenet.detection.train import Detection
@@ -61,8 +62,6 @@ def test_runners_and_tasks_are_instances_of_the_protocols():
 
 
 def _digits():
-    from mobilenet import data as D
-
     return D.Dataset(np.zeros((1, 3, 32, 32), np.float32), np.zeros(1, np.int64), ("0", "1", "2"))
 
 
