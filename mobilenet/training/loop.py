@@ -341,6 +341,7 @@ def plot_curves(history: list, path, title: str, panels: list) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(panels), figsize=(9, 3.4))
     for ax, (name, ylabel, yscale, ylim, lines) in zip(axes, panels):
@@ -348,6 +349,7 @@ def plot_curves(history: list, path, title: str, panels: list) -> Path:
             done = [h for h in history if h.get(key) is not None]
             ax.plot([h["epoch"] for h in done], [h[key] for h in done], marker, label=label)
         ax.set(xlabel="epoch", ylabel=ylabel, yscale=yscale, title=name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         if ylim is not None:
             ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
