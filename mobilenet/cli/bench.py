@@ -9,7 +9,7 @@ import sys
 import mobilenet_arch as A
 from mobilenet.deploy import bench
 
-from .common import int_at_least, positive_float, resolution, width
+from .common import config_from_args, int_at_least, positive_float, resolution, width
 
 
 def _backends(text):
@@ -22,11 +22,14 @@ def _backends(text):
     return names
 
 
+CASE = bench.Case()  # the defaults of what is timed
+
+
 def add_bench(bn) -> None:
-    bn.add_argument("--arch", choices=tuple(A.ARCHS), default="v2")
-    bn.add_argument("--width-mult", type=width, default=1.0)
-    resolution(bn, 224)
-    bn.add_argument("--batch", type=int_at_least(1), default=1)
+    bn.add_argument("--arch", choices=tuple(A.ARCHS), default=CASE.arch)
+    bn.add_argument("--width-mult", type=width, default=CASE.width_mult)
+    resolution(bn, CASE.resolution)
+    bn.add_argument("--batch", type=int_at_least(1), default=CASE.batch)
     bn.add_argument("--train", action="store_true", help="a training step (forward and backward)")
     bn.add_argument("--backends", type=_backends, default="numba,torch,onnxruntime", help="comma-separated")
     bn.add_argument("--rounds", type=int_at_least(1), default=2, help="alternating rounds (default 2)")
@@ -37,7 +40,7 @@ def add_bench(bn) -> None:
 
 
 def cmd_bench(args) -> int:
-    case = bench.Case(args.arch, args.width_mult, args.resolution, args.batch, args.train).validate()
+    case = config_from_args(bench.Case, args).validate()
     say = (lambda *a: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     say(f"timing {case.key} on {', '.join(args.backends)}: each alone in its process, {args.rounds} rounds")
     res = bench.bench([case], args.backends, args.rounds, args.threads, args.min_time, progress=say)
