@@ -86,16 +86,19 @@ def depthwise_conv2d_backward(dout, x, w, stride=1, padding=0, dilation=1, *, ve
     """Gradients of :func:`depthwise_conv2d`: ``(dx, dw)``, dx in x's memory format."""
     fn = "depthwise_conv2d_backward"
     x, w, unbatched = _check(fn, x, w)
-    g = geometry(fn, x.shape[2:], w.shape[2:], stride, padding, dilation)
-    dout = check_dout(fn, dout, x, unbatched, (x.shape[0], x.shape[1], *g.out_hw))
-    dx, dw = backward(dout, x, w, stride, padding, dilation, version=version)
+    plan = _plan(fn, x, w, stride, padding, dilation, version, *_BACKWARD)
+    dout = check_dout(fn, dout, x, unbatched, (x.shape[0], x.shape[1], *plan[1].out_hw))
+    dx, dw = _backward(dout, x, *plan)
     return (dx[0] if unbatched else dx), dw
 
 
 def backward(dout, x, w, stride=1, padding=0, dilation=1, *, version=None):
     """The body of :func:`depthwise_conv2d_backward`, unchecked (4-D arrays of one dtype)."""
-    fn = "depthwise_conv2d_backward"
-    wk, g, cl, kernel, args = _plan(fn, x, w, stride, padding, dilation, version, *_BACKWARD)
+    plan = _plan("depthwise_conv2d_backward", x, w, stride, padding, dilation, version, *_BACKWARD)
+    return _backward(dout, x, *plan)
+
+
+def _backward(dout, x, wk, g, cl, kernel, args):
     n, c = x.shape[:2]
     dx = np.empty((n, *x.shape[2:], c) if cl else x.shape, dtype=x.dtype)
     dwk = np.empty_like(wk)
