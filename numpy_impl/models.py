@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 import mobilenet_arch as A
 
 from .backend import get_backend
 from .functional._checks import check_rng
-from .nn import Conv2d, Linear, Sequential, build
+from .nn import BatchNorm2d, Conv2d, Linear, Sequential, build
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
@@ -161,6 +163,25 @@ class MobileNet(Model):
         spec = A.Linear(head[key]._params["weight"].shape[1], num_classes)
         head[key] = Linear(spec, self.F, self.dtype, check_rng("replace_classifier", "seed", seed))
         self.num_classes = num_classes
+        return self
+
+    def reestimate_batch_norm(self, batches):
+        """Set every batch norm's running statistics to the mean and (unbiased) variance of its
+        input over ``batches`` (arrays (N, 3, H, W)), averaged over the batches as torch's
+        ``momentum=None`` does; parameters unchanged. A freshly initialised model's statistics
+        (0 and 1) shrink its activations layer by layer to nothing; these keep them realistic."""
+        bns = [m for _, m in self.named_modules() if isinstance(m, BatchNorm2d)]
+        specs, training = [m.spec for m in bns], self.training
+        self.train()
+        try:
+            for k, x in enumerate(batches):
+                for m, spec in zip(bns, specs):
+                    m.spec = dataclasses.replace(spec, momentum=1.0 / (k + 1))  # cumulative average
+                self.forward(x)
+        finally:
+            for m, spec in zip(bns, specs):
+                m.spec = spec
+            self.train(training)
         return self
 
     # --- running --------------------------------------------------------------------
