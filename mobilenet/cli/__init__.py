@@ -50,7 +50,10 @@ COMMANDS = {
         "train a model (numpy, numba or torch) with checkpoints and a metrics file",
         ("train",),
     ),
-    "evaluate": Command("mobilenet.cli.train", "test accuracy of a checkpoint", ("train",)),
+    "evaluate": Command("mobilenet.cli.train", "test accuracy of a checkpoint (float or int8)", ("train",)),
+    "quantize": Command(
+        "mobilenet.cli.quantize", "post-training int8 quantization of a classification checkpoint", ("train",)
+    ),
     "pretrain": Command(
         "mobilenet.cli.train",
         "pretrain on the generated glyph corpus (the source of transfer and embeddings)",

@@ -12,7 +12,9 @@ import numpy as np
 
 import mobilenet_arch as A
 from mobilenet import backends as B
+from mobilenet import checkpoint as ckpt
 from mobilenet import data as D
+from mobilenet.deploy import quantize as quantized
 from mobilenet.training.classify import evaluate, load_trained, run
 from mobilenet.training.config import ARCFACE, PRETRAIN, TrainConfig
 
@@ -92,11 +94,35 @@ def add_evaluate(e) -> None:
     e.set_defaults(func=cmd_evaluate)
 
 
-def cmd_evaluate(args) -> int:
+def _load_any(args):
+    """A float checkpoint's runner (on ``--backend``), or an integer one's (NumPy integers)."""
+    if quantized.is_quantized(ckpt.load(args.checkpoint)[1]):
+        if args.backend not in (None, "numpy"):
+            raise ValueError(
+                f"{args.checkpoint} is an integer checkpoint: it runs on NumPy's integer ops, "
+                f"not --backend {args.backend}"
+            )
+        runner, meta = quantized.load_quantized(args.checkpoint)
+        cfg = runner.cfg
+        for name, want, got in (
+            ("--arch", args.arch, cfg.arch),
+            ("--width-mult", args.width_mult, cfg.width_mult),
+        ):
+            if want is not None and want != got:
+                raise ValueError(
+                    f"{args.checkpoint} holds {A.model_name(cfg.arch)} width {cfg.width_mult:g}, "
+                    f"not {name} {want}"
+                )
+        return runner, meta, "int8 "
     require_backend(args.backend, f"--backend {args.backend}")
     runner, meta = load_trained(
         args.checkpoint, backend=args.backend, arch=args.arch, width_mult=args.width_mult
     )
+    return runner, meta, ""
+
+
+def cmd_evaluate(args) -> int:
+    runner, meta, kind = _load_any(args)
     cfg = runner.cfg
     name = cfg.data if args.data is None else args.data
     test = D.load_data(name, cfg.resolution, seed=cfg.seed)[1]
@@ -116,6 +142,7 @@ def cmd_evaluate(args) -> int:
     }
     result = {
         "checkpoint": str(args.checkpoint),
+        "quantized": bool(kind),
         "data": str(name),
         "images": len(test),
         "accuracy": ev["accuracy"],
@@ -126,7 +153,7 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(
-        f"{args.checkpoint}: {A.model_name(cfg.arch)}-{cfg.width_mult:g} {cfg.resolution}px, "
+        f"{args.checkpoint}: {kind}{A.model_name(cfg.arch)}-{cfg.width_mult:g} {cfg.resolution}px, "
         f"{len(test)} test images of {name}"
     )
     print(f"  accuracy {ev['accuracy']:.4f}   cross-entropy {ev['loss']:.4f}")

@@ -10,6 +10,7 @@ import os
 from .config import TrainConfig
 
 FORMAT = "mobilenet-from-scratch/checkpoint/1"  # a classification checkpoint
+QUANTIZED_FORMAT = "mobilenet-from-scratch/quantized/1"  # an integer model (mobilenet quantize)
 PARTIAL_KEYS = ("loss", "correct", "seen", "seconds")  # the running sums of an epoch in progress
 NAMED_DATA = ("digits", "shapes", "glyphs", "scenes")  # generated or shipped: never a path
 
@@ -53,6 +54,11 @@ def check_training_meta(fn: str, path, meta: dict) -> dict:
     """A training checkpoint's description, checked before anything reads it: a crafted or
     foreign file gives a ValueError naming the field, never a KeyError or a wrong model."""
     where = f"{fn}: {str(path)!r}"
+    if meta.get("format") == QUANTIZED_FORMAT:
+        raise ValueError(
+            f"{where} is an integer (int8) model made by mobilenet quantize, not a training checkpoint: "
+            f"it can be evaluated, not trained; give the float checkpoint it came from"
+        )
     if not isinstance(meta.get("config"), dict) or "num_classes" not in meta:
         raise ValueError(f"{where} is not a training checkpoint (no config in its meta)")
     n = meta["num_classes"]

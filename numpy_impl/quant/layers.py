@@ -56,8 +56,12 @@ def _qp_state(prefix, qp: ops.QParams) -> dict:
 
 
 def _qp_from(state, prefix, cfg: QuantConfig) -> ops.QParams:
+    """The QParams saved under ``prefix`` (QParams refuses a scale <= 0 or a zero point outside)."""
     qmin, qmax = cfg.activation_range
-    return ops.QParams(float(state[f"{prefix}scale"]), int(state[f"{prefix}zero_point"]), qmin, qmax)
+    scale, zp = np.asarray(state[f"{prefix}scale"]), np.asarray(state[f"{prefix}zero_point"])
+    if scale.shape != () or zp.shape != () or scale.dtype.kind != "f" or zp.dtype.kind not in "iu":
+        raise ValueError(f"{prefix}scale and {prefix}zero_point must be a float and an int")
+    return ops.QParams(float(scale), int(zp), qmin, qmax)
 
 
 class Layer:
@@ -74,6 +78,10 @@ class Layer:
 
     def children(self) -> list:
         return []
+
+    def state_names(self) -> tuple:
+        """The names of this layer's own arrays in :meth:`state`."""
+        return ()
 
     def state(self) -> dict:
         """{layer name: {array name: array}} of this layer and the layers inside it."""
@@ -128,8 +136,32 @@ class QConv(Layer):
             state.update(_qp_state("act_", cfg.out_qparams(self.obs_act)))
         return self._set(state, qin, cfg)
 
+    def state_names(self):
+        own = ("weight_q", "weight_scale", "bias_q", "out_scale", "out_zero_point")
+        return own + (("act_scale", "act_zero_point") if self.act == "hardswish" else ())
+
     def load(self, states, qin, cfg):
-        return self._set(states[self.name], qin, cfg)
+        """A saved state, checked (a crafted file gives a ValueError, never a wrong model)."""
+        state = states[self.name]
+        k = self.w.shape[0]
+        lo, hi = affine.weight_range(cfg.bits)
+        checks = {
+            "weight_q": (np.int8, self.w.shape),
+            "weight_scale": (np.float32, (k,)),
+            "bias_q": (np.int32, (k,)),
+        }
+        for key, (dtype, shape) in checks.items():
+            a = state[key]
+            if a.dtype != dtype or a.shape != shape:
+                raise ValueError(
+                    f"{self.name}.{key} must be {np.dtype(dtype)} of shape {shape}, got {a.dtype} {a.shape}"
+                )
+        if state["weight_q"].min(initial=0) < lo or state["weight_q"].max(initial=0) > hi:
+            raise ValueError(f"{self.name}.weight_q must hold values in [{lo}, {hi}] ({cfg.bits} bits)")
+        s = state["weight_scale"]
+        if not (np.isfinite(s).all() and (s > 0).all()):
+            raise ValueError(f"{self.name}.weight_scale must be finite and > 0")
+        return self._set(state, qin, cfg)
 
     def _set(self, state, qin, cfg):
         self.saved, self.qin, self.cfg = state, qin, cfg
@@ -207,6 +239,9 @@ class QBlock(Layer):
             q = layer.freeze(q, cfg)
         return self._set(_qp_state("out_", cfg.out_qparams(self.obs)) if self.residual else {}, qin, q, cfg)
 
+    def state_names(self):
+        return ("out_scale", "out_zero_point") if self.residual else ()
+
     def load(self, states, qin, cfg):
         q = qin
         for layer in self.body:
@@ -250,6 +285,9 @@ class QSqueezeExcite(Layer):
     def freeze(self, qin, cfg):
         self.fc2.freeze(self.fc1.freeze(qin, cfg), cfg)
         return self._set(_qp_state("out_", cfg.out_qparams(self.obs)), qin, cfg)
+
+    def state_names(self):
+        return ("out_scale", "out_zero_point")
 
     def load(self, states, qin, cfg):
         self.fc2.load(states, self.fc1.load(states, qin, cfg), cfg)

@@ -157,6 +157,13 @@ class QuantizedMobileNet:
                 out.update({f"{name}.{k}": v for k, v in arrays.items()})
         return out
 
+    def state_keys(self) -> list:
+        """The keys :meth:`state_dict` gives, known before any calibration (for checking a file)."""
+        keys = ["input.scale", "input.zero_point"]
+        for name, layer in self.named_layers():
+            keys += [f"{name}.{k}" for k in layer.state_names()]
+        return keys
+
     def load_state_dict(self, sd: dict):
         """The inverse of :meth:`state_dict` (the checkpoint's integers; checked by the caller)."""
         states = {}
