@@ -16,6 +16,9 @@ from __future__ import annotations
 import importlib
 
 BACKENDS = {"numpy": "numpy_impl.functional", "numba": "kernels"}
+# the integer model's ops (numpy_impl.quant.ops's contract: make_conv, add, mul,
+# global_avg_pool2d, lookup and MEMORY_FORMAT)
+QUANT_BACKENDS = {"numpy": "numpy_impl.quant.ops", "numba": "kernels.qops"}
 
 
 def get_backend(name: str):
@@ -23,3 +26,10 @@ def get_backend(name: str):
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {name!r}")
     return importlib.import_module(BACKENDS[name])
+
+
+def get_quant_backend(name: str):
+    """Return the integer ops module for ``name`` (one of :data:`QUANT_BACKENDS`)."""
+    if name not in QUANT_BACKENDS:
+        raise ValueError(f"backend must be one of {tuple(QUANT_BACKENDS)}, got {name!r}")
+    return importlib.import_module(QUANT_BACKENDS[name])

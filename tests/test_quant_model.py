@@ -152,3 +152,16 @@ def test_requant_is_per_channel():
     """A per-channel multiplier really is applied per channel (a per-tensor one would not give this)."""
     rq = ops.Requant.make(1.0, np.array([1.0, 0.5], np.float32), ops.QParams(1.0, 0, 0, 255))
     np.testing.assert_array_equal(rq(np.full((1, 2, 1, 1), 10)), [[[[10]], [[5]]]])
+
+
+def test_numba_backend_equals_numpy_on_every_layer(quantized):
+    """The integer kernels (kernels.qops) give the reference's integers at every layer."""
+    m, q, xs = quantized
+    ref = q.intermediates(xs[1][:3])
+    try:
+        got = q.set_backend("numba").intermediates(xs[1][:3])
+    finally:
+        q.set_backend("numpy")
+    assert got.keys() == ref.keys()
+    for name, (a, _) in ref.items():
+        np.testing.assert_array_equal(got[name][0], a, err_msg=name)

@@ -70,6 +70,7 @@ class Layer:
 
     name = ""
     outputs: dict | None = None  # name -> (integers, QParams) of the last forward, when set
+    Q = ops  # the integer ops (a backend of numpy_impl.backend.QUANT_BACKENDS), set by the model
 
     def record(self, q, qp, name=None):
         if self.outputs is not None:
@@ -169,6 +170,7 @@ class QConv(Layer):
         self.qout = _qp_from(state, "out_", cfg)
         relu = self.act in ("relu", "relu6")  # ReLU6: the calibrated range ends at 6 or before
         self.requant = ops.Requant.make(qin.scale, self.w_scale, self.qout, cfg.scheme, relu=relu)
+        self.prepare()
         if self.act != "hardswish":
             return self.qout
         self.qact = _qp_from(state, "act_", cfg)
@@ -178,19 +180,28 @@ class QConv(Layer):
     def _own_state(self):
         return self.saved
 
+    def prepare(self):
+        """The backend's prepared convolution (kernels pack their weights here, once)."""
+        self.conv = self.Q.make_conv(
+            self.w_q,
+            self.b_q,
+            self.qin.zero_point,
+            self.requant,
+            self.stride,
+            self.padding,
+            self.groups,
+            self.linear,
+        )
+
     def forward_conv(self, q):
         """The convolution (or linear) and its requantization: the output before any table."""
-        if self.linear:
-            return ops.linear(q, self.qin.zero_point, self.w_q, self.b_q, self.requant)
-        return ops.conv2d(
-            q, self.qin.zero_point, self.w_q, self.b_q, self.requant, self.stride, self.padding, self.groups
-        )
+        return self.conv(q)
 
     def forward(self, q):
         y = self.record(self.forward_conv(q), self.qout)
         if self.act != "hardswish":
             return y
-        return self.record(ops.lookup(y, self.table, self.qout), self.qact, self.act_name)
+        return self.record(self.Q.lookup(y, self.table, self.qout), self.qact, self.act_name)
 
 
 class QPool(Layer):
@@ -210,7 +221,7 @@ class QPool(Layer):
         return self.freeze(qin, cfg)
 
     def forward(self, q):
-        return self.record(ops.global_avg_pool2d(q), self.qin)
+        return self.record(self.Q.global_avg_pool2d(q), self.qin)
 
 
 class QBlock(Layer):
@@ -262,7 +273,7 @@ class QBlock(Layer):
             y = layer.forward(y)
         if not self.residual:
             return y
-        return self.record(ops.add(q, self.qin, y, self.qbody, self.qout, self.cfg.scheme), self.qout)
+        return self.record(self.Q.add(q, self.qin, y, self.qbody, self.qout, self.cfg.scheme), self.qout)
 
 
 class QSqueezeExcite(Layer):
@@ -303,8 +314,8 @@ class QSqueezeExcite(Layer):
         return self.saved
 
     def forward(self, q):
-        pooled = ops.global_avg_pool2d(q)[:, :, None, None]  # (N, C, 1, 1), q's qparams
+        pooled = self.Q.global_avg_pool2d(q)[:, :, None, None]  # (N, C, 1, 1), q's qparams
         s = self.fc2.forward(self.fc1.forward(pooled))
-        gate = ops.lookup(s, self.table, self.fc2.qout)
-        y = ops.mul(q, self.qin, gate, HARDSIGMOID_OUT, self.qout, self.cfg.scheme)
+        gate = self.Q.lookup(s, self.table, self.fc2.qout)
+        y = self.Q.mul(q, self.qin, gate, HARDSIGMOID_OUT, self.qout, self.cfg.scheme)
         return self.record(y, self.qout)

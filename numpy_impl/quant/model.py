@@ -22,6 +22,7 @@ import numpy as np
 
 import mobilenet_arch as A
 
+from ..backend import get_quant_backend
 from . import affine, ops
 from .layers import QBlock, QConv, QPool, QSqueezeExcite, QuantConfig
 from .observers import OBSERVERS
@@ -88,11 +89,24 @@ class QuantizedMobileNet:
     logits (N, num_classes), with integer arithmetic only between the input's quantization and
     the logits' dequantization."""
 
-    def __init__(self, spec: A.Seq, arch: str, arch_kwargs: dict, sd: dict, cfg: QuantConfig):
+    def __init__(
+        self, spec: A.Seq, arch: str, arch_kwargs: dict, sd: dict, cfg: QuantConfig, backend="numpy"
+    ):
         self.spec, self.arch, self.arch_kwargs, self.cfg = spec, arch, dict(arch_kwargs), cfg
         self.layers = compile_layers(spec, sd, cfg)
         self.input_observer = OBSERVERS[cfg.observer]()
         self.qin = self.qout = None
+        self.set_backend(backend)
+
+    def set_backend(self, backend: str):
+        """Run the integer layers on ``backend``'s ops ("numpy": :mod:`numpy_impl.quant.ops`,
+        "numba": ``kernels.qops``, bit for bit the same results)."""
+        self.backend, self.Q = backend, get_quant_backend(backend)
+        for _, layer in self.named_layers():
+            layer.Q = self.Q
+            if isinstance(layer, QConv) and self.qout is not None:
+                layer.prepare()
+        return self
 
     def named_layers(self):
         def walk(layers):
@@ -120,8 +134,7 @@ class QuantizedMobileNet:
 
     # --- inference --------------------------------------------------------------------
     def quantize_input(self, x):
-        x = _images("forward", x)
-        return affine.quantize(x, self.qin.scale, self.qin.zero_point, self.qin.qmin, self.qin.qmax)
+        return self.Q.quantize_input(_images("forward", x), self.qin)
 
     def forward_int(self, q):
         for layer in self.layers:
@@ -201,6 +214,7 @@ def quantize(
     reduce_range=False,
     scheme="float",
     arch_kwargs=None,
+    backend="numpy",
 ) -> QuantizedMobileNet:
     """Post-training quantization of a float ``model`` (a ``numpy_impl`` MobileNet, any backend)
     on ``calibration_batches`` (float32 arrays (N, 3, H, W), at least one)."""
@@ -209,7 +223,7 @@ def quantize(
     bad = [k for k, v in sd.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
     if bad:
         raise ValueError(f"quantize: the float model holds NaN or inf in {bad[:3]}; it cannot be quantized")
-    qmodel = QuantizedMobileNet(model.spec, model.arch, arch_kwargs or {}, sd, cfg)
+    qmodel = QuantizedMobileNet(model.spec, model.arch, arch_kwargs or {}, sd, cfg, backend)
     n = 0
     for x in calibration_batches:
         qmodel.calibrate(x)

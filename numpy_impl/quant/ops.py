@@ -28,6 +28,7 @@ import numpy as np
 from . import affine
 
 SCHEMES = ("float", "fixed")
+MEMORY_FORMAT = "contiguous"  # any layout works; the numba backend's is channels-last
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,22 @@ def linear(x, x_zero_point, w, b, requant: Requant):
     if b is not None:
         acc += _int_array(fn, "b", b, 1).astype(np.int64)
     return requant(_to_int32(fn, acc), axis=1)
+
+
+def quantize_input(x, qp: QParams):
+    """The model's float input to integers (:func:`numpy_impl.quant.affine.quantize`)."""
+    return affine.quantize(x, qp.scale, qp.zero_point, qp.qmin, qp.qmax)
+
+
+_linear = linear  # make_conv's parameter ``linear`` hides the function
+
+
+def make_conv(w, b, x_zero_point, requant: Requant, stride=1, padding=0, groups=1, linear=False):
+    """The backend contract's prepared convolution: a function of x alone (``kernels.qops``
+    packs the weights once here; this reference has nothing to prepare)."""
+    if linear:
+        return lambda x: _linear(x, x_zero_point, w, b, requant)
+    return lambda x: conv2d(x, x_zero_point, w, b, requant, stride, padding, groups)
 
 
 # --- elementwise --------------------------------------------------------------------------

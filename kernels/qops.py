@@ -1,0 +1,279 @@
+"""The integer model's ops on Numba kernels: ``numpy_impl.quant.ops``'s names and results, bit for
+bit, on uint8 activations laid out channels-last (an (N, C, H, W) array with NHWC memory).
+
+A convolution is prepared once per layer (``make_conv``: the weights packed or widened, the zero
+point's term folded into the bias, the int32 accumulator's range checked) and then called on
+each input. Pointwise convolutions and linear layers are :mod:`kernels.qgemm`'s GEMM, the stem
+convolution an im2col then the same GEMM, depthwise ones :mod:`kernels.qdepthwise`. The
+requantization is the "float" scheme (torch's); the "fixed" one runs on NumPy's ops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import qgemm
+from .qdepthwise import depthwise
+from .qgemm import requant
+
+MEMORY_FORMAT = "channels_last"
+_opts = {"cache": True, "error_model": "numpy", "nogil": True}
+
+
+def nhwc(x):
+    """The NHWC array behind an (N, C, H, W) array (a copy if its memory is not NHWC)."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def _check_uint8(fn, x, ndim, channels):
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
+        raise TypeError(
+            f"{fn}: x must be a uint8 numpy array (the numba int8 path), got {getattr(x, 'dtype', type(x))}"
+        )
+    if x.ndim != ndim or x.shape[1] != channels:
+        raise ValueError(f"{fn}: x must be {ndim}-D with {channels} channels, got shape {x.shape}")
+
+
+class Conv:
+    """A prepared integer convolution (or linear layer): ``Conv(...)(x)`` is
+    ``numpy_impl.quant.ops.conv2d(x, x_zero_point, w, b, requant, stride, padding, groups)``."""
+
+    def __init__(self, w, b, x_zero_point, requant_, stride=1, padding=0, groups=1, linear=False):
+        rq = requant_
+        if rq.scheme != "float":
+            raise ValueError(
+                "the numba int8 kernels requantize with the 'float' scheme; run 'fixed' on numpy"
+            )
+        if rq.out.qmin < 0 or rq.out.qmax > 255:
+            raise ValueError(
+                f"the numba int8 kernels write uint8 activations, got range [{rq.out.qmin}, {rq.out.qmax}]"
+            )
+        w = np.asarray(w)
+        K = w.shape[0]
+        self.linear, self.stride, self.padding, self.groups = linear, int(stride), int(padding), int(groups)
+        self.shape = w.shape
+        self.zx = int(x_zero_point)
+        M = np.asarray(rq.M, np.float32)
+        if M.shape not in ((), (K,)):
+            raise ValueError(f"Conv: the requantization has {M.size} multipliers for {K} output channels")
+        self.M = np.array(np.broadcast_to(M, (K,)))
+        self.zp = int(rq.out.zero_point)
+        self.lo = max(rq.out.qmin, rq.lo if rq.lo is not None else rq.out.qmin)
+        self.hi = min(rq.out.qmax, rq.hi if rq.hi is not None else rq.out.qmax)
+        b = np.zeros(K, np.int32) if b is None else np.asarray(b, np.int32)
+        taps = int(np.prod(w.shape[1:]))
+        if taps * 255 * int(np.abs(w).max(initial=0)) + int(np.abs(b).max(initial=0)) >= 2**31:
+            raise OverflowError("Conv: these weights could overflow the int32 accumulator")
+        self.kind = "linear" if linear else self._kind(w)
+        if self.kind == "depthwise":
+            self.wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)).astype(np.int16)  # (kh, kw, C)
+            self.bias = b
+        else:
+            rows = w.reshape(K, -1) if self.kind != "conv" else w.transpose(0, 2, 3, 1).reshape(K, -1)
+            self.w_rows = np.ascontiguousarray(rows, np.int8)  # (K, taps) in im2col's (i, j, c) order
+            self.bias = qgemm.fold_bias(self.w_rows, b, self.zx)
+            self.packed = qgemm.pack_weights(self.w_rows) if qgemm.BEST == 3 else None
+
+    def _kind(self, w):
+        K, Cg, kh, kw = w.shape
+        if kh == kw == 1 and self.stride == 1 and self.padding == 0 and self.groups == 1:
+            return "pointwise"
+        if self.groups == K and Cg == 1:
+            return "depthwise"
+        if self.groups != 1:
+            raise ValueError("Conv: grouped convolutions other than depthwise are not in these kernels")
+        return "conv"
+
+    def gemm(self, rows):
+        out = np.empty((rows.shape[0], self.M.shape[0]), np.uint8)
+        args = (self.bias, self.M, self.zp, self.lo, self.hi, out)
+        if self.packed is not None:
+            qgemm.gemm_v3(qgemm.as_words(rows), self.packed, *args)
+        else:
+            qgemm.gemm_v2(np.ascontiguousarray(rows), self.w_rows, *args)
+        return out
+
+    def __call__(self, x):
+        if self.kind == "linear":
+            _check_uint8("linear", x, 2, self.shape[1])
+            return self.gemm(x)
+        _check_uint8("conv2d", x, 4, self.shape[1] * self.groups)
+        N, _, H, W = x.shape
+        kh, kw = self.shape[2:]
+        s, p = self.stride, self.padding
+        Ho, Wo = (H + 2 * p - kh) // s + 1, (W + 2 * p - kw) // s + 1
+        if Ho < 1 or Wo < 1:
+            raise ValueError(f"conv2d: kernel {kh}x{kw} larger than the padded input {H + 2 * p}x{W + 2 * p}")
+        xh = nhwc(x)  # (N, H, W, C)
+        if self.kind == "depthwise":
+            out = np.empty((N, Ho, Wo, self.shape[0]), np.uint8)
+            depthwise(xh, self.zx, self.wt, self.bias, self.M, self.zp, self.lo, self.hi, s, p, out)
+            return out.transpose(0, 3, 1, 2)
+        if self.kind == "conv":
+            xh = im2col(xh, kh, kw, s, p, self.zx)  # (N, Ho, Wo, kh kw C)
+        rows = self.gemm(xh.reshape(N * Ho * Wo, -1))  # (N Ho Wo, K)
+        return rows.reshape(N, Ho, Wo, -1).transpose(0, 3, 1, 2)
+
+
+@njit(parallel=True, **_opts)
+def _im2col(x, kh, kw, stride, pad, fill, out):
+    N, H, W, C = x.shape
+    Ho, Wo = out.shape[1], out.shape[2]
+    for t in prange(N * Ho):
+        n, oh = t // Ho, t % Ho
+        for ow in range(Wo):
+            col = 0
+            for i in range(kh):
+                ih = oh * stride + i - pad
+                for j in range(kw):
+                    iw = ow * stride + j - pad
+                    inside = 0 <= ih < H and 0 <= iw < W
+                    for c in range(C):
+                        out[n, oh, ow, col] = x[n, ih, iw, c] if inside else fill
+                        col += 1
+            for k in range(col, out.shape[3]):
+                out[n, oh, ow, k] = 0  # the padding of K to whole words: zero weights there
+
+
+def im2col(x, kh, kw, stride, pad, fill):
+    """(N, H, W, C) -> (N, Ho, Wo, K) with K = kh kw C rounded up to a multiple of 4: each output
+    pixel's taps in (i, j, c) order, the padding filled with ``fill`` (the zero point: real 0)."""
+    N, H, W, C = x.shape
+    Ho, Wo = (H + 2 * pad - kh) // stride + 1, (W + 2 * pad - kw) // stride + 1
+    out = np.empty((N, Ho, Wo, -(-kh * kw * C // 4) * 4), np.uint8)
+    _im2col(x, kh, kw, stride, pad, np.uint8(fill), out)
+    return out
+
+
+@njit(parallel=True, **_opts)
+def _quantize(x, inv, zp, lo, hi, out):
+    N, C, H, W = x.shape
+    for t in prange(N * H):
+        n, h = t // H, t % H
+        for w in range(W):
+            for c in range(C):
+                v = np.rint(np.float32(np.float64(x[n, c, h, w]) * inv + zp))
+                out[n, h, w, c] = min(max(np.int64(v), lo), hi)
+
+
+def quantize_input(x, qp):
+    """``numpy_impl.quant.affine.quantize`` of float32 images (N, C, H, W), written as uint8
+    channels-last (the same arithmetic: float64 product, one rounding to float32, ties to even)."""
+    out = np.empty((x.shape[0], x.shape[2], x.shape[3], x.shape[1]), np.uint8)
+    inv = np.float64(np.float32(1) / np.float32(qp.scale))
+    _quantize(x, inv, qp.zero_point, qp.qmin, qp.qmax, out)
+    return out.transpose(0, 3, 1, 2)
+
+
+def make_conv(w, b, x_zero_point, requant_, stride=1, padding=0, groups=1, linear=False):
+    return Conv(w, b, x_zero_point, requant_, stride, padding, groups, linear)
+
+
+# --- elementwise ----------------------------------------------------------------------------
+
+
+@njit(parallel=True, **_opts)
+def _add(a, za, ma, b, zb, mb, zo, lo, hi, out):
+    n = a.shape[0]
+    for i in prange(n):
+        v = np.rint((np.int64(a[i]) - za) * ma + (np.int64(b[i]) - zb) * mb)
+        out[i] = min(max(np.int64(v) + zo, lo), hi)
+
+
+def add(a, qa, b, qb, out, scheme="float"):
+    """``numpy_impl.quant.ops.add`` on uint8 arrays of one memory layout (channels-last)."""
+    if scheme != "float":
+        raise ValueError("add: the numba int8 kernels use the 'float' scheme; run 'fixed' on numpy")
+    _check_uint8("add", a, a.ndim, a.shape[1])
+    _check_uint8("add", b, a.ndim, a.shape[1])
+    if a.shape != b.shape:
+        raise ValueError(f"add: a and b must have the same shape, got {a.shape} and {b.shape}")
+    ah, bh = nhwc(a), nhwc(b)
+    y = np.empty(ah.shape, np.uint8)
+    ma, mb = qa.scale / out.scale, qb.scale / out.scale
+    _add(
+        ah.reshape(-1),
+        qa.zero_point,
+        ma,
+        bh.reshape(-1),
+        qb.zero_point,
+        mb,
+        out.zero_point,
+        out.qmin,
+        out.qmax,
+        y.reshape(-1),
+    )
+    return y.transpose(0, 3, 1, 2)
+
+
+@njit(parallel=True, **_opts)
+def _gate(x, zx, g, zg, M, zo, lo, hi, out):
+    N, H, W, C = x.shape
+    for t in prange(N * H):
+        n, h = t // H, t % H
+        for w in range(W):
+            for c in range(C):
+                acc = (np.int32(x[n, h, w, c]) - zx) * (np.int32(g[n, c]) - zg)
+                out[n, h, w, c] = requant(acc, M, zo, lo, hi)
+
+
+def mul(a, qa, b, qb, out, scheme="float"):
+    """Squeeze-and-excite's product: a (N, C, H, W) channels-last by b (N, C, 1, 1)."""
+    from numpy_impl.quant.affine import multiplier  # noqa: PLC0415
+
+    if scheme != "float":
+        raise ValueError("mul: the numba int8 kernels use the 'float' scheme; run 'fixed' on numpy")
+    _check_uint8("mul", a, 4, a.shape[1])
+    if b.shape != (*a.shape[:2], 1, 1):
+        raise ValueError(f"mul: b must have shape {(*a.shape[:2], 1, 1)}, got {b.shape}")
+    ah = nhwc(a)
+    y = np.empty(ah.shape, np.uint8)
+    M = np.float32(multiplier(qa.scale, qb.scale, out.scale))
+    _gate(
+        ah,
+        qa.zero_point,
+        np.ascontiguousarray(b[:, :, 0, 0]),
+        qb.zero_point,
+        M,
+        out.zero_point,
+        out.qmin,
+        out.qmax,
+        y,
+    )
+    return y.transpose(0, 3, 1, 2)
+
+
+@njit(parallel=True, **_opts)
+def _pool(x, out):
+    N, H, W, C = x.shape
+    n_px = H * W
+    for n in prange(N):
+        tot = np.zeros(C, np.int64)
+        for h in range(H):
+            for w in range(W):
+                for c in range(C):
+                    tot[c] += x[n, h, w, c]
+        for c in range(C):
+            q, r = tot[c] // n_px, tot[c] % n_px  # round half to even, in integers
+            up = 2 * r > n_px or (2 * r == n_px and q % 2 == 1)
+            out[n, c] = q + up
+
+
+def global_avg_pool2d(x):
+    """(N, C, H, W) uint8 -> (N, C) uint8, the input's qparams kept."""
+    _check_uint8("global_avg_pool2d", x, 4, x.shape[1])
+    out = np.empty(x.shape[:2], np.uint8)
+    _pool(nhwc(x), out)
+    return out
+
+
+def lookup(x, table, qin):
+    """``table[x - qmin]`` keeping x's memory layout."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
+        raise TypeError(f"lookup: x must be a uint8 numpy array, got {getattr(x, 'dtype', type(x))}")
+    tbl = np.zeros(256, np.uint8)
+    tbl[qin.qmin : qin.qmax + 1] = table
+    if x.ndim == 4:
+        return tbl[nhwc(x)].transpose(0, 3, 1, 2)
+    return tbl[x]

@@ -1,0 +1,93 @@
+"""kernels.qops: the integer model's ops on Numba kernels equal numpy_impl.quant.ops bit for bit,
+on channels-last uint8 activations; bad input is refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kernels import qops
+from numpy_impl.quant import affine, ops
+
+SCALES = st.floats(0.005, 0.3).map(affine.f32)
+
+
+def _cl(x):
+    return qops.nhwc(x).transpose(0, 3, 1, 2)  # the same values, NHWC memory
+
+
+@given(
+    kind=st.sampled_from(["pointwise", "conv", "linear"]),
+    cin=st.integers(1, 9),
+    cout=st.integers(1, 40),
+    hw=st.integers(3, 9),
+    stride=st.integers(1, 2),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_convolutions_equal_the_reference(kind, cin, cout, hw, stride, seed):
+    rng = np.random.default_rng(seed)
+    k = 3 if kind == "conv" else 1
+    shape = (2, cin) if kind == "linear" else (2, cin, hw, hw)
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    w = rng.integers(-127, 128, (cout, cin) if kind == "linear" else (cout, cin, k, k)).astype(np.int8)
+    b = rng.integers(-5000, 5000, cout).astype(np.int32)
+    zx = int(rng.integers(0, 256))
+    out = ops.QParams(float(np.float32(rng.uniform(0.05, 0.5))), int(rng.integers(0, 256)))
+    rq = ops.Requant.make(0.02, rng.uniform(0.001, 0.01, cout).astype(np.float32), out, relu=bool(seed % 2))
+    s, p = (stride, 1) if kind == "conv" else (1, 0)
+    ref = ops.make_conv(w, b, zx, rq, s, p, linear=kind == "linear")(x)
+    ours = qops.make_conv(w, b, zx, rq, s, p, linear=kind == "linear")(x if kind == "linear" else _cl(x))
+    np.testing.assert_array_equal(ours, ref)
+
+
+@st.composite
+def pair(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (
+        draw(st.integers(1, 2)),
+        draw(st.integers(1, 20)),
+        draw(st.integers(1, 6)),
+        draw(st.integers(1, 6)),
+    )
+    qps = [ops.QParams(draw(SCALES), draw(st.integers(0, 255))) for _ in range(3)]
+    return rng.integers(0, 256, shape).astype(np.uint8), rng.integers(0, 256, shape).astype(np.uint8), *qps
+
+
+@given(pair())
+def test_elementwise_ops_equal_the_reference(case):
+    a, b, qa, qb, qy = case
+    np.testing.assert_array_equal(qops.add(_cl(a), qa, _cl(b), qb, qy), ops.add(a, qa, b, qb, qy))
+    gate = b[:, :, :1, :1]
+    np.testing.assert_array_equal(qops.mul(_cl(a), qa, gate, qb, qy), ops.mul(a, qa, gate, qb, qy))
+    np.testing.assert_array_equal(qops.global_avg_pool2d(_cl(a)), ops.global_avg_pool2d(a))
+    table = ops.lookup_table(ops.hardswish_float, qa, qy)
+    np.testing.assert_array_equal(qops.lookup(_cl(a), table, qa), ops.lookup(a, table, qa))
+
+
+@given(st.integers(0, 2**32 - 1), SCALES, st.integers(0, 255))
+def test_quantize_input_equals_the_reference(seed, scale, zp):
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(-600, 600, (2, 3, 5, 4)) * scale / 2).astype(np.float32)  # ties at every half step
+    qp = ops.QParams(scale, zp)
+    np.testing.assert_array_equal(qops.quantize_input(x, qp), ops.quantize_input(x, qp))
+
+
+def test_refusals():
+    rq = ops.Requant.make(0.1, np.ones(4, np.float32), ops.QParams(0.1, 0))
+    conv = qops.make_conv(np.ones((4, 2, 1, 1), np.int8), None, 0, rq)
+    with pytest.raises(TypeError, match="uint8"):
+        conv(np.zeros((1, 2, 3, 3), np.int32))
+    with pytest.raises(ValueError, match="2 channels"):
+        conv(np.zeros((1, 3, 3, 3), np.uint8))
+    with pytest.raises(ValueError, match="'float' scheme"):
+        qops.make_conv(np.ones((4, 2, 1, 1), np.int8), None, 0, ops.Requant.make(0.1, 1.0, rq.out, "fixed"))
+    with pytest.raises(OverflowError, match="int32 accumulator"):
+        qops.make_conv(np.full((1, 70000, 1, 1), 127, np.int8), None, 0, ops.Requant.make(0.1, 1.0, rq.out))
+    with pytest.raises(ValueError, match="4 multipliers for 1 output"):
+        qops.make_conv(np.ones((1, 2, 1, 1), np.int8), None, 0, rq)
+    with pytest.raises(ValueError, match="grouped"):
+        qops.make_conv(np.ones((4, 2, 3, 3), np.int8), None, 0, rq, groups=2)
+    with pytest.raises(ValueError, match="same shape"):
+        qops.add(np.zeros((1, 2, 3, 3), np.uint8), rq.out, np.zeros((1, 2, 3, 4), np.uint8), rq.out, rq.out)
