@@ -14,6 +14,7 @@ the old file or the new one, never half of one. A run holds its folder with :fun
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pickle
@@ -73,6 +74,28 @@ def save(path, arrays: dict, meta: dict) -> Path:
             tensors = {k: torch.from_numpy(np.array(v, order="C")) for k, v in arrays.items()}
             torch.save({META_KEY: text, **tensors}, f)
     return path
+
+
+def output_file(path, suffix: str, what: str) -> Path:
+    """``path`` as a Path to write a file to: it ends in ``suffix``, is not a folder, and its folder
+    exists (``what`` names the option in the error: ``"export: --onnx"``)."""
+    path = Path(path)
+    if path.suffix != suffix:
+        raise ValueError(f"{what} must end in {suffix}, got {str(path)!r}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {str(path)!r} is a folder; give a file name ending in {suffix}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{what}: its folder, {str(path.parent)!r}, does not exist")
+    return path
+
+
+def sha256(path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks (what an export records of its source)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_text(path, text: str) -> Path:

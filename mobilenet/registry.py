@@ -27,6 +27,7 @@ SIDES = {  # bench side -> the module that times it (its keys are backends.BENCH
     "onnxruntime": "mobilenet.deploy.side_onnxruntime",
 }
 ONNX_EXPORTER = "mobilenet.deploy.onnx_export"  # torch, onnx and onnxruntime: its commands only
+ONNX_QDQ = "mobilenet.deploy.onnx_qdq"  # an integer model as QDQ ONNX: onnx and onnxruntime
 
 
 def runner_module(name: str, task: str = "classify"):
@@ -47,3 +48,8 @@ def onnx_exporter():
     """ONNX export and its check by onnxruntime (``mobilenet export``, ``verify --onnx``, bench's
     export process)."""
     return importlib.import_module(ONNX_EXPORTER)
+
+
+def onnx_qdq():
+    """QDQ export of integer checkpoints and its check by onnxruntime (no torch)."""
+    return importlib.import_module(ONNX_QDQ)

@@ -112,3 +112,15 @@ def test_constant_calibration_images_give_a_working_model(runs, tmp_path, capsys
     assert cli.main([*args, "--out", str(tmp_path / "q")]) == 0
     m = json.loads(capsys.readouterr().out)
     assert 0.0 <= m["int8_accuracy"] <= 1.0
+
+
+def test_export_and_verify_the_integer_model(runs, tmp_path, capsys):
+    onnx_file = tmp_path / "int8.onnx"
+    assert (
+        cli.main(["export", "--checkpoint", str(runs / "int8" / "checkpoint.npz"), "--onnx", str(onnx_file)])
+        == 0
+    )
+    capsys.readouterr()
+    assert cli.main(["verify", "--onnx", str(onnx_file), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["ok"] and r["max_units"] <= 1 and r["resolution"] == 32

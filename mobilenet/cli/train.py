@@ -14,7 +14,7 @@ import mobilenet_arch as A
 from mobilenet import backends as B
 from mobilenet import checkpoint as ckpt
 from mobilenet import data as D
-from mobilenet.deploy import quantize as quantized
+from mobilenet.deploy import qcheckpoint as quantized
 from mobilenet.training.classify import evaluate, load_trained, run
 from mobilenet.training.config import ARCFACE, PRETRAIN, TrainConfig
 

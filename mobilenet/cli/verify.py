@@ -76,6 +76,9 @@ def cmd_verify(args) -> int:
 
 def cmd_verify_onnx(args) -> int:
     require("onnx", "verify --onnx")
+    qdq = registry.onnx_qdq()
+    if qdq.is_qdq(args.onnx):
+        return _verify_qdq(qdq, args)
     r = registry.onnx_exporter().verify_onnx(args.onnx, checkpoint=args.checkpoint, seed=args.seed)
     if args.json:
         print(json.dumps(r, indent=2))
@@ -87,6 +90,23 @@ def cmd_verify_onnx(args) -> int:
             f"vs the NumPy reference (float64), batch {r['batch']} at {r['resolution']} px\n"
             f"  logits relative error {r['rel_err']:9.2e} <= {r['tolerance']:.0e} {mark}   "
             f"top-1 agreement {r['top1_agreement']:.0%}"
+        )
+    print("verify: within tolerance" if r["ok"] else "verify: FAILED", file=sys.stderr)
+    return 0 if r["ok"] else 1
+
+
+def _verify_qdq(qdq, args) -> int:
+    r = qdq.verify_qdq(args.onnx, checkpoint=args.checkpoint, seed=args.seed)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        mark = "ok" if r["ok"] else "FAIL"
+        print(
+            f"{r['onnx']}: int8 {A.model_name(r['arch'])} width_mult={r['width_mult']:g} (QDQ); onnxruntime "
+            f"{r['onnxruntime']} vs our integer model, batch {r['batch']} at {r['resolution']} px\n"
+            f"  logits differ by at most {r['max_units']:g} quantized units "
+            f"<= {r['tolerance_units']:g} {mark}   "
+            f"equal on {r['equal_fraction']:.1%}   top-1 agreement {r['top1_agreement']:.0%}"
         )
     print("verify: within tolerance" if r["ok"] else "verify: FAILED", file=sys.stderr)
     return 0 if r["ok"] else 1

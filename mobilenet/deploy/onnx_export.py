@@ -22,9 +22,10 @@ import torch
 import mobilenet_arch as A
 import torch_impl
 from mobilenet import checkpoint as ckpt
+from mobilenet.checkpoint import sha256
 from mobilenet.summary import summary_dict
 
-from .state_dicts import read_checkpoint, sha256, source_model
+from .state_dicts import read_checkpoint, source_model
 
 MAX_VERIFY_RESOLUTION = 1024  # bounds what a crafted file's metadata can make verify allocate
 OPSET = 18  # onnxruntime 1.17+ runs it; torch's TorchScript exporter writes it
@@ -37,13 +38,7 @@ def export_onnx(
 ) -> dict:
     """Write the model as ONNX (opset :data:`OPSET`, dynamic batch). The weights are the
     checkpoint's when one is given (its arch, width and classes), else fresh ones from ``seed``."""
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise ValueError(f"export: --onnx must end in .onnx, got {str(out)!r}")
-    if out.is_dir():
-        raise IsADirectoryError(f"export: --onnx {str(out)!r} is a folder; give a file name ending in .onnx")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"export: the folder of --onnx, {str(out.parent)!r}, does not exist")
+    out = ckpt.output_file(out, ".onnx", "export: --onnx")
     if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < A.MIN_RESOLUTION:
         raise ValueError(f"export: resolution must be an int >= {A.MIN_RESOLUTION}, got {resolution!r}")
     meta = {"resolution": str(resolution)}

@@ -7,7 +7,6 @@ and shape is checked; width and number of classes are read from the shapes.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +15,13 @@ import torch
 import mobilenet_arch as A
 import numpy_impl
 from mobilenet import checkpoint as ckpt
+from mobilenet.checkpoint import sha256  # noqa: F401  (where the exporters read it)
 from mobilenet.training.config import TrainConfig
 from mobilenet.training.meta import PARTIAL_KEYS, check_training_meta, config_from_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's preprocessing of its ImageNet weights
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PUBLISHED_WIDTHS = (1.0, 0.75, 0.5, 0.35, 1.4, 1.3, 0.25)  # tried first when a width is inferred
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _model_arrays(arrays: dict) -> dict:
