@@ -30,7 +30,15 @@ NUMPY_MODEL = tuple(n for n, b in BACKENDS.items() if b.model == "numpy_impl")  
 TASKS = ("classify", "detect")  # the kinds of run: each has a runner per model
 
 # `mobilenet bench`'s sides, each timed alone in its process: the extra its library comes from
-BENCH_SIDES = {"numba": None, "numpy": None, "torch": "torch", "onnxruntime": "onnx"}
+BENCH_SIDES = {
+    "numba": None,
+    "numpy": None,
+    "torch": "torch",
+    "onnxruntime": "onnx",
+    "numba-int8": None,  # the integer model (mobilenet quantize's) on the int8 kernels
+    "torch-int8": "torch",  # torch's converted eager int8 model with the same integers
+    "onnxruntime-int8": "onnx",  # our QDQ export of the same integer model
+}
 
 
 def get(name: str, fn: str = "backend") -> Backend:

@@ -25,6 +25,9 @@ SIDES = {  # bench side -> the module that times it (its keys are backends.BENCH
     "numpy": "mobilenet.deploy.side_numpy",
     "torch": "mobilenet.deploy.side_torch",
     "onnxruntime": "mobilenet.deploy.side_onnxruntime",
+    "numba-int8": "mobilenet.deploy.side_numba_int8",
+    "torch-int8": "mobilenet.deploy.side_torch_int8",
+    "onnxruntime-int8": "mobilenet.deploy.side_onnxruntime_int8",
 }
 ONNX_EXPORTER = "mobilenet.deploy.onnx_export"  # torch, onnx and onnxruntime: its commands only
 ONNX_QDQ = "mobilenet.deploy.onnx_qdq"  # an integer model as QDQ ONNX: onnx and onnxruntime

@@ -31,10 +31,13 @@ from mobilenet import backends as B
 from mobilenet import registry
 
 from .cases import Case
+from .prepared import float_state, int8_model, prepare
 from .timing import cpu, measure, versions
 
 BACKENDS = tuple(B.BENCH_SIDES)
-INFERENCE_ONLY = ("onnxruntime",)
+INFERENCE_ONLY = ("onnxruntime", "numba-int8", "torch-int8", "onnxruntime-int8")
+INT8 = tuple(b for b in BACKENDS if b.endswith("-int8"))
+LIBRARY = {b: b.removesuffix("-int8") for b in BACKENDS}  # the module a side imports
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,16 +62,21 @@ def worker(backend: str, cases: list[Case], threads: int, min_time: float, onnx_
     return {"backend": backend, "results": out, "versions": versions(*mods)}
 
 
-def export_all(cases: list[Case], folder: str) -> None:
-    """Each case's model as ONNX (fresh weights): run in a process of its own."""
-    exporter = registry.onnx_exporter()
-    for case in {c.onnx_name(): c for c in cases}.values():
-        exporter.export_onnx(
-            Path(folder) / case.onnx_name(),
-            arch=case.arch,
-            width_mult=case.width_mult,
-            resolution=case.resolution,
-        )
+def export_all(cases: list[Case], folder: str, float_onnx: bool, qdq: bool) -> None:
+    """Each case's prepared model as ONNX (float through torch's exporter, int8 as our QDQ
+    graph): run in a process of its own."""
+    for case in {c.stem: c for c in cases}.values():
+        if float_onnx:
+            registry.onnx_exporter().export_onnx(
+                Path(folder) / case.onnx_name(),
+                arch=case.arch,
+                width_mult=case.width_mult,
+                resolution=case.resolution,
+                state=float_state(case, folder),
+            )
+        if qdq:
+            proto = registry.onnx_qdq().qdq_model(int8_model(case, folder), case.resolution)
+            (Path(folder) / case.qdq_name()).write_bytes(proto.SerializeToString())
 
 
 # --- the orchestrator -----------------------------------------------------------------------
@@ -91,7 +99,8 @@ def _run(args: list[str], threads: int) -> dict:
 
 
 def available(backend: str) -> bool:
-    code = f"import {backend}" + (", onnx" if backend == "onnxruntime" else "")  # each names its module
+    lib = LIBRARY[backend]
+    code = f"import {lib}" + (", onnx" if lib == "onnxruntime" else "")
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
@@ -108,20 +117,24 @@ def bench(cases, backends, rounds=2, threads=2, min_time=0.5, progress=print) ->
     skipped = {}
     for b in backends:
         if not available(b):
-            skipped[b] = f"{b} is not installed (pip install '.[onnx]' for onnxruntime)"
+            skipped[b] = f"{LIBRARY[b]} is not installed (pip install '.[onnx]' for onnxruntime)"
         elif b in INFERENCE_ONLY and all(c.train for c in cases):
             skipped[b] = f"{b} runs inference only"
     live = [b for b in backends if b not in skipped]
     runs, vers = {}, {}
     with tempfile.TemporaryDirectory(prefix="mobilenet-bench-") as onnx_dir:
-        if "onnxruntime" in live:
+        t0 = time.perf_counter()
+        todo = json.dumps([dataclasses.asdict(c) for c in cases])
+        int8 = any(b in INT8 for b in live)
+        _run(["prepare", "--dir", onnx_dir, "--cases", todo] + (["--int8"] if int8 else []), threads)
+        progress(f"  prepared the weights{' and the int8 models' * int8} in {time.perf_counter() - t0:.0f} s")
+        exports = [
+            flag for flag, b in (("--float", "onnxruntime"), ("--qdq", "onnxruntime-int8")) if b in live
+        ]
+        if exports:
             t0 = time.perf_counter()
-            _run(
-                ["export", "--dir", onnx_dir, "--cases", json.dumps([dataclasses.asdict(c) for c in cases])],
-                threads,
-            )
-            n = len({c.onnx_name() for c in cases})
-            progress(f"  exported {n} ONNX models in {time.perf_counter() - t0:.0f} s")
+            _run(["export", "--dir", onnx_dir, "--cases", todo, *exports], threads)
+            progress(f"  exported the ONNX models in {time.perf_counter() - t0:.0f} s")
         for r in range(rounds):
             for b in live if r % 2 == 0 else live[::-1]:
                 mine = [c for c in cases if not (c.train and b in INFERENCE_ONLY)]
@@ -184,26 +197,29 @@ def machine_line(res: dict) -> str:
 
 def format_table(res: dict) -> str:
     lines = [machine_line(res), ""]
-    head = "| case | backend | median ms | IQR ms | spread | per image ms | peak MB | vs torch |"
-    lines += [head, "|---|---|---:|---:|---:|---:|---:|---:|"]
+    head = "| case | backend | median ms | IQR ms | spread | per image ms | peak MB | vs torch | vs numba |"
+    lines += [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for key in res["cases"]:
         torch_ms = res["results"].get("torch", {}).get(key, {}).get("ms")
+        numba_ms = res["results"].get("numba", {}).get(key, {}).get("ms")
         batch = int(key.split(" b")[1].split()[0])
         for b, per_case in res["results"].items():
             r = per_case.get(key)
             if r is None:
                 continue
             ratio = f"{r['ms'] / torch_ms:.2f}x" if torch_ms else "-"
+            ours = f"{r['ms'] / numba_ms:.2f}x" if numba_ms else "-"
             peak = f"{r['peak_mb']:.0f}" if r["peak_mb_exact"] else f"<= {r['peak_mb']:.0f}"
             lines.append(
                 f"| {key} | {b} | {r['ms']:.2f} | {r['q1_ms']:.2f}-{r['q3_ms']:.2f} | ±{r['spread']:.0%} | "
-                f"{r['ms'] / batch:.2f} | {peak} | {ratio} |"
+                f"{r['ms'] / batch:.2f} | {peak} | {ratio} | {ours} |"
             )
     for b, why in res["skipped"].items():
         lines.append(f"\n{b}: skipped ({why})")
     lines.append(
         "\nspread: how far the rounds' medians lie apart; peak MB: the process's peak resident memory "
-        "above its size after imports (weights, activations, workspace); vs torch: time / torch's time"
+        "above its size after imports (weights, activations, workspace); vs torch, vs numba: time / "
+        "float torch's, float numba's time"
     )
     return "\n".join(lines)
 
@@ -220,10 +236,19 @@ def _main(argv=None):
     e = sub.add_parser("export")
     e.add_argument("--dir", required=True)
     e.add_argument("--cases", required=True)
+    e.add_argument("--float", action="store_true")
+    e.add_argument("--qdq", action="store_true")
+    pr = sub.add_parser("prepare")
+    pr.add_argument("--dir", required=True)
+    pr.add_argument("--cases", required=True)
+    pr.add_argument("--int8", action="store_true")
     a = p.parse_args(argv)
     cases = [Case(**c).validate() for c in json.loads(a.cases)]
-    if a.what == "export":
-        export_all(cases, a.dir)
+    if a.what == "prepare":
+        prepare(cases, a.dir, a.int8)
+        print(json.dumps({"prepared": len(cases)}))
+    elif a.what == "export":
+        export_all(cases, a.dir, a.float, a.qdq)
         print(json.dumps({"exported": len(cases)}))
     else:
         print(json.dumps(worker(a.backend, cases, a.threads, a.min_time, a.onnx_dir)))

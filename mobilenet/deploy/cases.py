@@ -36,8 +36,32 @@ class Case:
         what = "train" if self.train else "infer"
         return f"{self.arch} {self.width_mult:g} {self.resolution}px b{self.batch} {what}"
 
+    @property
+    def stem(self) -> str:
+        return f"{self.arch}_{self.width_mult:g}_{self.resolution}"
+
     def onnx_name(self) -> str:
-        return f"{self.arch}_{self.width_mult:g}_{self.resolution}.onnx"
+        return f"{self.stem}.onnx"
+
+    def weights_name(self) -> str:
+        """The float weights every side loads (batch-norm statistics of real activations)."""
+        return f"{self.stem}.npz"
+
+    def int8_name(self) -> str:
+        """The integer model every int8 side runs (its scales, zero points and integers)."""
+        return f"{self.stem}_int8.npz"
+
+    def qdq_name(self) -> str:
+        return f"{self.stem}_int8.onnx"
+
+
+CALIBRATION = 4  # images that set the batch-norm statistics and the int8 ranges
+
+
+def calibration_images(case: Case) -> np.ndarray:
+    """Seeded random images, other than :func:`inputs`' (the timed ones)."""
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((CALIBRATION, 3, case.resolution, case.resolution), dtype=np.float32)
 
 
 def inputs(case: Case):

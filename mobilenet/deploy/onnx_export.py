@@ -34,10 +34,12 @@ META_PREFIX = "mobilenet."
 
 
 def export_onnx(
-    out, checkpoint=None, arch="v2", width_mult=1.0, num_classes=1000, resolution=224, seed=0
+    out, checkpoint=None, arch="v2", width_mult=1.0, num_classes=1000, resolution=224, seed=0, state=None
 ) -> dict:
     """Write the model as ONNX (opset :data:`OPSET`, dynamic batch). The weights are the
-    checkpoint's when one is given (its arch, width and classes), else fresh ones from ``seed``."""
+    checkpoint's when one is given (its arch, width and classes), else ``state`` (a NumPy
+    state_dict: `mobilenet bench`'s prepared weights, which verify cannot rebuild), else fresh
+    ones from ``seed``."""
     out = ckpt.output_file(out, ".onnx", "export: --onnx")
     if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < A.MIN_RESOLUTION:
         raise ValueError(f"export: resolution must be an int >= {A.MIN_RESOLUTION}, got {resolution!r}")
@@ -57,8 +59,11 @@ def export_onnx(
     else:
         if arch not in A.ARCHS:
             raise ValueError(f"export: arch must be one of {tuple(A.ARCHS)}, got {arch!r}")
-        state = source_model(arch, width_mult, num_classes, seed=seed).state_dict()
-        meta.update(weights="seed", seed=str(seed))
+        if state is None:
+            state = source_model(arch, width_mult, num_classes, seed=seed).state_dict()
+            meta.update(weights="seed", seed=str(seed))
+        else:
+            meta.update(weights="given")
     meta.update(arch=arch, width_mult=repr(float(width_mult)), num_classes=str(num_classes))
     model = torch_impl.mobilenet(arch, width_mult=width_mult, num_classes=num_classes).eval()
     model.load_state_dict(torch_impl.state_dict_to_torch(state))
@@ -115,6 +120,10 @@ def read_onnx_meta(path) -> dict:
         }
     except ValueError:
         raise ValueError(f"verify: {str(path)!r} has malformed mobilenet.* metadata: {meta}") from None
+    if out["weights"] == "given":
+        raise ValueError(
+            f"verify: {str(path)!r} holds weights a program gave (mobilenet bench's): no reference"
+        )
     if out["arch"] not in A.ARCHS or out["weights"] not in ("seed", "checkpoint"):
         raise ValueError(f"verify: {str(path)!r} has malformed mobilenet.* metadata: {meta}")
     if not (0 < out["width_mult"] <= A.MAX_WIDTH_MULT and out["num_classes"] >= 1):

@@ -16,5 +16,5 @@ def setup(threads: int) -> list:
     return [numba]
 
 
-def timed(case: Case, onnx_dir, threads: int):
-    return model_step(case, "numba")
+def timed(case: Case, folder, threads: int):
+    return model_step(case, "numba", folder)

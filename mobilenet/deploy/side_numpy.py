@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy_impl
 
 from .cases import Case, inputs
+from .prepared import float_state
 
 
 def setup(threads: int) -> list:
@@ -13,9 +14,11 @@ def setup(threads: int) -> list:
     return []
 
 
-def model_step(case: Case, ops: str):
-    """The timed call: eval inference, or a forward and backward (no optimiser step)."""
+def model_step(case: Case, ops: str, folder):
+    """The timed call: eval inference, or a forward and backward (no optimiser step), with the
+    prepared weights in ``folder``."""
     m = numpy_impl.mobilenet(case.arch, width_mult=case.width_mult, backend=ops)
+    m.load_state_dict(float_state(case, folder))
     x, d = inputs(case)
     if not case.train:
         m.eval()
@@ -28,5 +31,5 @@ def model_step(case: Case, ops: str):
     return step
 
 
-def timed(case: Case, onnx_dir, threads: int):
-    return model_step(case, "numpy")
+def timed(case: Case, folder, threads: int):
+    return model_step(case, "numpy", folder)

@@ -8,6 +8,7 @@ import torch
 import torch_impl
 
 from .cases import Case, inputs
+from .prepared import float_state
 
 
 def setup(threads: int) -> list:
@@ -16,8 +17,10 @@ def setup(threads: int) -> list:
     return [torch]
 
 
-def timed(case: Case, onnx_dir, threads: int):
-    m = torch_impl.mobilenet(case.arch, width_mult=case.width_mult).train(case.train)
+def timed(case: Case, folder, threads: int):
+    m = torch_impl.mobilenet(case.arch, width_mult=case.width_mult)
+    m.load_state_dict(torch_impl.state_dict_to_torch(float_state(case, folder)))
+    m.train(case.train)
     m = m.to(memory_format=torch.channels_last)
     x, d = (torch.from_numpy(a) for a in inputs(case))
     x = x.contiguous(memory_format=torch.channels_last)
