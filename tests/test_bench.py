@@ -29,10 +29,14 @@ def test_bench_table_says_what_it_skipped(capsys):
     )
 
 
-def test_numba_worker_never_loads_torch():
+def test_numba_worker_never_loads_torch(tmp_path):
+    cases = json.dumps([{"arch": "v2", "width_mult": 0.25, "resolution": 32, "batch": 1, "train": False}])
+    bench._run(["prepare", "--dir", str(tmp_path), "--cases", cases], threads=1)
     out = bench._run(
         [
             "worker",
+            "--dir",
+            str(tmp_path),
             "--backend",
             "numba",
             "--threads",
@@ -40,7 +44,7 @@ def test_numba_worker_never_loads_torch():
             "--min-time",
             "0.01",
             "--cases",
-            json.dumps([{"arch": "v2", "width_mult": 0.25, "resolution": 32, "batch": 1, "train": False}]),
+            cases,
         ],
         threads=1,
     )

@@ -49,13 +49,14 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def worker(backend: str, cases: list[Case], threads: int, min_time: float, onnx_dir: str | None) -> dict:
+def worker(backend: str, cases: list[Case], threads: int, min_time: float, folder: str) -> dict:
+    """Time ``cases`` on ``backend`` with the models :func:`prepared.prepare` wrote into ``folder``."""
     side = registry.bench_side(backend)  # its libraries load here, before the memory baseline
     mods = side.setup(threads)
     out = {}
     for case in cases:
         base = _peak_mb()
-        fn = side.timed(case, onnx_dir, threads)
+        fn = side.timed(case, folder, threads)
         t = measure(fn, min_time, block_time=0 if case.train else 0.01)
         # peak RSS only grows: beyond a process's first case it is an upper bound
         out[case.key] = {**t, "peak_mb": _peak_mb() - base, "first_in_process": case is cases[0]}
@@ -122,18 +123,18 @@ def bench(cases, backends, rounds=2, threads=2, min_time=0.5, progress=print) ->
             skipped[b] = f"{b} runs inference only"
     live = [b for b in backends if b not in skipped]
     runs, vers = {}, {}
-    with tempfile.TemporaryDirectory(prefix="mobilenet-bench-") as onnx_dir:
+    with tempfile.TemporaryDirectory(prefix="mobilenet-bench-") as folder:
         t0 = time.perf_counter()
         todo = json.dumps([dataclasses.asdict(c) for c in cases])
         int8 = any(b in INT8 for b in live)
-        _run(["prepare", "--dir", onnx_dir, "--cases", todo] + (["--int8"] if int8 else []), threads)
+        _run(["prepare", "--dir", folder, "--cases", todo] + (["--int8"] if int8 else []), threads)
         progress(f"  prepared the weights{' and the int8 models' * int8} in {time.perf_counter() - t0:.0f} s")
         exports = [
             flag for flag, b in (("--float", "onnxruntime"), ("--qdq", "onnxruntime-int8")) if b in live
         ]
         if exports:
             t0 = time.perf_counter()
-            _run(["export", "--dir", onnx_dir, "--cases", todo, *exports], threads)
+            _run(["export", "--dir", folder, "--cases", todo, *exports], threads)
             progress(f"  exported the ONNX models in {time.perf_counter() - t0:.0f} s")
         for r in range(rounds):
             for b in live if r % 2 == 0 else live[::-1]:
@@ -148,8 +149,8 @@ def bench(cases, backends, rounds=2, threads=2, min_time=0.5, progress=print) ->
                         str(threads),
                         "--min-time",
                         str(min_time),
-                        "--onnx-dir",
-                        onnx_dir,
+                        "--dir",
+                        folder,
                         "--cases",
                         json.dumps([dataclasses.asdict(c) for c in mine]),
                     ],
@@ -231,7 +232,7 @@ def _main(argv=None):
     w.add_argument("--backend", choices=BACKENDS, required=True)
     w.add_argument("--threads", type=int, default=2)
     w.add_argument("--min-time", type=float, default=0.5)
-    w.add_argument("--onnx-dir", default=None)
+    w.add_argument("--dir", required=True, help="the folder the prepare process wrote")
     w.add_argument("--cases", required=True, help="JSON list of Case fields")
     e = sub.add_parser("export")
     e.add_argument("--dir", required=True)
@@ -251,7 +252,7 @@ def _main(argv=None):
         export_all(cases, a.dir, a.float, a.qdq)
         print(json.dumps({"exported": len(cases)}))
     else:
-        print(json.dumps(worker(a.backend, cases, a.threads, a.min_time, a.onnx_dir)))
+        print(json.dumps(worker(a.backend, cases, a.threads, a.min_time, a.dir)))
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ def setup(threads: int) -> list:
     return [ort]
 
 
-def timed(case: Case, onnx_dir: str, threads: int):
+def timed(case: Case, folder: str, threads: int):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     sess = ort.InferenceSession(
-        str(Path(onnx_dir) / case.onnx_name()), opts, providers=["CPUExecutionProvider"]
+        str(Path(folder) / case.onnx_name()), opts, providers=["CPUExecutionProvider"]
     )
     x, _ = inputs(case)
     name = sess.get_inputs()[0].name
