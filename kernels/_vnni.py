@@ -17,7 +17,9 @@ below calls it by name, ``llvm.x86.avx512.vpdpbusd.512``, from a Numba ``@intrin
   rows past P - 1 read row P - 1 (their results are not used), so any P works.
 - ``b``: (NB, K4, 32) int32, the bytes of the packed weights: for each block of 32 output
   channels, for each k4, 32 lanes of 4 consecutive k (:func:`kernels.qgemm.pack_weights`).
-- ``out``: (MR, 32) int32.
+- ``out``: (MR, 32) int32; or, for :func:`dpbusd_tile_q`, the whole (P, N) uint8 output, into
+  which the tile is written requantized in registers (``bias`` and ``M`` (NB * 32,) int32 and
+  float32, then ``zp``, ``lo``, ``hi``): the int32 accumulators never reach memory.
 
 Registers: 2 MR accumulators (16 lanes each) live across the whole k loop, two vectors of
 weights are loaded once per k4 and used by the MR rows, and each row's 4 bytes are broadcast
@@ -41,7 +43,7 @@ _I32, _I64 = ir.IntType(32), ir.IntType(64)
 _V16 = ir.VectorType(_I32, LANES)
 
 
-def _tile_codegen(mr):
+def _tile_codegen(mr, epilogue):
     def codegen(context, builder, sig, args):
         out = context.make_array(sig.args[0])(context, builder, args[0])
         a = context.make_array(sig.args[1])(context, builder, args[1])
@@ -83,22 +85,101 @@ def _tile_codegen(mr):
                     builder.store(builder.call(fn, [builder.load(acc), x, w[h]]), acc)
         o_base = builder.ptrtoint(out.data, _I64)
         o_row = builder.extract_value(out.strides, 0)
+        if not epilogue:
+            for r in range(mr):
+                for h in range(2):
+                    where = builder.add(builder.mul(const(r), o_row), const(64 * h))
+                    builder.store(builder.load(accs[2 * r + h]), at(o_base, where, _V16), align=4)
+            return context.get_dummy_value()
+        # the requantized tile straight into out (P, N) uint8: rows past P skipped, and a
+        # vector that reaches past N stored lane by lane
+        finish = _requantize(context, builder, sig, args, nb)
+        N = builder.extract_value(out.shape, 1)
+        n0 = builder.mul(nb, const(NR))
         for r in range(mr):
-            for h in range(2):
-                where = builder.add(builder.mul(const(r), o_row), const(64 * h))
-                builder.store(builder.load(accs[2 * r + h]), at(o_base, where, _V16), align=4)
+            p = builder.add(p0, const(r))
+            with builder.if_then(builder.icmp_signed("<", p, P), likely=True):
+                row = builder.add(o_base, builder.add(builder.mul(p, o_row), n0))
+                for h in range(2):
+                    y = finish(builder.load(accs[2 * r + h]), h)
+                    left = builder.sub(builder.sub(N, n0), const(LANES * h))  # outputs from this lane on
+                    full = builder.icmp_signed(">=", left, const(LANES))
+                    with builder.if_else(full, likely=True) as (whole, part):
+                        with whole:
+                            builder.store(y, at(row, const(LANES * h), _V16B), align=1)
+                        with part:
+                            with cgutils.for_range(
+                                builder,
+                                builder.select(builder.icmp_signed(">", left, const(0)), left, const(0)),
+                            ) as lane:
+                                byte = builder.extract_element(y, builder.trunc(lane.index, _I32))
+                                builder.store(
+                                    byte, at(row, builder.add(const(LANES * h), lane.index), ir.IntType(8))
+                                )
         return context.get_dummy_value()
 
     return codegen
 
 
+_F32 = ir.FloatType()
+_VF = ir.VectorType(_F32, LANES)
+_V16B = ir.VectorType(ir.IntType(8), LANES)
+
+
+def _requantize(context, builder, sig, args, nb):
+    """The epilogue of :func:`kernels.qgemm.requant` on 16 lanes at once::
+
+        y = clamp(rint(float32(acc + bias) * M), lo - zp, hi - zp) + zp         (as uint8)
+
+    Clamping before rounding gives the same integers as after (rint keeps integers and order),
+    and keeps the conversion to int32 in range."""
+    bias = context.make_array(sig.args[5])(context, builder, args[5])
+    M = context.make_array(sig.args[6])(context, builder, args[6])
+    zp, lo, hi = (builder.trunc(v, _I32) for v in args[7:10])
+    mod = builder.module
+    vf2 = ir.FunctionType(_VF, [_VF, _VF])
+    fmax = cgutils.get_or_insert_function(mod, vf2, "llvm.maxnum.v16f32")
+    fmin = cgutils.get_or_insert_function(mod, vf2, "llvm.minnum.v16f32")
+    rint = cgutils.get_or_insert_function(mod, ir.FunctionType(_VF, [_VF]), "llvm.rint.v16f32")
+
+    def splat(v, ty):
+        vec = builder.insert_element(ir.Constant(ty, ir.Undefined), v, ir.Constant(_I32, 0))
+        return builder.shuffle_vector(vec, ir.Constant(ty, ir.Undefined), ir.Constant(_V16, [0] * LANES))
+
+    f_lo = splat(builder.sitofp(builder.sub(lo, zp), _F32), _VF)
+    f_hi = splat(builder.sitofp(builder.sub(hi, zp), _F32), _VF)
+    z = splat(zp, _V16)
+    first = builder.mul(nb, ir.Constant(_I64, NR))
+    bias_at = builder.gep(bias.data, [first])
+    m_at = builder.gep(M.data, [first])
+
+    def finish(acc, h):
+        off = [ir.Constant(_I64, LANES * h)]
+        bv = builder.load(builder.bitcast(builder.gep(bias_at, off), _V16.as_pointer()), align=4)
+        mv = builder.load(builder.bitcast(builder.gep(m_at, off), _VF.as_pointer()), align=4)
+        f = builder.fmul(builder.sitofp(builder.add(acc, bv), _VF), mv)
+        f = builder.call(rint, [builder.call(fmin, [builder.call(fmax, [f, f_lo]), f_hi])])
+        return builder.trunc(builder.add(builder.fptosi(f, _V16), z), _V16B)
+
+    return finish
+
+
 def _make_tile(mr):
     @intrinsic
     def tile(typingctx, out, a, p0, b, nb):
-        return types.void(out, a, p0, b, nb), _tile_codegen(mr)
+        return types.void(out, a, p0, b, nb), _tile_codegen(mr, epilogue=False)
 
     return tile
 
 
+def _make_tile_q(mr):
+    @intrinsic
+    def tile_q(typingctx, out, a, p0, b, nb, bias, M, zp, lo, hi):
+        return types.void(out, a, p0, b, nb, bias, M, zp, lo, hi), _tile_codegen(mr, epilogue=True)
+
+    return tile_q
+
+
 MR = 8  # rows per tile (a 7x7 layer at batch 1 is 49 rows: 7 tiles)
 dpbusd_tile = _make_tile(MR)
+dpbusd_tile_q = _make_tile_q(MR)

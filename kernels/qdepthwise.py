@@ -5,11 +5,18 @@
 
 Taps that fall in the padding are skipped: they hold real 0, which is ``z_x`` in integers and
 adds nothing once the zero point is subtracted. x: (N, H, W, C) uint8; wt: (kh, kw, C) int16
-(the int8 weights widened once, tap-major, so that each tap's C weights are contiguous).
+(the int8 weights widened once, tap-major). ``(x - z_x) * w`` always fits int16 (255 * 127 <
+2**15), so each product is computed in int16 (``vpmullw``: 32 lanes) and summed in int32.
 
-Loop order: (n, output row) pairs over the threads; for each output pixel, the taps, then the C
-channels innermost: contiguous in x, wt and acc, so each tap is one widening multiply-add over
-C lanes (int16 x int16 -> int32, ``vpmaddwd``-class), the accumulator row staying in L1.
+Versions (``DEPTHWISE``; each equals ``numpy_impl.quant.ops`` bit for bit):
+
+1. per output pixel: its C accumulators, the taps in bounds, then the requantization; rows of
+   output over the threads. Every pixel pays the loops' set-up over C: slow for narrow layers.
+2. flat rows (stride 1): an output row's Wo x C accumulators in one run, and for each tap one
+   multiply-add over the whole run (input row shifted by the tap's column, weights tiled Wo
+   times): long vector loops whatever C is. Indices are unsigned, or Numba's handling of
+   negative indices stops LLVM from vectorising them. Twice as fast as version 1 on the
+   32-channel 112 x 112 layer, no faster on wide ones (whose rows no longer fit in L1).
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ _opts = {"cache": True, "error_model": "numpy", "nogil": True}
 
 
 @njit(parallel=True, **_opts)
-def depthwise(x, zx, wt, bias, M, zp, lo, hi, stride, pad, out):
+def depthwise_v1(x, zx, wt, bias, M, zp, lo, hi, stride, pad, out):
     N, H, W, C = x.shape
     kh, kw = wt.shape[0], wt.shape[1]
     Ho, Wo = out.shape[1], out.shape[2]
+    z = np.int16(zx)
     for t in prange(N * Ho):
         n, oh = t // Ho, t % Ho
         acc = np.empty(C, np.int32)
@@ -42,6 +50,51 @@ def depthwise(x, zx, wt, bias, M, zp, lo, hi, stride, pad, out):
                     if iw < 0 or iw >= W:
                         continue
                     for c in range(C):
-                        acc[c] += (np.int32(x[n, ih, iw, c]) - zx) * np.int32(wt[i, j, c])
+                        acc[c] += np.int16((np.int16(x[n, ih, iw, c]) - z) * wt[i, j, c])
             for c in range(C):
                 out[n, oh, ow, c] = requant(acc[c], M[c], zp, lo, hi)
+
+
+def tiles(wt, bias, M, Wo):
+    """Version 2's operands for output width ``Wo``: the weights (kh, kw, Wo C) int16, the bias
+    and multipliers (Wo C,), each channel's value repeated for every output column."""
+    return (
+        np.ascontiguousarray(np.tile(wt, (1, 1, Wo))),
+        np.tile(np.asarray(bias, np.int32), Wo),
+        np.tile(np.asarray(M, np.float32), Wo),
+    )
+
+
+@njit(parallel=True, **_opts)
+def depthwise_v2(x, zx, wtile, bias_t, M_t, zp, lo, hi, pad, out):
+    """Stride 1. x: (N, H, W, C) C-contiguous; out: (N, Ho, Wo, C) C-contiguous."""
+    N, H, W, C = x.shape
+    kh, kw = wtile.shape[0], wtile.shape[1]
+    Ho, Wo = out.shape[1], out.shape[2]
+    L = Wo * C
+    z = np.int16(zx)
+    xf = x.reshape(N * H, W * C)
+    of = out.reshape(N * Ho, L)
+    for t in prange(N * Ho):
+        n, oh = t // Ho, t % Ho
+        acc = bias_t.copy()  # (Wo C,)
+        for i in range(kh):
+            ih = oh + i - pad
+            if ih < 0 or ih >= H:
+                continue
+            xr = xf[n * H + ih]
+            for j in range(kw):
+                shift = (j - pad) * C  # output lane q reads input lane q + shift
+                q0 = max(0, -shift)
+                q1 = min(L, W * C - shift)
+                src, wr = np.uint64(q0 + shift), wtile[i, j]
+                for k in range(q1 - q0):
+                    u, q = np.uint64(k), np.uint64(q0 + k)
+                    acc[q] += np.int16((np.int16(xr[src + u]) - z) * wr[q])
+        orow = of[t]
+        for q in range(L):
+            orow[q] = requant(acc[q], M_t[q], zp, lo, hi)
+
+
+DEPTHWISE = {1: depthwise_v1, 2: depthwise_v2}
+FLAT_MAX_CHANNELS = 64  # version 2 where its rows stay short (the 32-channel layers)

@@ -13,7 +13,9 @@ Versions (``GEMMS``), each timed in ``benchmarks/bench_kernels``:
 2. the same loops with the rows split over the threads: LLVM vectorises the dot product by
    widening the bytes to int16 and summing pairs with ``vpdpwssd`` (32 multiply-adds per instruction);
 3. ``vpdpbusd`` tiles (:mod:`kernels._vnni`): 8 rows x 32 outputs per microkernel call, 64
-   multiply-adds per instruction, weights packed once per layer (``pack_weights``).
+   multiply-adds per instruction, weights packed once per layer (``pack_weights``);
+4. the requantization inside the microkernel, 16 lanes at a time: the int32 tile never leaves
+   the registers (the scalar epilogue cost as much as the products on narrow layers).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._vnni import HAS_VNNI, MR, NR, dpbusd_tile
+from ._vnni import HAS_VNNI, MR, NR, dpbusd_tile, dpbusd_tile_q
 
 _opts = {"cache": True, "error_model": "numpy", "nogil": True}
 
@@ -105,6 +107,23 @@ def gemm_v3(x4, packed, bias, M, zp, lo, hi, out):
                     out[p0 + r, n0 + j] = requant(acc[r, j] + bias[n0 + j], M[n0 + j], zp, lo, hi)
 
 
+@njit(parallel=True, **_opts)
+def gemm_v4(x4, packed, bias, M, zp, lo, hi, out):
+    """Version 3 with the requantization in the microkernel (16 lanes at a time, in registers),
+    which writes the uint8 tile into ``out`` itself. ``bias`` and ``M`` padded to the packed
+    width (``pad_to_blocks``)."""
+    for t in prange((x4.shape[0] + MR - 1) // MR):
+        for nb in range(packed.shape[0]):
+            dpbusd_tile_q(out, x4, t * MR, packed, nb, bias, M, zp, lo, hi)
+
+
+def pad_to_blocks(a):
+    """``a`` (N,) padded with zeros to a whole number of 32-output blocks (version 4 reads them)."""
+    out = np.zeros(-(-a.shape[0] // NR) * NR, a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
 def as_words(x):
     """(P, K) uint8 rows as (P, ceil(K / 4)) int32 words (a copy with zero columns if K % 4)."""
     P, K = x.shape
@@ -115,5 +134,5 @@ def as_words(x):
     return x.view(np.int32)
 
 
-GEMMS = {1: gemm_v1, 2: gemm_v2, 3: gemm_v3}
-BEST = 3 if HAS_VNNI else 2
+GEMMS = {1: gemm_v1, 2: gemm_v2, 3: gemm_v3, 4: gemm_v4}
+BEST = 4 if HAS_VNNI else 2

@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import qgemm
-from .qdepthwise import depthwise
+from . import qdepthwise, qgemm
 from .qgemm import requant
 
 MEMORY_FORMAT = "channels_last"
@@ -68,12 +67,13 @@ class Conv:
         self.kind = "linear" if linear else self._kind(w)
         if self.kind == "depthwise":
             self.wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)).astype(np.int16)  # (kh, kw, C)
-            self.bias = b
+            self.bias, self._tiles = b, {}
         else:
             rows = w.reshape(K, -1) if self.kind != "conv" else w.transpose(0, 2, 3, 1).reshape(K, -1)
             self.w_rows = np.ascontiguousarray(rows, np.int8)  # (K, taps) in im2col's (i, j, c) order
             self.bias = qgemm.fold_bias(self.w_rows, b, self.zx)
-            self.packed = qgemm.pack_weights(self.w_rows) if qgemm.BEST == 3 else None
+            self.packed = qgemm.pack_weights(self.w_rows) if qgemm.BEST == 4 else None
+            self.bias_blocks, self.M_blocks = qgemm.pad_to_blocks(self.bias), qgemm.pad_to_blocks(self.M)
 
     def _kind(self, w):
         K, Cg, kh, kw = w.shape
@@ -87,11 +87,13 @@ class Conv:
 
     def gemm(self, rows):
         out = np.empty((rows.shape[0], self.M.shape[0]), np.uint8)
-        args = (self.bias, self.M, self.zp, self.lo, self.hi, out)
         if self.packed is not None:
-            qgemm.gemm_v3(qgemm.as_words(rows), self.packed, *args)
+            args = (self.bias_blocks, self.M_blocks, self.zp, self.lo, self.hi, out)
+            qgemm.gemm_v4(qgemm.as_words(rows), self.packed, *args)
         else:
-            qgemm.gemm_v2(np.ascontiguousarray(rows), self.w_rows, *args)
+            qgemm.gemm_v2(
+                np.ascontiguousarray(rows), self.w_rows, self.bias, self.M, self.zp, self.lo, self.hi, out
+            )
         return out
 
     def __call__(self, x):
@@ -108,7 +110,14 @@ class Conv:
         xh = nhwc(x)  # (N, H, W, C)
         if self.kind == "depthwise":
             out = np.empty((N, Ho, Wo, self.shape[0]), np.uint8)
-            depthwise(xh, self.zx, self.wt, self.bias, self.M, self.zp, self.lo, self.hi, s, p, out)
+            q = (self.zx,)
+            rq = (self.zp, self.lo, self.hi)
+            if s == 1 and self.shape[0] <= qdepthwise.FLAT_MAX_CHANNELS:  # version 2, tiles once per width
+                if Wo not in self._tiles:
+                    self._tiles[Wo] = qdepthwise.tiles(self.wt, self.bias, self.M, Wo)
+                qdepthwise.depthwise_v2(xh, *q, *self._tiles[Wo], *rq, p, out)
+            else:
+                qdepthwise.depthwise_v1(xh, *q, self.wt, self.bias, self.M, *rq, s, p, out)
             return out.transpose(0, 3, 1, 2)
         if self.kind == "conv":
             xh = im2col(xh, kh, kw, s, p, self.zx)  # (N, Ho, Wo, kh kw C)

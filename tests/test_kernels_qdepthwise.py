@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernels import qops
+from kernels import qdepthwise, qops
 from numpy_impl.quant import ops
 
 
@@ -29,5 +29,19 @@ def test_depthwise_equals_the_reference(n, c, hw, k, stride, pad, relu, seed):
     zx = int(rng.integers(0, 256))
     out = ops.QParams(float(np.float32(rng.uniform(0.05, 0.5))), int(rng.integers(0, 256)))
     rq = ops.Requant.make(0.02, rng.uniform(0.001, 0.01, c).astype(np.float32), out, relu=relu)
+    ref = ops.depthwise_conv2d(x, zx, w, b, rq, stride, pad)
     ours = qops.make_conv(w, b, zx, rq, stride, pad, groups=c)(qops.nhwc(x).transpose(0, 3, 1, 2))
-    np.testing.assert_array_equal(ours, ops.depthwise_conv2d(x, zx, w, b, rq, stride, pad))
+    np.testing.assert_array_equal(ours, ref)
+    # each version on its own (version 2 is stride 1 only)
+    xh, wt, M = qops.nhwc(x), np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)).astype(np.int16), rq.M
+    out = np.empty(qops.nhwc(ref).shape, np.uint8)
+    lo = out_zero = rq.out.zero_point
+    lo = lo if relu else 0
+    qdepthwise.depthwise_v1(xh, zx, wt, b, M, out_zero, lo, 255, stride, pad, out)
+    np.testing.assert_array_equal(out.transpose(0, 3, 1, 2), ref)
+    if stride == 1:
+        out[:] = 0
+        qdepthwise.depthwise_v2(
+            xh, zx, *qdepthwise.tiles(wt, b, M, out.shape[2]), out_zero, lo, 255, pad, out
+        )
+        np.testing.assert_array_equal(out.transpose(0, 3, 1, 2), ref)

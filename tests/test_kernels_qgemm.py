@@ -41,12 +41,15 @@ def _run(version, x, zx, w, b, rq):
     args = (qgemm.fold_bias(w, b, zx), M, rq.out.zero_point, lo, rq.out.qmax, out)
     if version == 3:
         qgemm.gemm_v3(qgemm.as_words(x), qgemm.pack_weights(w), *args)
+    elif version == 4:
+        bias, M = (qgemm.pad_to_blocks(a) for a in args[:2])
+        qgemm.gemm_v4(qgemm.as_words(x), qgemm.pack_weights(w), bias, M, *args[2:])
     else:
         qgemm.GEMMS[version](x, w, *args)
     return out
 
 
-@pytest.mark.parametrize("version", [1, 2, 3] if HAS_VNNI else [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3, 4] if HAS_VNNI else [1, 2])
 @given(case=gemm_case())
 def test_every_version_equals_the_reference(version, case):
     x, zx, w, b, rq = case
