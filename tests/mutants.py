@@ -45,6 +45,16 @@ BN_K, DW_V, DW_K, BLOCK, PW_K = (
     "kernels/pointwise.py",
 )
 SE_K, T_SE = "kernels/se.py", ("tests/test_kernels_se.py",)
+QG_K, VNNI_K, QDW_K, QOPS_K = (
+    "kernels/qgemm.py",
+    "kernels/_vnni.py",
+    "kernels/qdepthwise.py",
+    "kernels/qops.py",
+)
+QOPS_R, AFF_R = "numpy_impl/quant/ops.py", "numpy_impl/quant/affine.py"
+T_QGEMM, T_QDW = ("tests/test_kernels_qgemm.py",), ("tests/test_kernels_qdepthwise.py",)
+T_QOPS = ("tests/test_kernels_qops.py",)
+T_QREF = ("tests/test_quant_ops.py", "tests/test_quant_affine.py")
 T_BN, T_PW, T_CONV, T_DW, T_BLOCK = (
     ("tests/test_kernels_batchnorm.py",),
     ("tests/test_kernels_pointwise.py", "tests/test_kernels_gemm.py"),
@@ -278,6 +288,55 @@ MUTANTS = [
     Mutant("se-dw2-from-pre", SE_K, 'dh, dw2, db2 = linear_backward(dg, cache["h"], cache["w2"])',
            'dh, dw2, db2 = linear_backward(dg, cache["pre"], cache["w2"])', T_SE,
            "the expand layer's weight gradient uses the hidden units before their ReLU"),
+    # --- int8: kernels/qgemm.py, kernels/qdepthwise.py, kernels/qops.py, kernels/_vnni.py ---------------
+    Mutant("q-requant-round-half-away", QG_K, "v = np.int64(np.rint(np.float32(acc) * M)) + zp",
+           "v = np.int64(np.trunc(np.float32(acc) * M + np.copysign(np.float32(0.5), np.float32(acc) * M))) + zp",
+           T_QGEMM, "requantization rounds half away from zero, not to even"),
+    Mutant("q-requant-no-saturation", QG_K, "    return min(max(v, lo), hi)", "    return v", T_QGEMM,
+           "the requantized value is not clamped to the output's range (it wraps in uint8)"),
+    Mutant("q-gemm-v3-per-tensor-M", QG_K, "requant(acc[r, j] + bias[n0 + j], M[n0 + j], zp, lo, hi)",
+           "requant(acc[r, j] + bias[n0 + j], M[0], zp, lo, hi)", T_QGEMM,
+           "one multiplier for every output channel where each has its own"),
+    Mutant("q-gemm-v3-tail-rows", QG_K, "for r in range(min(MR, P - p0)):", "for r in range(min(MR, P - p0) - 1):",
+           T_QGEMM, "the last row of every tile is not written"),
+    Mutant("q-vnni-epilogue-no-bias", VNNI_K, "f = builder.fmul(builder.sitofp(builder.add(acc, bv), _VF), mv)",
+           "f = builder.fmul(builder.sitofp(acc, _VF), mv)", T_QGEMM,
+           "the microkernel's requantization forgets the (zero-point-folded) bias"),
+    Mutant("q-fold-bias-no-zero-point", QG_K, "folded = b.astype(np.int64) - np.int64(x_zero_point) *",
+           "folded = b.astype(np.int64) - 0 *", T_QGEMM,
+           "the input's zero point is dropped from the GEMM (its column-sum term never folded in)"),
+    Mutant("q-pack-weights-k-order", QG_K, "blocks = padded.reshape(NB, NR, K4, 4).transpose(0, 2, 1, 3)",
+           "blocks = padded.reshape(NB, NR, 4, K4).transpose(0, 3, 1, 2)", T_QGEMM,
+           "packed weights take the 4 bytes of a word from the wrong k"),
+    Mutant("q-dw-zero-point-dropped", QDW_K,
+           "acc[c] += np.int16((np.int16(x[n, ih, iw, c]) - z) * wt[i, j, c])",
+           "acc[c] += np.int16(np.int16(x[n, ih, iw, c]) * wt[i, j, c])", T_QDW,
+           "the depthwise kernel multiplies raw bytes: the zero point is never subtracted"),
+    Mutant("q-dw-flat-shift", QDW_K, "shift = (j - pad) * C", "shift = (j - pad) * C + 1", T_QDW,
+           "the flat-row kernel reads each tap one channel off"),
+    Mutant("q-im2col-pad-with-raw-zero", QOPS_K, "out[n, oh, ow, col] = x[n, ih, iw, c] if inside else fill",
+           "out[n, oh, ow, col] = x[n, ih, iw, c] if inside else 0", T_QOPS,
+           "a padded tap holds 0, not the zero point (real 0 only when z = 0)"),
+    Mutant("q-overflow-unchecked", QOPS_K, "if taps * 255 * int(np.abs(w).max(initial=0))",
+           "if 0 * taps * 255 * int(np.abs(w).max(initial=0))", T_QOPS,
+           "weights that can overflow the int32 accumulator are accepted"),
+    Mutant("q-add-one-multiplier", QOPS_K, "+ (np.int64(b[i]) - zb) * mb)", "+ (np.int64(b[i]) - zb) * ma)", T_QOPS,
+           "the residual add rescales both inputs by the first one's scale"),
+    Mutant("q-pool-round-half-up", QOPS_K, "up = 2 * r > n_px or (2 * r == n_px and q % 2 == 1)",
+           "up = 2 * r >= n_px", T_QOPS, "the integer average rounds ties up, not to even"),
+    # --- int8: the NumPy reference (numpy_impl/quant) -------------------------------------------------
+    Mutant("qref-pad-with-raw-zero", QOPS_R, "xs = np.pad(x.astype(np.int64) - zp, ((0, 0), (0, 0), (p, p), (p, p)))",
+           "xs = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (p, p), (p, p))) - zp", T_QREF,
+           "the reference pads with integer 0 (real -s z), not the zero point (real 0)"),
+    Mutant("qref-requant-round-half-away", AFF_R, "y = np.rint(acc.astype(np.float32) * M).astype(np.int64) + int(zero_point)",
+           "y = np.trunc(acc.astype(np.float32) * M + np.copysign(0.5, acc * M)).astype(np.int64) + int(zero_point)",
+           T_QREF, "reference requantization rounds half away from zero"),
+    Mutant("qref-per-tensor-weights", AFF_R, "    if not per_channel:\n", "    if True:\n", T_QREF,
+           "weights quantized per tensor where per channel is asked"),
+    Mutant("qref-srdhm-nudge", AFF_R, "nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))", "nudge = 1 << 30", T_QREF,
+           "SaturatingRoundingDoublingHighMul rounds negative products the positive way"),
+    Mutant("qref-no-saturation", AFF_R, "    return np.clip(y, qmin, qmax).astype(np.int32)\n\n\ndef _check_acc",
+           "    return y.astype(np.int32)\n\n\ndef _check_acc", T_QREF, "reference requantization does not clamp"),
     # --- the NumPy reference -------------------------------------------------------------------------
     Mutant("ref-bn-eps-ignored", "numpy_impl/functional/norm.py", "inv_std = 1.0 / np.sqrt(var + eps)",
            "inv_std = 1.0 / np.sqrt(var + 1e-5)", ("tests/test_norm.py",), "reference BN with eps fixed"),

@@ -87,3 +87,13 @@ def test_the_tile_is_vnni_and_version_2_widens_to_int16_pairs():
     assert "vpdpbusd" in v3 and "zmm" in v3
     v2 = _asm(qgemm.gemm_v2, x, w, *args)
     assert "vpdpwssd" in v2 or "vpmaddwd" in v2
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4] if HAS_VNNI else [1, 2])
+def test_ties_round_to_even(version):
+    """Accumulators 1..40 times M = 0.5: every odd one is a tie, which must go to the even side."""
+    x = np.arange(1, 41, dtype=np.uint8).reshape(40, 1)
+    w = np.ones((1, 1), np.int8)
+    rq = ops.Requant.make(1.0, np.float32(0.5), ops.QParams(1.0, 10))
+    expected = np.rint(np.arange(1, 41) * 0.5).astype(int) + 10
+    np.testing.assert_array_equal(_run(version, x, 0, w, np.zeros(1, np.int32), rq)[:, 0], expected)

@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from numpy_impl.quant import affine
@@ -63,15 +63,23 @@ def _exact_round_half_away(fr: Fraction) -> int:
     return mag if fr >= 0 else -mag
 
 
+def _exact_round_half_up(fr: Fraction) -> int:
+    return (2 * fr.numerator + fr.denominator) // (2 * fr.denominator)  # floor(x + 1/2)
+
+
+@example(a=-5, b=2**30)  # exact ties, both signs: up, not away from zero
+@example(a=5, b=2**30)
 @given(st.integers(-(2**31), 2**31 - 1), st.integers(-(2**31), 2**31 - 1))
 def test_srdhm_is_rounded_doubling_high_product(a, b):
     got = int(affine.saturating_rounding_doubling_high_mul(a, b))
     if a == b == -(2**31):
         assert got == 2**31 - 1
     else:
-        assert got == _exact_round_half_away(Fraction(a * b, 2**31))
+        assert got == _exact_round_half_up(Fraction(a * b, 2**31))
 
 
+@example(x=-5, e=1)  # exact ties: away from zero
+@example(x=5, e=1)
 @given(st.integers(-(2**40), 2**40), st.integers(0, 40))
 def test_rounding_divide_by_pot(x, e):
     assert int(affine.rounding_divide_by_pot(x, e)) == _exact_round_half_away(Fraction(x, 2**e))
@@ -95,3 +103,11 @@ def test_fixed_point_is_within_one_unit_of_float(acc, M, zp):
     m0, shift = affine.quantize_multiplier(np.float32(M))
     fixed = affine.requantize_fixed(acc, m0, shift, zp, -(2**20), 2**20)
     assert np.abs(ref.astype(np.int64) - fixed).max() <= 1
+
+
+def test_requantize_rounds_ties_to_even():
+    """The rule itself, on exact ties: acc * 0.5 for odd acc."""
+    acc = np.array([-5, -3, -1, 1, 3, 5, 7])
+    assert affine.requantize(acc, np.float32(0.5), 0, -100, 100).tolist() == [-2, -2, 0, 0, 2, 2, 4]
+    m0, shift = affine.quantize_multiplier(0.5)  # M = 2**30 / 2**31: gemmlowp's multiply rounds ties up
+    assert affine.requantize_fixed(acc, m0, shift, 0, -100, 100).tolist() == [-2, -1, 0, 1, 2, 3, 4]

@@ -179,9 +179,12 @@ def test_add_within_one_unit_of_torch(case):
     a, b, qa, qb, qy = case
     torch.backends.quantized.engine = "x86"
     theirs = ints(torch.ops.quantized.add(tq(a, qa), tq(b, qb), qy.scale, qy.zero_point))
-    for scheme in ops.SCHEMES:
-        d = np.abs(ops.add(a, qa, b, qb, qy, scheme).astype(np.int64) - theirs)
-        assert d.max(initial=0) <= 1 and (d > 0).mean() < 0.01, scheme
+    d = np.abs(ops.add(a, qa, b, qb, qy, "float").astype(np.int64) - theirs)
+    assert d.max(initial=0) <= 1 and (d > 0).mean() < 0.01
+    # TFLite's fixed-point add rounds exact ties its own way: with scales in ratio 1/2 every odd
+    # input is a tie, so only the one-unit bound holds for it
+    d = np.abs(ops.add(a, qa, b, qb, qy, "fixed").astype(np.int64) - theirs)
+    assert d.max(initial=0) <= 1
 
 
 @given(two_tensors())

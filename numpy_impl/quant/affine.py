@@ -203,7 +203,8 @@ def quantize_multiplier(M) -> tuple[np.ndarray, np.ndarray]:
 
 def saturating_rounding_doubling_high_mul(a, b):
     """gemmlowp's ``SaturatingRoundingDoublingHighMul``: ``round(a * b / 2**31)`` on int32, the
-    one overflowing case (a == b == -2**31) saturated to 2**31 - 1. Rounds half away from 0."""
+    one overflowing case (a == b == -2**31) saturated to 2**31 - 1. Ties go up (towards +inf):
+    the nudge of a negative product is ``1 - 2**30``, then C's division truncates towards 0."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
     ab = a * b
     nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
@@ -234,7 +235,8 @@ def multiply_by_quantized_multiplier(acc, m0, shift):
 def requantize_fixed(acc, m0, shift, zero_point, qmin, qmax, axis=1):
     """Scheme "fixed": ``y = clamp(zero_point + MultiplyByQuantizedMultiplier(acc, m0, shift))``,
     integer arithmetic only. Differs from :func:`requantize` by at most one unit: both round
-    ``acc * M``, this one with ``M`` rounded to 31 bits and ties away from zero."""
+    ``acc * M``, this one with ``M`` rounded to 31 bits and its own tie rules (up in the
+    multiplication, away from zero in the shift)."""
     acc = _check_acc("requantize_fixed", acc)
     m0 = _along(np.asarray(m0, np.int64), acc.ndim, axis)
     shift = _along(np.asarray(shift, np.int64), acc.ndim, axis)

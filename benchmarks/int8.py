@@ -1,0 +1,118 @@
+"""The int8 chapter's measurements: whole models on six sides, and the int8 kernels' road.
+
+    python -m benchmarks.int8            # V2-1.0, V3-Large, V3-Small at 224 px, batch 1 and 8 (~10 min)
+    python -m benchmarks.int8 --quick    # V2-1.0 at batch 1 only
+
+Models: ``mobilenet bench``'s code, each side alone in its process (numba, numba-int8, torch,
+torch-int8, onnxruntime, onnxruntime-int8), on one prepared model per case (batch-norm
+statistics of real activations; the int8 sides share its integer model). Kernels: every
+version of ``kernels.qgemm`` and ``kernels.qdepthwise`` on MobileNetV2-1.0/224's layer shapes,
+in one process (Numba only). Writes ``benchmarks/results/int8.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from mobilenet.deploy import bench as B
+from mobilenet.deploy.cases import Case
+
+from .timing import RESULTS
+
+SIDES = ["numba", "numba-int8", "torch", "torch-int8", "onnxruntime", "onnxruntime-int8"]
+ARCHS = ("v2", "v3-large", "v3-small")
+
+
+def models(quick: bool, rounds: int) -> dict:
+    cases = [Case(arch, 1.0, 224, batch) for arch in ARCHS for batch in (1, 8)]
+    if quick:
+        cases = cases[:1]
+    return B.bench(cases, SIDES, rounds=rounds, threads=2, min_time=0.5 if quick else 1.0)
+
+
+def _timed(fn, *args, reps=30) -> float:
+    fn(*args)
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn(*args)
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def kernels() -> dict:
+    """Every GEMM version on V2's pointwise shapes and every depthwise version on its depthwise
+    ones (batch 1, 224 px), summed per version: GOP/s (two ops per multiply-add)."""
+    import numba
+
+    import mobilenet_arch as A
+    from kernels import qdepthwise as QD
+    from kernels import qgemm as QG
+    from mobilenet.summary import summarize
+
+    numba.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    spec = A.build_spec("v2")
+    outs = {r.name: tuple(r.output_shape) for r in summarize(spec, 224)}
+    shapes_pw, shapes_dw, prev = [], [], (3, 224, 224)
+    for name, leaf in A.walk(spec):
+        if isinstance(leaf, A.Conv) and leaf.kernel_size == 1:
+            shapes_pw.append((prev, outs[name]))
+        elif isinstance(leaf, A.Conv) and leaf.groups > 1:
+            shapes_dw.append((prev, outs[name], leaf.stride))
+        prev = outs.get(name, prev)
+    out = {"gemm": {}, "depthwise": {}}
+    for v, fn in QG.GEMMS.items():
+        if v == 1:
+            continue  # the plain loop: minutes per model; its speed is in the tests' small shapes
+        total, macs = 0.0, 0
+        for (cin, h, w), (cout, _, _) in shapes_pw:
+            P = h * w
+            x = rng.integers(0, 256, (P, cin)).astype(np.uint8)
+            wt = rng.integers(-127, 128, (cout, cin)).astype(np.int8)
+            b, M = np.zeros(cout, np.int32), np.full(cout, 0.01, np.float32)
+            o = np.empty((P, cout), np.uint8)
+            if v == 2:
+                total += _timed(fn, x, wt, b, M, 0, 0, 255, o)
+            else:
+                x4, packed = QG.as_words(x), QG.pack_weights(wt)
+                bb, MM = (QG.pad_to_blocks(b), QG.pad_to_blocks(M)) if v == 4 else (b, M)
+                total += _timed(fn, x4, packed, bb, MM, 0, 0, 255, o)
+            macs += P * cin * cout
+        out["gemm"][str(v)] = {"ms": total * 1e3, "gops": 2 * macs / total / 1e9}
+    for v, fn in QD.DEPTHWISE.items():
+        total, macs = 0.0, 0
+        for (c, h, w), (_, ho, wo), s in shapes_dw:
+            x = rng.integers(0, 256, (1, h, w, c)).astype(np.uint8)
+            wt = rng.integers(-127, 128, (3, 3, c)).astype(np.int16)
+            b, M = np.zeros(c, np.int32), np.full(c, 0.01, np.float32)
+            o = np.empty((1, ho, wo, c), np.uint8)
+            if v == 2 and s == 1:
+                t = QD.tiles(wt, b, M, wo)
+                total += _timed(fn, x, 3, *t, 0, 0, 255, 1, o)
+            else:
+                total += _timed(QD.depthwise_v1, x, 3, wt, b, M, 0, 0, 255, s, 1, o)
+            macs += ho * wo * c * 9
+        out["depthwise"][str(v)] = {"ms": total * 1e3, "gops": 2 * macs / total / 1e9}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--rounds", type=int, default=2)
+    a = p.parse_args(argv)
+    res = {"models": models(a.quick, a.rounds), "kernels": kernels()}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "int8.json").write_text(json.dumps(res, indent=1))
+    print(B.format_table(res["models"]))
+    print(json.dumps(res["kernels"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

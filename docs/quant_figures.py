@@ -1,0 +1,301 @@
+"""The quantization chapter's tables and figures.
+
+Read by ``docs/make_figures.py`` (which owns the generated blocks and the figure list).
+Accuracies, layer noise, weight ranges and the calibration histogram come from
+``docs/results/quant.json`` (``python docs/make_quant_results.py``); speeds from
+``benchmarks/results/int8.json`` (``python -m benchmarks.int8``); the worked examples and the
+drawings of the affine map and of the hard-swish table are computed here from the library.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from perf_figures import _md  # beside this file, as make_figures imports both
+
+from numpy_impl.quant import affine, ops
+
+DOCS = Path(__file__).resolve().parent
+RESULTS = DOCS / "results"
+BENCH = DOCS.parent / "benchmarks" / "results"
+NAMES = {
+    "v2-digits": "MobileNetV2-0.5, digits",
+    "v1-digits": "MobileNetV1-0.5, digits",
+    "v3-small-digits": "MobileNetV3-Small-1.0, digits",
+    "v2-glyphs": "MobileNetV2-1.0, glyphs (166 classes)",
+}
+
+
+def _quant():
+    return json.loads((RESULTS / "quant.json").read_text())
+
+
+def _int8():
+    return json.loads((BENCH / "int8.json").read_text())
+
+
+def _pts(a, b) -> str:
+    return f"{100 * (a - b):+.1f}"
+
+
+# --- worked examples (computed, not measured) -----------------------------------------------
+
+
+def quant_example() -> str:
+    """One output of a convolution requantized both ways, step by step."""
+    s_x, s_w, s_y, z_y = 0.0235, 0.0031, 0.0417, 7
+    acc = 13_333
+    M = float(affine.multiplier(s_x, s_w, s_y))
+    m0, shift = affine.quantize_multiplier(M)
+    flt = int(affine.requantize(np.array([acc]), np.float32(M), z_y, 0, 255)[0])
+    fix = int(affine.requantize_fixed(np.array([acc]), m0, shift, z_y, 0, 255)[0])
+    rows = [
+        ("scales", f"s_x = {s_x}, s_w = {s_w}, s_y = {s_y}, z_y = {z_y}"),
+        ("accumulator", f"acc = {acc:,} (int32), real value s_x s_w acc = {s_x * s_w * acc:.5f}"),
+        ("multiplier", f"M = s_x s_w / s_y = {M:.10f} (float32)"),
+        ("float scheme", f"rint({acc} x M) + {z_y} = rint({acc * M:.4f}) + {z_y} = **{flt}**"),
+        (
+            "fixed point",
+            f"M = {int(m0)} / 2^31 / 2^{int(shift)}: SRDHM then a rounding shift, + {z_y} = **{fix}**",
+        ),
+        ("back to real", f"s_y (q - z_y) = {s_y * (flt - z_y):.5f}"),
+    ]
+    return _md(("step", "value"), rows)
+
+
+# --- accuracy -------------------------------------------------------------------------------
+
+
+def quant_accuracy() -> str:
+    """Top-1 of each float model and of its integer versions, in points against float."""
+    q = _quant()
+    settings = [s["setting"] for s in next(iter(q.values()))["settings"]]
+    keep = [s for s in settings if "8 bits" in s]
+    header = ("model", "float", *keep, "fixed point", "onnxruntime quantize_static")
+    rows = []
+    for name, r in q.items():
+        by = {s["setting"]: s["accuracy"] for s in r["settings"]}
+        f = r["float_accuracy"]
+        rows.append(
+            (
+                NAMES.get(name, name),
+                f"{100 * f:.1f}",
+                *(f"{100 * by[s]:.1f} ({_pts(by[s], f)})" for s in keep),
+                f"{100 * r['fixed_point_accuracy']:.1f} ({_pts(r['fixed_point_accuracy'], f)})",
+                f"{100 * r['onnxruntime_static']['accuracy']:.1f} ({_pts(r['onnxruntime_static']['accuracy'], f)})",
+            )
+        )
+    n = next(iter(q.values()))
+    note = (
+        f"\n\nTop-1 (%) on each test split ({n['test_images']} digits); in brackets, points against float. "
+        f"{n['calibration_images']} calibration images from the training split; weights int8 per channel "
+        'unless said, activations uint8 per tensor; "fixed point": min/max, per channel, gemmlowp\'s '
+        "requantization. onnxruntime's own tool (QDQ, per channel, S8S8) quantized our float ONNX export "
+        "on the same images."
+    )
+    return _md(header, rows) + note
+
+
+def quant_bits() -> str:
+    """Accuracy against bits, min/max against histogram."""
+    q = _quant()
+    rows = []
+    for name, r in q.items():
+        by = {(s["observer"], s["per_channel"], s["bits"]): s["accuracy"] for s in r["settings"]}
+        f = r["float_accuracy"]
+        cells = []
+        for bits in (8, 6, 4):
+            for obs in ("minmax", "histogram"):
+                a = by.get((obs, True, bits))
+                cells.append("-" if a is None else f"{100 * a:.1f} ({_pts(a, f)})")
+        rows.append((NAMES.get(name, name), f"{100 * f:.1f}", *cells))
+    header = ("model", "float", *(f"{b} bits {o}" for b in (8, 6, 4) for o in ("min/max", "histogram")))
+    return _md(header, rows)
+
+
+def quant_findings() -> str:
+    """What the accuracy table says, in sentences whose numbers are read from it."""
+    q = _quant()
+    lines = []
+    for name, r in q.items():
+        f = r["float_accuracy"]
+        by = {(s["observer"], s["per_channel"], s["bits"]): s["accuracy"] for s in r["settings"]}
+        best8 = max(by[(o, True, 8)] for o in ("minmax", "histogram", "moving-average"))
+        lines.append(
+            f"- {NAMES.get(name, name)}: int8 (min/max, per channel) {_pts(by[('minmax', True, 8)], f)} points, "
+            f"best 8-bit setting {_pts(best8, f)}; per tensor {_pts(by[('minmax', False, 8)], f)}; "
+            f"4 bits {_pts(by[('minmax', True, 4)], f)} (min/max) and {_pts(by[('histogram', True, 4)], f)} "
+            "(histogram)."
+        )
+    return "\n".join(lines)
+
+
+# --- speed ----------------------------------------------------------------------------------
+
+
+def quant_speed() -> str:
+    """Whole models on the six sides, per case: ms and ratios."""
+    res = _int8()["models"]
+    rows = []
+    for key in res["cases"]:
+        get = {b: res["results"].get(b, {}).get(key, {}).get("ms") for b in res["results"]}
+        f, q = get.get("numba"), get.get("numba-int8")
+        cell = {b: ("-" if v is None else f"{v:.2f}") for b, v in get.items()}
+        rows.append(
+            (
+                key,
+                *(
+                    cell.get(b, "-")
+                    for b in ("numba", "numba-int8", "torch-int8", "onnxruntime", "onnxruntime-int8")
+                ),
+                f"{q / f:.2f}x" if f and q else "-",
+                f"{q / get['onnxruntime-int8']:.2f}x" if q and get.get("onnxruntime-int8") else "-",
+                f"{q / get['torch-int8']:.2f}x" if q and get.get("torch-int8") else "-",
+            )
+        )
+    m = res["machine"]
+    head = ("case", "numba", "numba-int8", "torch-int8", "onnxruntime", "onnxruntime-int8",
+            "int8 / our float", "vs onnxruntime-int8", "vs torch-int8")  # fmt: skip
+    return (
+        f"{m['cpu']} ({m['simd']}), {res['threads']} threads on every side, each alone in its process, "
+        f"{res['rounds']} rounds, best round's median, ms.\n\n" + _md(head, rows)
+    )
+
+
+def quant_kernels() -> str:
+    """The int8 kernels' road on MobileNetV2-1.0/224's layers (batch 1)."""
+    k = _int8()["kernels"]
+    rows = [(f"GEMM version {v}", f"{r['ms']:.2f}", f"{r['gops']:.0f}") for v, r in k["gemm"].items()]
+    rows += [
+        (f"depthwise version {v}", f"{r['ms']:.2f}", f"{r['gops']:.0f}") for v, r in k["depthwise"].items()
+    ]
+    return _md(("kernel, summed over the layers", "ms", "GOP/s"), rows)
+
+
+TABLES = {
+    "quant_example": quant_example,
+    "quant_accuracy": quant_accuracy,
+    "quant_bits": quant_bits,
+    "quant_findings": quant_findings,
+    "quant_speed": quant_speed,
+    "quant_kernels": quant_kernels,
+}
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def fig_affine(path):
+    """The affine map: a real range onto 0..15 (4 bits, for legibility), zero exact."""
+    plt = _plt()
+    lo, hi = -1.3, 2.6
+    scale, zp = affine.choose_qparams(lo, hi, 0, 15)
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    ax.axhline(1, color="0.3")
+    ax.axhline(0, color="0.3")
+    for q in range(16):
+        r = scale * (q - zp)
+        ax.plot([r, r], [0, 1], color="C0" if q != zp else "C3", lw=1 if q != zp else 2)
+        ax.text(r, -0.18, str(q), ha="center", fontsize=7)
+    ax.text(lo, 1.12, f"real: scale {scale:.3f}, range [{lo}, {hi}]", fontsize=8)
+    ax.text(lo, -0.45, f"integers q (zero point {zp}: real 0 exactly)", fontsize=8)
+    ax.set_xlim(lo - 0.2, hi + 0.2)
+    ax.set_ylim(-0.6, 1.3)
+    ax.axis("off")
+    ax.set_title("real = scale * (q - zero_point)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fig_hardswish(path):
+    """Hard-swish as the 256-entry table an integer network uses."""
+    plt = _plt()
+    qin, qout = ops.QParams(*affine.choose_qparams(-5, 5)), ops.QParams(*affine.choose_qparams(-0.4, 5))
+    table = ops.lookup_table(ops.hardswish_float, qin, qout)
+    q = np.arange(256)
+    x = affine.dequantize(q, qin.scale, qin.zero_point)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(x, ops.hardswish_float(x), color="0.6", lw=3, label="hard-swish (float)")
+    ax.step(
+        x, affine.dequantize(table, qout.scale, qout.zero_point), where="mid", lw=1, label="the uint8 table"
+    )
+    ax.set_xlabel("input (dequantized)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fig_histogram(path):
+    plt = _plt()
+    h = _quant()["v2-digits"]["histogram"]
+    edges, counts = np.array(h["edges"]), np.array(h["counts"])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="0.7")
+    ax.set_yscale("log")
+    ax.axvline(h["minmax"][1], color="C0", label=f"min/max: {h['minmax'][1]:.2f}")
+    for i, (bits, (_, top)) in enumerate(h["histogram"].items()):
+        ax.axvline(top, color=f"C{i + 1}", ls="--", label=f"histogram, {bits} bits: {top:.2f}")
+    ax.set_title(f"calibration values of {h['layer']} (ReLU6) and the chosen top of the range", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fig_depthwise_ranges(path):
+    plt = _plt()
+    layers = _quant()["v2-digits"]["depthwise_ranges"]
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    for i, layer in enumerate(layers):
+        m = np.array(layer["channel_max"])
+        ax.scatter(
+            np.full(m.size, i) + np.random.default_rng(i).uniform(-0.25, 0.25, m.size), m, s=3, color="C0"
+        )
+        ax.plot([i - 0.35, i + 0.35], [m.max(), m.max()], color="C3")
+    ax.set_yscale("log")
+    ax.set_xticks(
+        range(len(layers)), [lay["layer"].replace(".conv", "") for lay in layers], rotation=90, fontsize=6
+    )
+    ax.set_ylabel("max |w| of a channel (BN folded)")
+    ax.set_title(
+        "Depthwise layers: each channel's range (dots); one per-tensor scale must cover the red line",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fig_sqnr(path):
+    plt = _plt()
+    rows = _quant()["v2-digits"]["sqnr"]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.plot([r["sqnr_db"] for r in rows], marker=".")
+    ax.set_xticks(range(len(rows)), [r["layer"].replace(".conv", "") for r in rows], rotation=90, fontsize=5)
+    ax.set_ylabel("SQNR (dB)")
+    ax.set_title("Signal-to-quantization-noise ratio of each layer's output, int8 against float", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+FIGURES = {
+    "quant_affine.png": fig_affine,
+    "quant_hardswish.png": fig_hardswish,
+    "quant_histogram.png": fig_histogram,
+    "quant_depthwise_ranges.png": fig_depthwise_ranges,
+    "quant_sqnr.png": fig_sqnr,
+}
