@@ -21,6 +21,7 @@ from mobilenet.summary import layer_rows, summary_dict, totals
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import perf_figures  # noqa: E402  (the performance chapter's tables and figures, beside this file)
+import quant_figures  # noqa: E402  (the quantization chapter's)
 import v3_figures  # noqa: E402  (the MobileNetV3 chapter's)
 
 DOCS = Path(__file__).resolve().parent
@@ -747,6 +748,8 @@ TABLES.update(perf_figures.TABLES)
 FIGURES_BUILDERS.update(perf_figures.FIGURES)
 TABLES.update(v3_figures.TABLES)
 FIGURES_BUILDERS.update(v3_figures.FIGURES)
+TABLES.update(quant_figures.TABLES)
+FIGURES_BUILDERS.update(quant_figures.FIGURES)
 
 
 def render(text: str) -> str:

@@ -28,12 +28,33 @@ NAMES = {
 }
 
 
+class Missing(Exception):
+    """A results file not written yet: its blocks say which command writes it."""
+
+
+def _read(path: Path, command: str) -> dict:
+    if not path.is_file():
+        raise Missing(f"(not measured yet: run `{command}`)")
+    return json.loads(path.read_text())
+
+
 def _quant():
-    return json.loads((RESULTS / "quant.json").read_text())
+    return _read(RESULTS / "quant.json", "python docs/make_quant_results.py")
 
 
 def _int8():
-    return json.loads((BENCH / "int8.json").read_text())
+    return _read(BENCH / "int8.json", "python -m benchmarks.int8")
+
+
+def _tolerant(fn):
+    def block():
+        try:
+            return fn()
+        except Missing as e:
+            return str(e)
+
+    block.__doc__ = fn.__doc__
+    return block
 
 
 def _pts(a, b) -> str:
@@ -84,7 +105,8 @@ def quant_accuracy() -> str:
                 f"{100 * f:.1f}",
                 *(f"{100 * by[s]:.1f} ({_pts(by[s], f)})" for s in keep),
                 f"{100 * r['fixed_point_accuracy']:.1f} ({_pts(r['fixed_point_accuracy'], f)})",
-                f"{100 * r['onnxruntime_static']['accuracy']:.1f} ({_pts(r['onnxruntime_static']['accuracy'], f)})",
+                f"{100 * r['onnxruntime_static']['accuracy']:.1f} "
+                f"({_pts(r['onnxruntime_static']['accuracy'], f)})",
             )
         )
     n = next(iter(q.values()))
@@ -124,7 +146,8 @@ def quant_findings() -> str:
         by = {(s["observer"], s["per_channel"], s["bits"]): s["accuracy"] for s in r["settings"]}
         best8 = max(by[(o, True, 8)] for o in ("minmax", "histogram", "moving-average"))
         lines.append(
-            f"- {NAMES.get(name, name)}: int8 (min/max, per channel) {_pts(by[('minmax', True, 8)], f)} points, "
+            f"- {NAMES.get(name, name)}: int8 (min/max, per channel) "
+            f"{_pts(by[('minmax', True, 8)], f)} points, "
             f"best 8-bit setting {_pts(best8, f)}; per tensor {_pts(by[('minmax', False, 8)], f)}; "
             f"4 bits {_pts(by[('minmax', True, 4)], f)} (min/max) and {_pts(by[('histogram', True, 4)], f)} "
             "(histogram)."
@@ -175,12 +198,15 @@ def quant_kernels() -> str:
 
 
 TABLES = {
-    "quant_example": quant_example,
-    "quant_accuracy": quant_accuracy,
-    "quant_bits": quant_bits,
-    "quant_findings": quant_findings,
-    "quant_speed": quant_speed,
-    "quant_kernels": quant_kernels,
+    name: _tolerant(fn)
+    for name, fn in {
+        "quant_example": quant_example,
+        "quant_accuracy": quant_accuracy,
+        "quant_bits": quant_bits,
+        "quant_findings": quant_findings,
+        "quant_speed": quant_speed,
+        "quant_kernels": quant_kernels,
+    }.items()
 }
 
 
