@@ -124,3 +124,12 @@ def test_export_and_verify_the_integer_model(runs, tmp_path, capsys):
     assert cli.main(["verify", "--onnx", str(onnx_file), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["ok"] and r["max_units"] <= 1 and r["resolution"] == 32
+
+
+def test_bench_times_the_integer_checkpoint(runs, capsys):
+    args = ["bench", "--checkpoint", str(runs / "int8" / "checkpoint.npz"), "--backends", "numba-int8"]
+    capsys.readouterr()
+    assert cli.main([*args, "--rounds", "1", "--min-time", "0.01", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert list(res["results"]) == ["numba-int8"] and res["cases"] == ["v2 0.35 32px b1 infer"]
+    _fails(["bench", "--checkpoint", str(runs / "float" / "checkpoint.npz")], capsys, "is a float checkpoint")

@@ -31,7 +31,8 @@ from mobilenet import backends as B
 from mobilenet import registry
 
 from .cases import Case
-from .prepared import float_state, int8_model, prepare
+from .prepare import prepare
+from .prepared import float_state, int8_model
 from .timing import cpu, measure, versions
 
 BACKENDS = tuple(B.BENCH_SIDES)
@@ -72,6 +73,7 @@ def export_all(cases: list[Case], folder: str, float_onnx: bool, qdq: bool) -> N
                 Path(folder) / case.onnx_name(),
                 arch=case.arch,
                 width_mult=case.width_mult,
+                num_classes=case.num_classes,
                 resolution=case.resolution,
                 state=float_state(case, folder),
             )

@@ -18,6 +18,8 @@ class Case:
     resolution: int = 224
     batch: int = 1
     train: bool = False
+    num_classes: int = 1000
+    checkpoint: str | None = None  # an integer checkpoint to time (``mobilenet quantize``'s)
 
     def validate(self):
         if self.arch not in A.ARCHS:
@@ -26,6 +28,8 @@ class Case:
             raise ValueError(f"bench: width_mult must be in (0, {A.MAX_WIDTH_MULT:g}], got {self.width_mult}")
         if self.resolution < A.MIN_RESOLUTION:
             raise ValueError(f"bench: resolution must be >= {A.MIN_RESOLUTION}, got {self.resolution}")
+        if self.checkpoint is not None and self.train:
+            raise ValueError("bench: an integer checkpoint runs inference only; drop --train")
         if self.batch < (2 if self.train else 1):
             why = " for a training step (batch norm in training mode)" if self.train else ""
             raise ValueError(f"bench: batch must be >= {2 if self.train else 1}{why}, got {self.batch}")
@@ -38,7 +42,7 @@ class Case:
 
     @property
     def stem(self) -> str:
-        return f"{self.arch}_{self.width_mult:g}_{self.resolution}"
+        return f"{self.arch}_{self.width_mult:g}_{self.resolution}_{self.num_classes}"
 
     def onnx_name(self) -> str:
         return f"{self.stem}.onnx"
@@ -68,4 +72,4 @@ def inputs(case: Case):
     """A random input batch and a random upstream gradient of the logits (seeded)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((case.batch, 3, case.resolution, case.resolution), dtype=np.float32)
-    return x, rng.standard_normal((case.batch, 1000), dtype=np.float32)
+    return x, rng.standard_normal((case.batch, case.num_classes), dtype=np.float32)

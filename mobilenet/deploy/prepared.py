@@ -1,4 +1,5 @@
-"""The models `mobilenet bench` times, made once in a process of their own and read by every side.
+"""The models `mobilenet bench` times, made once in a process of their own
+(:mod:`mobilenet.deploy.prepare`) and read here by every side.
 
 A freshly initialised MobileNet's activations shrink layer by layer to nothing (its batch-norm
 statistics are 0 and 1): its logits are ~1e-8 and some runtimes then meet denormal numbers.
@@ -9,26 +10,26 @@ them on the same images (per-channel weights, min/max ranges).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 
 import numpy_impl
 from numpy_impl.quant.layers import QuantConfig
-from numpy_impl.quant.model import QuantizedMobileNet, quantize
+from numpy_impl.quant.model import QuantizedMobileNet
 
-from .cases import Case, calibration_images
+from .cases import Case
 
 
-def prepare(cases: list[Case], folder, int8: bool) -> None:
-    """Write each case's float weights (and integer model) into ``folder``."""
-    for case in {c.stem: c for c in cases}.values():
-        m = numpy_impl.mobilenet(case.arch, width_mult=case.width_mult)
-        x = calibration_images(case)
-        m.reestimate_batch_norm([x]).eval()
-        np.savez(Path(folder) / case.weights_name(), **m.state_dict())
-        if int8:
-            np.savez(Path(folder) / case.int8_name(), **quantize(m, [x]).state_dict())
+def model(case: Case):
+    return numpy_impl.mobilenet(case.arch, width_mult=case.width_mult, num_classes=case.num_classes)
+
+
+def save_int8(q, path: Path) -> None:
+    np.savez(path, **q.state_dict())
+    path.with_suffix(".json").write_text(json.dumps(dataclasses.asdict(q.cfg)))
 
 
 def float_state(case: Case, folder) -> dict:
@@ -38,7 +39,9 @@ def float_state(case: Case, folder) -> dict:
 
 def int8_model(case: Case, folder, backend="numpy") -> QuantizedMobileNet:
     """The prepared integer model on ``backend`` ("numpy" or "numba")."""
-    m = numpy_impl.mobilenet(case.arch, width_mult=case.width_mult)
-    q = QuantizedMobileNet(m.spec, case.arch, {}, m.state_dict(), QuantConfig(), backend)
-    with np.load(Path(folder) / case.int8_name(), allow_pickle=False) as z:
+    m = model(case)
+    path = Path(folder) / case.int8_name()
+    cfg = QuantConfig(**json.loads(path.with_suffix(".json").read_text()))
+    q = QuantizedMobileNet(m.spec, case.arch, {}, m.state_dict(), cfg, backend)
+    with np.load(path, allow_pickle=False) as z:
         return q.load_state_dict({k: z[k] for k in z.files})

@@ -17,7 +17,7 @@ def setup(threads: int) -> list:
 def model_step(case: Case, ops: str, folder):
     """The timed call: eval inference, or a forward and backward (no optimiser step), with the
     prepared weights in ``folder``."""
-    m = numpy_impl.mobilenet(case.arch, width_mult=case.width_mult, backend=ops)
+    m = numpy_impl.mobilenet(case.arch, width_mult=case.width_mult, num_classes=case.num_classes, backend=ops)
     m.load_state_dict(float_state(case, folder))
     x, d = inputs(case)
     if not case.train:

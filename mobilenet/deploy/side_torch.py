@@ -18,7 +18,7 @@ def setup(threads: int) -> list:
 
 
 def timed(case: Case, folder, threads: int):
-    m = torch_impl.mobilenet(case.arch, width_mult=case.width_mult)
+    m = torch_impl.mobilenet(case.arch, width_mult=case.width_mult, num_classes=case.num_classes)
     m.load_state_dict(torch_impl.state_dict_to_torch(float_state(case, folder)))
     m.train(case.train)
     m = m.to(memory_format=torch.channels_last)
