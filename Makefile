@@ -29,6 +29,12 @@ demo: $(STAMP)
 	$(BIN)/mobilenet verify --onnx runs/demo-digits/model.onnx
 	$(BIN)/mobilenet convert runs/demo-digits/checkpoint.npz --out runs/demo-digits/weights.pth
 	$(BIN)/mobilenet bench --arch v2 --width-mult 0.5 --resolution 128 --backends numba,torch,onnxruntime
+	rm -rf runs/demo-digits-int8
+	$(BIN)/mobilenet quantize --checkpoint runs/demo-digits/checkpoint.npz --out runs/demo-digits-int8
+	$(BIN)/mobilenet evaluate --checkpoint runs/demo-digits-int8/checkpoint.npz
+	$(BIN)/mobilenet export --checkpoint runs/demo-digits-int8/checkpoint.npz --onnx runs/demo-digits-int8/model.onnx
+	$(BIN)/mobilenet verify --onnx runs/demo-digits-int8/model.onnx
+	$(BIN)/mobilenet bench --backends numba,numba-int8,torch-int8,onnxruntime-int8
 	$(BIN)/mobilenet summary --arch ssdlite --width-mult 0.5 --resolution 128 --num-classes 7
 	rm -rf runs/demo-detect runs/demo-scenes
 	@echo "a short detection run (20 steps): the documented default trains for 2232"
@@ -38,12 +44,13 @@ demo: $(STAMP)
 	$(BIN)/mobilenet detect predict --checkpoint runs/demo-detect/checkpoint.npz \
 		--image runs/demo-scenes/images/000000.png --min-score 0.15 --out runs/demo-detect/found.png
 
-# Each side alone in its process, alternating rounds (~25 min); bench-quick: a few minutes.
+# Each side alone in its process, alternating rounds (~35 min); bench-quick: a few minutes.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.profile_step
 	$(BIN)/python -m benchmarks.bench_kernels
 	$(BIN)/python -m benchmarks.perf
+	$(BIN)/python -m benchmarks.int8
 	$(BIN)/python docs/make_figures.py
 
 bench-quick: $(STAMP)
