@@ -98,19 +98,113 @@ def kernels() -> dict:
                 total += _timed(QD.depthwise_v1, x, 3, wt, b, M, 0, 0, 255, s, 1, o)
             macs += ho * wo * c * 9
         out["depthwise"][str(v)] = {"ms": total * 1e3, "gops": 2 * macs / total / 1e9}
+    out["depthwise_bytes"] = sum(h * w * c + ho * wo * c for (c, h, w), (_, ho, wo), _ in shapes_dw)
     return out
+
+
+def roofline() -> dict:
+    """What bounds the kernels here: a parallel copy's bandwidth (Numba, 2 threads, 256 MB) and
+    the int8 GEMM (version 4) on a large square-ish product, in GOP/s."""
+    import numba
+
+    from kernels import qgemm as QG
+
+    numba.set_num_threads(2)
+
+    @numba.njit(parallel=True, cache=False)
+    def copy(a, b):
+        for i in numba.prange(a.shape[0]):
+            b[i] = a[i]
+
+    a = np.ones(1 << 25, np.float64)
+    b = np.empty_like(a)
+    t = _timed(copy, a, b, reps=10)
+    P, K, N = 3136, 512, 512
+    rng = np.random.default_rng(0)
+    x = QG.as_words(rng.integers(0, 256, (P, K)).astype(np.uint8))
+    w = QG.pack_weights(rng.integers(-127, 128, (N, K)).astype(np.int8))
+    bias, M = QG.pad_to_blocks(np.zeros(N, np.int32)), QG.pad_to_blocks(np.full(N, 1e-4, np.float32))
+    o = np.empty((P, N), np.uint8)
+    tg = _timed(QG.gemm_v4, x, w, bias, M, 0, 0, 255, o, reps=20)
+    return {
+        "copy_GBps": 2 * a.nbytes / t / 1e9,
+        "gemm_gops": 2 * P * K * N / tg / 1e9,
+        "gemm_shape": [P, K, N],
+    }
+
+
+def profile() -> dict:
+    """MobileNetV2-1.0/224 batch 1 in one Numba process: the integer model's time per kind of
+    layer (its convolutions' calls timed one by one) and its whole forward, and the float
+    model's whole forward (whose fused blocks do not split by kind)."""
+    import collections
+
+    import numba
+
+    import numpy_impl
+    from mobilenet.deploy.cases import Case, calibration_images, inputs
+    from numpy_impl.quant.layers import QConv
+    from numpy_impl.quant.model import quantize
+
+    numba.set_num_threads(2)
+    case = Case()
+    m = numpy_impl.mobilenet("v2").reestimate_batch_norm([calibration_images(case)]).eval()
+    q = quantize(m, [calibration_images(case)], backend="numba")
+    x = inputs(case)[0]
+    per = collections.defaultdict(float)
+    for _, layer in q.named_layers():
+        if isinstance(layer, QConv):
+            conv = layer.conv
+
+            def timed(xx, conv=conv):
+                t0 = time.perf_counter()
+                y = conv(xx)
+                per[conv.kind] += time.perf_counter() - t0
+                return y
+
+            layer.conv = timed
+    reps = 40
+    q.forward(x)
+    per.clear()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        q.forward(x)
+    int8_total = (time.perf_counter() - t0) / reps
+    mf = numpy_impl.mobilenet("v2", backend="numba")
+    mf.load_state_dict(m.state_dict())
+    mf.eval()
+    mf.forward(x)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        mf.forward(x)
+    float_total = (time.perf_counter() - t0) / reps
+    return {
+        "int8": {k: v / reps * 1e3 for k, v in per.items()},
+        "int8_total": int8_total * 1e3,
+        "float_total": float_total * 1e3,
+    }
+
+
+PARTS = {"models": None, "kernels": kernels, "roofline": roofline, "profile": profile}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument(
+        "--only", nargs="*", choices=tuple(PARTS), default=None, help="rerun these parts, keep the rest"
+    )
     a = p.parse_args(argv)
-    res = {"models": models(a.quick, a.rounds), "kernels": kernels()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "int8.json").write_text(json.dumps(res, indent=1))
-    print(B.format_table(res["models"]))
-    print(json.dumps(res["kernels"], indent=1))
+    path = RESULTS / "int8.json"
+    res = json.loads(path.read_text()) if a.only and path.is_file() else {}
+    for part in a.only or PARTS:
+        res[part] = models(a.quick, a.rounds) if part == "models" else PARTS[part]()
+        RESULTS.mkdir(exist_ok=True)
+        path.write_text(json.dumps(res, indent=1))
+    if "models" in res:
+        print(B.format_table(res["models"]))
+    print(json.dumps({k: v for k, v in res.items() if k != "models"}, indent=1))
     return 0
 
 

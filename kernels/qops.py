@@ -69,8 +69,15 @@ class Conv:
             self.wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)).astype(np.int16)  # (kh, kw, C)
             self.bias, self._tiles = b, {}
         else:
-            rows = w.reshape(K, -1) if self.kind != "conv" else w.transpose(0, 2, 3, 1).reshape(K, -1)
-            self.w_rows = np.ascontiguousarray(rows, np.int8)  # (K, taps) in im2col's (i, j, c) order
+            if self.kind == "conv":  # im2col's (i, j, c) order, channels padded to whole words
+                wt = w.transpose(0, 2, 3, 1)  # (K, kh, kw, C)
+                c4 = -(-wt.shape[3] // 4) * 4
+                rows = np.zeros((*wt.shape[:3], c4), np.int8)
+                rows[..., : wt.shape[3]] = wt
+                rows = rows.reshape(K, -1)
+            else:
+                rows = w.reshape(K, -1)
+            self.w_rows = np.ascontiguousarray(rows, np.int8)  # (K, taps)
             self.bias = qgemm.fold_bias(self.w_rows, b, self.zx)
             self.packed = qgemm.pack_weights(self.w_rows) if qgemm.BEST == 4 else None
             self.bias_blocks, self.M_blocks = qgemm.pad_to_blocks(self.bias), qgemm.pad_to_blocks(self.M)
@@ -120,38 +127,84 @@ class Conv:
                 qdepthwise.depthwise_v1(xh, *q, self.wt, self.bias, self.M, *rq, s, p, out)
             return out.transpose(0, 3, 1, 2)
         if self.kind == "conv":
-            xh = im2col(xh, kh, kw, s, p, self.zx)  # (N, Ho, Wo, kh kw C)
-        rows = self.gemm(xh.reshape(N * Ho * Wo, -1))  # (N Ho Wo, K)
+            words = im2col(xh, kh, kw, s, p, self.zx)  # (N, Ho, Wo, kh kw Cw) int32
+            rows = self.gemm(words.view(np.uint8).reshape(N * Ho * Wo, -1))
+        else:
+            rows = self.gemm(xh.reshape(N * Ho * Wo, -1))  # (N Ho Wo, K)
         return rows.reshape(N, Ho, Wo, -1).transpose(0, 3, 1, 2)
 
 
 @njit(parallel=True, **_opts)
-def _im2col(x, kh, kw, stride, pad, fill, out):
+def _pad_words(x, pad, fill, out):
+    """x (N, H, W, C) uint8 -> out (N, H + 2 pad, (W + 2 pad) Cw) int32: each pixel's C bytes in
+    Cw = ceil(C / 4) words, the border and the spare bytes ``fill`` (the zero point: real 0)."""
     N, H, W, C = x.shape
+    Hp, L = out.shape[1], out.shape[2]
+    Cw = L // (W + 2 * pad)
+    f = np.int32(fill)
+    fw = f | (f << 8) | (f << 16) | (f << 24)
+    for t in prange(N * Hp):
+        n, h = t // Hp, t % Hp
+        o = out[n, h]
+        ih = h - pad
+        if ih < 0 or ih >= H:
+            for k in range(L):
+                o[k] = fw
+            continue
+        for k in range(pad * Cw):
+            o[k] = fw
+            o[L - 1 - k] = fw
+        src = x[n, ih]
+        if C == 3:  # the stem's RGB: one word per pixel, the spare byte the zero point
+            for w in range(W):
+                rgb = np.int32(src[w, 0]) | (np.int32(src[w, 1]) << 8) | (np.int32(src[w, 2]) << 16)
+                o[w + pad] = rgb | (f << 24)
+            continue
+        for w in range(W):
+            for q in range(Cw):
+                word = np.int32(0)
+                for b in range(4):
+                    byte = np.int32(src[w, 4 * q + b]) if 4 * q + b < C else f
+                    word |= byte << (8 * b)
+                o[(w + pad) * Cw + q] = word
+
+
+@njit(parallel=True, **_opts)
+def _im2col_words(xw, kh, kw, stride, Cw, out):
+    """xw: the padded input's words (N, Hp, Wp Cw); out (N, Ho, Wo, kh kw Cw) int32: each output
+    pixel's taps in (i, j, word) order, whole words copied (no bounds: the input is padded)."""
+    N = xw.shape[0]
     Ho, Wo = out.shape[1], out.shape[2]
     for t in prange(N * Ho):
         n, oh = t // Ho, t % Ho
+        o = out[n, oh]
+        if kh == 3 and kw == 3 and Cw == 1:  # the stem: nine words, unrolled
+            r0, r1, r2 = xw[n, oh * stride], xw[n, oh * stride + 1], xw[n, oh * stride + 2]
+            for ow in range(Wo):
+                s = np.uint64(ow * stride)
+                o[ow, 0], o[ow, 1], o[ow, 2] = r0[s], r0[s + 1], r0[s + 2]
+                o[ow, 3], o[ow, 4], o[ow, 5] = r1[s], r1[s + 1], r1[s + 2]
+                o[ow, 6], o[ow, 7], o[ow, 8] = r2[s], r2[s + 1], r2[s + 2]
+            continue
         for ow in range(Wo):
-            col = 0
+            k = 0
             for i in range(kh):
-                ih = oh * stride + i - pad
-                for j in range(kw):
-                    iw = ow * stride + j - pad
-                    inside = 0 <= ih < H and 0 <= iw < W
-                    for c in range(C):
-                        out[n, oh, ow, col] = x[n, ih, iw, c] if inside else fill
-                        col += 1
-            for k in range(col, out.shape[3]):
-                out[n, oh, ow, k] = 0  # the padding of K to whole words: zero weights there
+                r = xw[n, oh * stride + i]
+                for q in range(kw * Cw):
+                    o[ow, k] = r[ow * stride * Cw + q]
+                    k += 1
 
 
 def im2col(x, kh, kw, stride, pad, fill):
-    """(N, H, W, C) -> (N, Ho, Wo, K) with K = kh kw C rounded up to a multiple of 4: each output
-    pixel's taps in (i, j, c) order, the padding filled with ``fill`` (the zero point: real 0)."""
+    """(N, H, W, C) uint8 -> (N, Ho, Wo, kh kw Cw) int32 words, Cw = ceil(C / 4): each output
+    pixel's taps in (i, j, c) order, channels padded to whole words, the padding ``fill``."""
     N, H, W, C = x.shape
+    Cw = -(-C // 4)
+    words = np.empty((N, H + 2 * pad, (W + 2 * pad) * Cw), np.int32)
+    _pad_words(x, pad, np.uint8(fill), words)
     Ho, Wo = (H + 2 * pad - kh) // stride + 1, (W + 2 * pad - kw) // stride + 1
-    out = np.empty((N, Ho, Wo, -(-kh * kw * C // 4) * 4), np.uint8)
-    _im2col(x, kh, kw, stride, pad, np.uint8(fill), out)
+    out = np.empty((N, Ho, Wo, kh * kw * Cw), np.int32)
+    _im2col_words(words, kh, kw, stride, Cw, out)
     return out
 
 
@@ -277,12 +330,19 @@ def global_avg_pool2d(x):
     return out
 
 
+@njit(parallel=True, **_opts)
+def _lookup(x, tbl, out):
+    for i in prange(x.shape[0]):
+        out[i] = tbl[x[i]]
+
+
 def lookup(x, table, qin):
     """``table[x - qmin]`` keeping x's memory layout."""
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
         raise TypeError(f"lookup: x must be a uint8 numpy array, got {getattr(x, 'dtype', type(x))}")
     tbl = np.zeros(256, np.uint8)
     tbl[qin.qmin : qin.qmax + 1] = table
-    if x.ndim == 4:
-        return tbl[nhwc(x)].transpose(0, 3, 1, 2)
-    return tbl[x]
+    flat = nhwc(x) if x.ndim == 4 else np.ascontiguousarray(x)
+    out = np.empty_like(flat)
+    _lookup(flat.reshape(-1), tbl, out.reshape(-1))
+    return out.transpose(0, 3, 1, 2) if x.ndim == 4 else out
