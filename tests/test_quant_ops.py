@@ -180,7 +180,11 @@ def test_add_within_one_unit_of_torch(case):
     torch.backends.quantized.engine = "x86"
     theirs = ints(torch.ops.quantized.add(tq(a, qa), tq(b, qb), qy.scale, qy.zero_point))
     d = np.abs(ops.add(a, qa, b, qb, qy, "float").astype(np.int64) - theirs)
-    assert d.max(initial=0) <= 1 and (d > 0).mean() < 0.01
+    assert d.max(initial=0) <= 1
+    # every difference is a near-tie: the exact sum lies within float32 rounding of a half
+    v = (a - qa.zero_point) * (qa.scale / qy.scale) + (b - qb.zero_point) * (qb.scale / qy.scale)
+    near_half = np.abs(v - np.floor(v) - 0.5) <= 1e-5 * np.maximum(1, np.abs(v))
+    assert near_half[d > 0].all()
     # TFLite's fixed-point add rounds exact ties its own way: with scales in ratio 1/2 every odd
     # input is a tie, so only the one-unit bound holds for it
     d = np.abs(ops.add(a, qa, b, qb, qy, "fixed").astype(np.int64) - theirs)
@@ -198,10 +202,16 @@ def test_mul_equals_torch(case):
 
 
 @given(two_tensors())
-def test_global_avg_pool_equals_torch(case):
+def test_global_avg_pool_within_one_unit_of_torch(case):
+    """We divide the integer sum exactly (ties to even); torch multiplies it by float32(1 / (H W))
+    and rounds, which moves a mean that lies within float32 rounding of a half across it: one
+    unit, rarely. That rule reproduces torch's integers exactly."""
     a, _, qa, _, _ = case
     theirs = ints(torch.nn.functional.adaptive_avg_pool2d(tq(a, qa), 1))[:, :, 0, 0]
-    np.testing.assert_array_equal(ops.global_avg_pool2d(a), theirs)
+    assert np.abs(ops.global_avg_pool2d(a).astype(np.int64) - theirs).max(initial=0) <= 1
+    n = a.shape[2] * a.shape[3]
+    rule = np.rint(a.sum(axis=(2, 3)).astype(np.float32) * np.float32(1 / n))
+    np.testing.assert_array_equal(rule, theirs)
 
 
 def test_divide_round_half_even():
@@ -211,15 +221,22 @@ def test_divide_round_half_even():
 
 
 @given(two_tensors())
-def test_hardswish_and_hardsigmoid_tables_equal_torch(case):
+def test_hardswish_and_hardsigmoid_tables_within_one_unit_of_torch(case):
+    """Our tables hold ``quantize(f(dequantize(q)))`` with f in float32; torch computes f in its
+    own vectorised order, which can put a value within float32 rounding of a half on the other
+    side: one unit, and only there."""
     a, _, qa, _, qy = case
-    theirs = ints(qF.hardswish(tq(a, qa), qy.scale, qy.zero_point))
-    table = ops.lookup_table(ops.hardswish_float, qa, qy)
-    np.testing.assert_array_equal(ops.lookup(a, table, qa), theirs)
-    # quantized hard-sigmoid has fixed output qparams: scale 1/256, zero point 0 (torch's)
-    theirs = ints(torch.nn.functional.hardsigmoid(tq(a, qa)))
-    table = ops.lookup_table(ops.hardsigmoid_float, qa, ops.QParams(1 / 256, 0))
-    np.testing.assert_array_equal(ops.lookup(a, table, qa), theirs)
+    for fn, out, theirs in (
+        (ops.hardswish_float, qy, ints(qF.hardswish(tq(a, qa), qy.scale, qy.zero_point))),
+        # quantized hard-sigmoid has fixed output qparams: scale 1/256, zero point 0 (torch's)
+        (ops.hardsigmoid_float, ops.QParams(1 / 256, 0), ints(torch.nn.functional.hardsigmoid(tq(a, qa)))),
+    ):
+        ours = ops.lookup(a, ops.lookup_table(fn, qa, out), qa).astype(np.int64)
+        d = np.abs(ours - theirs)
+        assert d.max(initial=0) <= 1
+        v = fn(affine.dequantize(a, qa.scale, qa.zero_point)).astype(np.float64) / out.scale
+        near_half = np.abs(v - np.floor(v) - 0.5) <= 1e-5 * np.maximum(1, np.abs(v))
+        assert near_half[d > 0].all()
 
 
 def test_padding_is_real_zero():
