@@ -94,7 +94,9 @@ def kernels() -> dict:
             if v == 2 and s == 1:
                 t = QD.tiles(wt, b, M, wo)
                 total += _timed(fn, x, 3, *t, 0, 0, 255, 1, o)
-            else:
+            elif v == 3:
+                total += _timed(fn[3], x, 3, wt, b, M, 0, 0, 255, s, 1, o)
+            else:  # version 1, and version 2's stride-2 layers (it has none of its own)
                 total += _timed(QD.depthwise_v1, x, 3, wt, b, M, 0, 0, 255, s, 1, o)
             macs += ho * wo * c * 9
         out["depthwise"][str(v)] = {"ms": total * 1e3, "gops": 2 * macs / total / 1e9}

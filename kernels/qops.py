@@ -124,7 +124,9 @@ class Conv:
                     self._tiles[Wo] = qdepthwise.tiles(self.wt, self.bias, self.M, Wo)
                 qdepthwise.depthwise_v2(xh, *q, *self._tiles[Wo], *rq, p, out)
             else:
-                qdepthwise.depthwise_v1(xh, *q, self.wt, self.bias, self.M, *rq, s, p, out)
+                kernel = qdepthwise.depthwise_v3.get(kh) if kh == kw else None
+                kernel = kernel or qdepthwise.depthwise_v1  # other kernel sizes: version 1
+                kernel(xh, *q, self.wt, self.bias, self.M, *rq, s, p, out)
             return out.transpose(0, 3, 1, 2)
         if self.kind == "conv":
             words = im2col(xh, kh, kw, s, p, self.zx)  # (N, Ho, Wo, kh kw Cw) int32

@@ -39,6 +39,9 @@ def test_depthwise_equals_the_reference(n, c, hw, k, stride, pad, relu, seed):
     lo = lo if relu else 0
     qdepthwise.depthwise_v1(xh, zx, wt, b, M, out_zero, lo, 255, stride, pad, out)
     np.testing.assert_array_equal(out.transpose(0, 3, 1, 2), ref)
+    out[:] = 0
+    qdepthwise.depthwise_v3[k](xh, zx, wt, b, M, out_zero, lo, 255, stride, pad, out)
+    np.testing.assert_array_equal(out.transpose(0, 3, 1, 2), ref)
     if stride == 1:
         out[:] = 0
         qdepthwise.depthwise_v2(
