@@ -33,28 +33,35 @@ from .qgemm import requant
 _opts = {"cache": True, "error_model": "numpy", "nogil": True}
 
 
+@njit(inline="always", **_opts)
+def _pixel(x, n, ih0, iw0, z, wt, bias, acc):
+    """acc[c] = bias[c] + sum over the taps inside the input of (x - z) * wt: one output pixel
+    whose top-left tap is (ih0, iw0), bounds checked per tap."""
+    H, W, C = x.shape[1], x.shape[2], x.shape[3]
+    for c in range(C):
+        acc[c] = bias[c]
+    for i in range(wt.shape[0]):
+        ih = ih0 + i
+        if ih < 0 or ih >= H:
+            continue
+        for j in range(wt.shape[1]):
+            iw = iw0 + j
+            if iw < 0 or iw >= W:
+                continue
+            for c in range(C):
+                acc[c] += np.int16((np.int16(x[n, ih, iw, c]) - z) * wt[i, j, c])
+
+
 @njit(parallel=True, **_opts)
 def depthwise_v1(x, zx, wt, bias, M, zp, lo, hi, stride, pad, out):
-    N, H, W, C = x.shape
-    kh, kw = wt.shape[0], wt.shape[1]
+    N, C = x.shape[0], x.shape[3]
     Ho, Wo = out.shape[1], out.shape[2]
     z = np.int16(zx)
     for t in prange(N * Ho):
         n, oh = t // Ho, t % Ho
         acc = np.empty(C, np.int32)
         for ow in range(Wo):
-            for c in range(C):
-                acc[c] = bias[c]
-            for i in range(kh):
-                ih = oh * stride + i - pad
-                if ih < 0 or ih >= H:
-                    continue
-                for j in range(kw):
-                    iw = ow * stride + j - pad
-                    if iw < 0 or iw >= W:
-                        continue
-                    for c in range(C):
-                        acc[c] += np.int16((np.int16(x[n, ih, iw, c]) - z) * wt[i, j, c])
+            _pixel(x, n, oh * stride - pad, ow * stride - pad, z, wt, bias, acc)
             for c in range(C):
                 out[n, oh, ow, c] = requant(acc[c], M[c], zp, lo, hi)
 
@@ -125,18 +132,7 @@ def _make_v3(K):
                                 s += np.int16((np.int16(win[i, j, u]) - z) * wt[i, j, u])
                         acc[u] = s
                 else:  # at the border: version 1's path
-                    for c in range(C):
-                        acc[c] = bias[c]
-                    for i in range(K):
-                        ih = ih0 + i
-                        if ih < 0 or ih >= H:
-                            continue
-                        for j in range(K):
-                            iw = iw0 + j
-                            if iw < 0 or iw >= W:
-                                continue
-                            for c in range(C):
-                                acc[c] += np.int16((np.int16(x[n, ih, iw, c]) - z) * wt[i, j, c])
+                    _pixel(x, n, ih0, iw0, z, wt, bias, acc)
                 o = out[n, oh, ow]
                 for c in range(C):
                     o[c] = requant(acc[c], M[c], zp, lo, hi)
