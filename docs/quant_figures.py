@@ -205,6 +205,37 @@ def quant_speed() -> str:
     )
 
 
+def quant_sizes() -> str:
+    """MobileNetV2-1.0's weights in memory, float32 against int8 (computed from the models), and
+    the peak resident memory of each side's process at batch 1 (measured, ``int8.json``)."""
+    import numpy_impl
+    from numpy_impl.quant.model import quantize
+
+    m = numpy_impl.mobilenet("v2").eval()
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    float_mb = sum(a.nbytes for a in m.state_dict().values()) / 1e6
+    int8_mb = sum(np.asarray(a).nbytes for a in quantize(m, [x]).state_dict().values()) / 1e6
+    res = _int8()["models"]["results"]
+    key = "v2 1 224px b1 infer"
+    peaks = ", ".join(f"{b} {r[key]['peak_mb']:.0f} MB" for b, r in res.items() if key in r)
+    return (
+        f"MobileNetV2-1.0's weights: {float_mb:.1f} MB in float32 (batch-norm statistics included), "
+        f"{int8_mb:.1f} MB as int8 weights, int32 biases and float32 scales. Peak memory of each "
+        f"process at batch 1, above its size after imports: {peaks}."
+    )
+
+
+def quant_repeats() -> str:
+    """MobileNetV2-1.0/224 measured again, more rounds: each round's median, to show the spread."""
+    rows = []
+    for res in _int8().get("repeats", []):
+        for b, per_case in res["results"].items():
+            for key, r in per_case.items():
+                rounds = ", ".join(f"{v:.2f}" for v in r["rounds_ms"])
+                rows.append((key, b, f"{r['ms']:.2f}", rounds))
+    return _md(("case", "backend", "best round's median ms", "every round's median, in order"), rows)
+
+
 def quant_kernels() -> str:
     """The int8 kernels' road on MobileNetV2-1.0/224's layers (batch 1)."""
     k = _int8()["kernels"]
@@ -251,6 +282,8 @@ TABLES = {
         "quant_speed": quant_speed,
         "quant_kernels": quant_kernels,
         "quant_profile": quant_profile,
+        "quant_repeats": quant_repeats,
+        "quant_sizes": quant_sizes,
     }.items()
 }
 
