@@ -183,3 +183,4 @@ def _make_tile_q(mr):
 MR = 8  # rows per tile (a 7x7 layer at batch 1 is 49 rows: 7 tiles)
 dpbusd_tile = _make_tile(MR)
 dpbusd_tile_q = _make_tile_q(MR)
+dpbusd_row_q = _make_tile_q(1)  # one row: a layer with fewer rows than MR (a classifier at batch 1)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._vnni import HAS_VNNI, MR, NR, dpbusd_tile, dpbusd_tile_q
+from ._vnni import HAS_VNNI, MR, NR, dpbusd_row_q, dpbusd_tile, dpbusd_tile_q
 
 _opts = {"cache": True, "error_model": "numpy", "nogil": True}
 
@@ -111,10 +111,16 @@ def gemm_v3(x4, packed, bias, M, zp, lo, hi, out):
 def gemm_v4(x4, packed, bias, M, zp, lo, hi, out):
     """Version 3 with the requantization in the microkernel (16 lanes at a time, in registers),
     which writes the uint8 tile into ``out`` itself. ``bias`` and ``M`` padded to the packed
-    width (``pad_to_blocks``)."""
-    for t in prange((x4.shape[0] + MR - 1) // MR):
-        for nb in range(packed.shape[0]):
-            dpbusd_tile_q(out, x4, t * MR, packed, nb, bias, M, zp, lo, hi)
+    width (``pad_to_blocks``). The threads share out (row tile, output block) pairs; fewer rows
+    than a tile (a classifier or squeeze-and-excite at batch 1) take one-row tiles, instead of
+    a tile whose rows all repeat the last one."""
+    P, NB = x4.shape[0], packed.shape[0]
+    if P < MR:
+        for t in prange(P * NB):
+            dpbusd_row_q(out, x4, t // NB, packed, t % NB, bias, M, zp, lo, hi)
+        return
+    for t in prange((P + MR - 1) // MR * NB):
+        dpbusd_tile_q(out, x4, (t // NB) * MR, packed, t % NB, bias, M, zp, lo, hi)
 
 
 def pad_to_blocks(a):
