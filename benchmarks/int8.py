@@ -7,19 +7,29 @@ Models: ``mobilenet bench``'s code, each side alone in its process (numba, numba
 torch-int8, onnxruntime, onnxruntime-int8), on one prepared model per case (batch-norm
 statistics of real activations; the int8 sides share its integer model). Kernels: every
 version of ``kernels.qgemm`` and ``kernels.qdepthwise`` on MobileNetV2-1.0/224's layer shapes,
-in one process (Numba only). Writes ``benchmarks/results/int8.json``.
+in one process (Numba only; the model timings run in processes of their own, started by this
+one while it idles). Writes ``benchmarks/results/int8.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import time
 
+import numba
 import numpy as np
 
+import mobilenet_arch as A
+import numpy_impl
+from kernels import qdepthwise as QD
+from kernels import qgemm as QG
 from mobilenet.deploy import bench as B
-from mobilenet.deploy.cases import Case
+from mobilenet.deploy.cases import Case, calibration_images, inputs
+from mobilenet.summary import summarize
+from numpy_impl.quant.layers import QConv
+from numpy_impl.quant.model import quantize
 
 from .timing import RESULTS
 
@@ -47,13 +57,6 @@ def _timed(fn, *args, reps=30) -> float:
 def kernels() -> dict:
     """Every GEMM version on V2's pointwise shapes and every depthwise version on its depthwise
     ones (batch 1, 224 px), summed per version: GOP/s (two ops per multiply-add)."""
-    import numba
-
-    import mobilenet_arch as A
-    from kernels import qdepthwise as QD
-    from kernels import qgemm as QG
-    from mobilenet.summary import summarize
-
     numba.set_num_threads(2)
     rng = np.random.default_rng(0)
     spec = A.build_spec("v2")
@@ -107,10 +110,6 @@ def kernels() -> dict:
 def roofline() -> dict:
     """What bounds the kernels here: a parallel copy's bandwidth (Numba, 2 threads, 256 MB) and
     the int8 GEMM (version 4) on a large square-ish product, in GOP/s."""
-    import numba
-
-    from kernels import qgemm as QG
-
     numba.set_num_threads(2)
 
     @numba.njit(parallel=True, cache=False)
@@ -139,15 +138,6 @@ def profile() -> dict:
     """MobileNetV2-1.0/224 batch 1 in one Numba process: the integer model's time per kind of
     layer (its convolutions' calls timed one by one) and its whole forward, and the float
     model's whole forward (whose fused blocks do not split by kind)."""
-    import collections
-
-    import numba
-
-    import numpy_impl
-    from mobilenet.deploy.cases import Case, calibration_images, inputs
-    from numpy_impl.quant.layers import QConv
-    from numpy_impl.quant.model import quantize
-
     numba.set_num_threads(2)
     case = Case()
     m = numpy_impl.mobilenet("v2").reestimate_batch_norm([calibration_images(case)]).eval()

@@ -84,7 +84,8 @@ def accuracy(model, x, y) -> float:
 
 
 def ort_static(ckpt: Path, calib: np.ndarray, x_test, y_test, work: Path) -> dict:
-    """onnxruntime's own post-training quantization of our float ONNX export."""
+    """onnxruntime's own post-training quantization of our float ONNX export. (Its libraries,
+    and torch for the export, load here, when the float models are already trained.)"""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process

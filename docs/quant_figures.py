@@ -16,7 +16,9 @@ import numpy as np
 from perf_figures import _md  # beside this file, as make_figures imports both
 
 import mobilenet_arch as A
+import numpy_impl
 from numpy_impl.quant import affine, ops
+from numpy_impl.quant.model import quantize
 
 DOCS = Path(__file__).resolve().parent
 RESULTS = DOCS / "results"
@@ -208,9 +210,6 @@ def quant_speed() -> str:
 def quant_sizes() -> str:
     """MobileNetV2-1.0's weights in memory, float32 against int8 (computed from the models), and
     the peak resident memory of each side's process at batch 1 (measured, ``int8.json``)."""
-    import numpy_impl
-    from numpy_impl.quant.model import quantize
-
     m = numpy_impl.mobilenet("v2").eval()
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     float_mb = sum(a.nbytes for a in m.state_dict().values()) / 1e6

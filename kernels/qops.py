@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from numpy_impl.quant.affine import multiplier
+
 from . import qdepthwise, qgemm
 from .qgemm import requant
 
@@ -284,8 +286,6 @@ def _gate(x, zx, g, zg, M, zo, lo, hi, out):
 
 def mul(a, qa, b, qb, out, scheme="float"):
     """Squeeze-and-excite's product: a (N, C, H, W) channels-last by b (N, C, 1, 1)."""
-    from numpy_impl.quant.affine import multiplier  # noqa: PLC0415
-
     if scheme != "float":
         raise ValueError("mul: the numba int8 kernels use the 'float' scheme; run 'fixed' on numpy")
     _check_uint8("mul", a, 4, a.shape[1])

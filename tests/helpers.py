@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
+from numpy_impl.quant import ops
+
 U32 = float(np.finfo(np.float32).eps) / 2  # unit roundoff, 6e-8
 U64 = float(np.finfo(np.float64).eps) / 2
 
@@ -195,3 +197,18 @@ def running_stat_bounds(x, running_mean, running_var):
     mean_b = np.abs(running_mean) + np.abs(x64).max(axis=axes)
     var_b = np.abs(running_var) + rng2 * m / max(m - 1, 1)
     return mean_b, var_b, m + 6
+
+
+# --- int8 -------------------------------------------------------------------------------------
+
+QSCALES = st.floats(0.002, 0.3).map(lambda v: float(np.float32(v)))  # scales are float32 values
+
+
+@st.composite
+def quantized_pair(draw, dtype=np.uint8):
+    """Two (N, C, H, W) arrays of uint8 values (of ``dtype``) and three activation QParams: the
+    two inputs' and an output's."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = tuple(draw(st.integers(1, hi)) for hi in (2, 20, 6, 6))
+    qps = [ops.QParams(draw(QSCALES), draw(st.integers(0, 255))) for _ in range(3)]
+    return rng.integers(0, 256, shape).astype(dtype), rng.integers(0, 256, shape).astype(dtype), *qps

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernels import qops
-from numpy_impl.quant import affine, ops
+from numpy_impl.quant import ops
 
-SCALES = st.floats(0.005, 0.3).map(affine.f32)
+from .helpers import QSCALES, quantized_pair
 
 
 def _cl(x):
@@ -42,20 +42,7 @@ def test_convolutions_equal_the_reference(kind, cin, cout, hw, stride, seed):
     np.testing.assert_array_equal(ours, ref)
 
 
-@st.composite
-def pair(draw):
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    shape = (
-        draw(st.integers(1, 2)),
-        draw(st.integers(1, 20)),
-        draw(st.integers(1, 6)),
-        draw(st.integers(1, 6)),
-    )
-    qps = [ops.QParams(draw(SCALES), draw(st.integers(0, 255))) for _ in range(3)]
-    return rng.integers(0, 256, shape).astype(np.uint8), rng.integers(0, 256, shape).astype(np.uint8), *qps
-
-
-@given(pair())
+@given(quantized_pair())
 def test_elementwise_ops_equal_the_reference(case):
     a, b, qa, qb, qy = case
     np.testing.assert_array_equal(qops.add(_cl(a), qa, _cl(b), qb, qy), ops.add(a, qa, b, qb, qy))
@@ -66,7 +53,7 @@ def test_elementwise_ops_equal_the_reference(case):
     np.testing.assert_array_equal(qops.lookup(_cl(a), table, qa), ops.lookup(a, table, qa))
 
 
-@given(st.integers(0, 2**32 - 1), SCALES, st.integers(0, 255))
+@given(st.integers(0, 2**32 - 1), QSCALES, st.integers(0, 255))
 def test_quantize_input_equals_the_reference(seed, scale, zp):
     rng = np.random.default_rng(seed)
     x = (rng.integers(-600, 600, (2, 3, 5, 4)) * scale / 2).astype(np.float32)  # ties at every half step

@@ -88,7 +88,7 @@ def test_state_dict_round_trip(quantized):
     sd = q.state_dict()
     assert all(v.dtype == np.int8 for k, v in sd.items() if k.endswith("weight_q"))
     assert all(v.dtype == np.int32 for k, v in sd.items() if k.endswith("bias_q"))
-    fresh = qm.QuantizedMobileNet(m.spec, m.arch, {}, m.state_dict(), q.cfg).load_state_dict(sd)
+    fresh = qm.QuantizedMobileNet(m.spec, m.arch, m.state_dict(), q.cfg).load_state_dict(sd)
     np.testing.assert_array_equal(fresh.forward(xs[1]), q.forward(xs[1]))
 
 
@@ -129,7 +129,7 @@ def test_refusals():
         qm.quantize(m, [xs[0].astype(np.float64)])
     with pytest.raises(ValueError, match="NaN or inf"):
         qm.quantize(m, [np.full_like(xs[0], np.nan)])
-    q = qm.QuantizedMobileNet(m.spec, m.arch, {}, m.state_dict(), qm.QuantConfig())
+    q = qm.QuantizedMobileNet(m.spec, m.arch, m.state_dict(), qm.QuantConfig())
     with pytest.raises(RuntimeError, match="calibrate and freeze first"):
         q.forward(xs[0])
     m.params["features.0.0.weight"][0, 0, 0, 0] = np.inf

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from numpy_impl.quant import affine, ops
 
+from .helpers import QSCALES, quantized_pair
+
 # torch 2.13 deprecates its quantized tensors in favour of torchao; they are still its reference
 pytestmark = pytest.mark.filterwarnings("ignore:.*quantiz.*deprecated:UserWarning")
-
-SCALES = st.floats(0.002, 0.3).map(affine.f32)
 
 
 @pytest.fixture(autouse=True)
@@ -61,13 +61,13 @@ def conv_case(draw, qmax=255):
     padding = 0 if kind == "pointwise" else draw(st.integers(0, k // 2))
     hw = draw(st.integers(k, 9))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    x_qp = ops.QParams(draw(SCALES), draw(st.integers(0, qmax)), 0, qmax)
+    x_qp = ops.QParams(draw(QSCALES), draw(st.integers(0, qmax)), 0, qmax)
     x = rng.integers(0, qmax + 1, (draw(st.integers(1, 2)), groups * cg, hw, hw))
     wf = rng.normal(0, 0.3, (groups * kg, cg, k, k)).astype(np.float32)
     s_w = affine.weight_scales(wf)
     w = affine.quantize(wf, s_w, np.zeros(len(s_w), np.int64), -127, 127, axis=0)
     b = rng.integers(-3000, 3000, groups * kg).astype(np.int32)
-    out = ops.QParams(draw(SCALES), draw(st.integers(0, 255)))
+    out = ops.QParams(draw(QSCALES), draw(st.integers(0, 255)))
     relu = draw(st.booleans())
     return kind, x, x_qp, w, s_w, b, out, relu, stride, padding, groups
 
@@ -139,8 +139,8 @@ def test_fixed_point_scheme_within_one_unit_of_float(case):
     st.integers(1, 3),
     st.integers(1, 40),
     st.integers(1, 12),
-    SCALES,
-    SCALES,
+    QSCALES,
+    QSCALES,
     st.integers(0, 127),
     st.integers(0, 2**32 - 1),
 )
@@ -159,20 +159,7 @@ def test_linear_equals_torch(n, cin, cout, sx, sy, zx, seed):
     np.testing.assert_array_equal(y, ints(yt))
 
 
-@st.composite
-def two_tensors(draw):
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    shape = (
-        draw(st.integers(1, 2)),
-        draw(st.integers(1, 20)),
-        draw(st.integers(1, 6)),
-        draw(st.integers(1, 6)),
-    )
-    qps = [ops.QParams(draw(SCALES), draw(st.integers(0, 255))) for _ in range(3)]
-    return rng.integers(0, 256, shape), rng.integers(0, 256, shape), *qps
-
-
-@given(two_tensors())
+@given(quantized_pair(np.int64))
 def test_add_within_one_unit_of_torch(case):
     """torch adds the dequantized values in float32 (with fused multiply-adds), we in float64:
     a sum that lands within float32 rounding of a tie may round the other way."""
@@ -191,7 +178,7 @@ def test_add_within_one_unit_of_torch(case):
     assert d.max(initial=0) <= 1
 
 
-@given(two_tensors())
+@given(quantized_pair(np.int64))
 def test_mul_equals_torch(case):
     a, b, qa, qb, qy = case
     torch.backends.quantized.engine = "x86"
@@ -201,7 +188,7 @@ def test_mul_equals_torch(case):
     assert d.max(initial=0) <= 1
 
 
-@given(two_tensors())
+@given(quantized_pair(np.int64))
 def test_global_avg_pool_within_one_unit_of_torch(case):
     """We divide the integer sum exactly (ties to even); torch multiplies it by float32(1 / (H W))
     and rounds, which moves a mean that lies within float32 rounding of a half across it: one
@@ -220,7 +207,7 @@ def test_divide_round_half_even():
         np.testing.assert_array_equal(ops.divide_round_half_even(num, den), np.rint(num / den))
 
 
-@given(two_tensors())
+@given(quantized_pair(np.int64))
 def test_hardswish_and_hardsigmoid_tables_within_one_unit_of_torch(case):
     """Our tables hold ``quantize(f(dequantize(q)))`` with f in float32; torch computes f in its
     own vectorised order, which can put a value within float32 rounding of a half on the other

@@ -42,6 +42,6 @@ def int8_model(case: Case, folder, backend="numpy") -> QuantizedMobileNet:
     m = model(case)
     path = Path(folder) / case.int8_name()
     cfg = QuantConfig(**json.loads(path.with_suffix(".json").read_text()))
-    q = QuantizedMobileNet(m.spec, case.arch, {}, m.state_dict(), cfg, backend)
+    q = QuantizedMobileNet(m.spec, case.arch, m.state_dict(), cfg, backend)
     with np.load(path, allow_pickle=False) as z:
         return q.load_state_dict({k: z[k] for k in z.files})

@@ -57,7 +57,7 @@ def load_quantized(path) -> tuple[QuantizedRunner, dict]:
         raise ValueError(f"{str(path)!r}: its meta is incomplete ({e})") from None
     cfg = dataclasses.replace(cfg, backend="numpy")
     placeholder = build_model(cfg, meta["num_classes"])  # the spec and the float shapes
-    qmodel = QuantizedMobileNet(placeholder.spec, cfg.arch, {}, placeholder.state_dict(), qcfg)
+    qmodel = QuantizedMobileNet(placeholder.spec, cfg.arch, placeholder.state_dict(), qcfg)
     state = {k[len(PREFIX) :]: v for k, v in arrays.items() if k.startswith(PREFIX)}
     expected = set(qmodel.state_keys())
     if set(state) != expected:

@@ -112,6 +112,15 @@ def weight_scales(w, bits=8, per_channel=True) -> np.ndarray:
 # --- quantize and dequantize --------------------------------------------------------------
 
 
+def _qparams_along(scale, zero_point, ndim, axis):
+    """``scale`` (float32) and ``zero_point`` (int64) as arrays that broadcast along ``axis`` of
+    an ``ndim``-D array (per channel), or as given for ``axis=None`` (per tensor)."""
+    scale, zero_point = np.asarray(scale, np.float32), np.asarray(zero_point, np.int64)
+    if axis is None:
+        return scale, zero_point
+    return _along(scale, ndim, axis), _along(zero_point, ndim, axis)
+
+
 def quantize(x, scale, zero_point, qmin=0, qmax=255, axis=None):
     """``q = clamp(round(x / scale) + zero_point, qmin, qmax)``, as an int32 array.
 
@@ -121,12 +130,7 @@ def quantize(x, scale, zero_point, qmin=0, qmax=255, axis=None):
     ``zero_point`` are scalars, or arrays along ``axis`` (per channel)."""
     x = as_float_array("quantize", "x", x)
     _check_range("quantize", qmin, qmax)
-    scale = np.asarray(scale, np.float32)
-    zero_point = np.asarray(zero_point, np.int64)
-    if axis is not None:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    scale, zero_point = _qparams_along(scale, zero_point, x.ndim, axis)
     if np.any(scale <= 0) or not np.isfinite(scale).all():
         raise ValueError(f"quantize: scale must be finite and > 0, got {scale.ravel()[:4]}")
     inv = (np.float32(1) / scale).astype(np.float64)
@@ -139,12 +143,7 @@ def dequantize(q, scale, zero_point, axis=None) -> np.ndarray:
     q = np.asarray(q)
     if not np.issubdtype(q.dtype, np.integer):
         raise TypeError(f"dequantize: q must hold integers, got dtype {q.dtype}")
-    scale = np.asarray(scale, np.float32)
-    zero_point = np.asarray(zero_point, np.int64)
-    if axis is not None:
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    scale, zero_point = _qparams_along(scale, zero_point, q.ndim, axis)
     return (scale * (q.astype(np.int64) - zero_point).astype(np.float32)).astype(np.float32)
 
 

@@ -89,10 +89,8 @@ class QuantizedMobileNet:
     logits (N, num_classes), with integer arithmetic only between the input's quantization and
     the logits' dequantization."""
 
-    def __init__(
-        self, spec: A.Seq, arch: str, arch_kwargs: dict, sd: dict, cfg: QuantConfig, backend="numpy"
-    ):
-        self.spec, self.arch, self.arch_kwargs, self.cfg = spec, arch, dict(arch_kwargs), cfg
+    def __init__(self, spec: A.Seq, arch: str, sd: dict, cfg: QuantConfig, backend="numpy"):
+        self.spec, self.arch, self.cfg = spec, arch, cfg
         self.layers = compile_layers(spec, sd, cfg)
         self.input_observer = OBSERVERS[cfg.observer]()
         self.qin = self.qout = None
@@ -213,7 +211,6 @@ def quantize(
     bits=8,
     reduce_range=False,
     scheme="float",
-    arch_kwargs=None,
     backend="numpy",
 ) -> QuantizedMobileNet:
     """Post-training quantization of a float ``model`` (a ``numpy_impl`` MobileNet, any backend)
@@ -223,7 +220,7 @@ def quantize(
     bad = [k for k, v in sd.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
     if bad:
         raise ValueError(f"quantize: the float model holds NaN or inf in {bad[:3]}; it cannot be quantized")
-    qmodel = QuantizedMobileNet(model.spec, model.arch, arch_kwargs or {}, sd, cfg, backend)
+    qmodel = QuantizedMobileNet(model.spec, model.arch, sd, cfg, backend)
     n = 0
     for x in calibration_batches:
         qmodel.calibrate(x)
