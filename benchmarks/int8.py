@@ -25,10 +25,11 @@ import mobilenet_arch as A
 import numpy_impl
 from kernels import qdepthwise as QD
 from kernels import qgemm as QG
+from kernels import qops as QO
 from mobilenet.deploy import bench as B
 from mobilenet.deploy.cases import Case, calibration_images, inputs
 from mobilenet.summary import summarize
-from numpy_impl.quant.layers import QConv
+from numpy_impl.quant.layers import QBlock, QConv
 from numpy_impl.quant.model import quantize
 
 from .timing import RESULTS
@@ -99,6 +100,9 @@ def kernels() -> dict:
                 total += _timed(fn, x, 3, *t, 0, 0, 255, 1, o)
             elif v == 3:
                 total += _timed(fn[3], x, 3, wt, b, M, 0, 0, 255, s, 1, o)
+            elif v == 4:
+                wpk, bf = QD.pack_taps(wt), QD.fold_taps(wt, b, 3)
+                total += _timed(fn, x, 3, wt, b, wpk, bf, M, 0, 0, 255, s, 1, o)
             else:  # version 1, and version 2's stride-2 layers (it has none of its own)
                 total += _timed(QD.depthwise_v1, x, 3, wt, b, M, 0, 0, 255, s, 1, o)
             macs += ho * wo * c * 9
@@ -145,6 +149,8 @@ def profile() -> dict:
     x = inputs(case)[0]
     per = collections.defaultdict(float)
     for _, layer in q.named_layers():
+        if isinstance(layer, QBlock):
+            layer.fused = None  # the layers one by one, each call timed
         if isinstance(layer, QConv):
             conv = layer.conv
 
@@ -177,7 +183,47 @@ def profile() -> dict:
     }
 
 
-PARTS = {"models": None, "kernels": kernels, "roofline": roofline, "profile": profile}
+def fusion() -> dict:
+    """MobileNetV2-1.0/224's integer forward (ms, median of 30) in one Numba process, its
+    inverted residuals run three ways, alternating: layer by layer ("layers"), each block in one
+    call of the layers' parallel kernels ("call"), and tiled (each thread a band of rows start to
+    end, the expanded rows in a buffer of its own: "tiled", where a block has enough rows)."""
+    numba.set_num_threads(2)
+    out = {}
+    for batch in (1, 8):
+        case = Case(batch=batch)
+        m = numpy_impl.mobilenet("v2").reestimate_batch_norm([calibration_images(case)]).eval()
+        q = quantize(m, [calibration_images(case)], backend="numba")
+        x = inputs(case)[0]
+        blocks = [b for _, b in q.named_layers() if isinstance(b, QBlock)]
+        fused = [b.fused for b in blocks]
+
+        def mode(name, blocks=blocks, fused=fused):
+            QO.TILED = name == "tiled"
+            for b, f in zip(blocks, fused):
+                b.fused = None if name == "layers" else f
+                if f is not None:
+                    f._tiles.clear()
+
+        times = {k: [] for k in ("layers", "call", "tiled")}
+        try:
+            for _ in range(30):
+                for k in times:
+                    mode(k)
+                    q.forward(x)
+                    t0 = time.perf_counter()
+                    q.forward(x)
+                    times[k].append(time.perf_counter() - t0)
+        finally:
+            mode("tiled")
+        out[str(batch)] = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+        out[str(batch)]["tiled_blocks"] = sum(
+            any(t is not None for t in f._tiles.values()) for f in fused if f is not None
+        )
+    return out
+
+
+PARTS = {"models": None, "kernels": kernels, "roofline": roofline, "profile": profile, "fusion": fusion}
 
 
 def main(argv=None) -> int:

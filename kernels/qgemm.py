@@ -123,6 +123,20 @@ def gemm_v4(x4, packed, bias, M, zp, lo, hi, out):
         dpbusd_tile_q(out, x4, (t // NB) * MR, packed, t % NB, bias, M, zp, lo, hi)
 
 
+@njit(**_opts)
+def gemm_rows(x4, packed, bias, M, zp, lo, hi, out):
+    """Version 4 on one thread (a fused block's tile): each row tile against every output block."""
+    P, NB = x4.shape[0], packed.shape[0]
+    if P < MR:
+        for p in range(P):
+            for nb in range(NB):
+                dpbusd_row_q(out, x4, p, packed, nb, bias, M, zp, lo, hi)
+        return
+    for p0 in range(0, P, MR):
+        for nb in range(NB):
+            dpbusd_tile_q(out, x4, p0, packed, nb, bias, M, zp, lo, hi)
+
+
 def pad_to_blocks(a):
     """``a`` (N,) padded with zeros to a whole number of 32-output blocks (version 4 reads them)."""
     out = np.zeros(-(-a.shape[0] // NR) * NR, a.dtype)

@@ -4,7 +4,8 @@ bit, on uint8 activations laid out channels-last (an (N, C, H, W) array with NHW
 A convolution is prepared once per layer (``make_conv``: the weights packed or widened, the zero
 point's term folded into the bias, the int32 accumulator's range checked) and then called on
 each input. Pointwise convolutions and linear layers are :mod:`kernels.qgemm`'s GEMM, the stem
-convolution an im2col then the same GEMM, depthwise ones :mod:`kernels.qdepthwise`. The
+convolution an im2col then the same GEMM, depthwise ones :mod:`kernels.qdepthwise` (version 4
+where the CPU has VNNI, else versions 2 and 3). The
 requantization is the "float" scheme (torch's); the "fixed" one runs on NumPy's ops.
 """
 
@@ -16,6 +17,7 @@ from numba import njit, prange
 from numpy_impl.quant.affine import multiplier
 
 from . import qdepthwise, qgemm
+from ._vnni import HAS_VBMI, HAS_VNNI, lookup64
 from .qgemm import requant
 
 MEMORY_FORMAT = "channels_last"
@@ -70,6 +72,11 @@ class Conv:
         if self.kind == "depthwise":
             self.wt = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0)).astype(np.int16)  # (kh, kw, C)
             self.bias, self._tiles = b, {}
+            kh, kw = self.wt.shape[:2]
+            self.v4 = kh == kw and kh in qdepthwise.V4_KERNELS and HAS_VNNI
+            if self.v4:  # version 4's operands: taps packed in words, zero point folded
+                self.wpk = qdepthwise.pack_taps(self.wt)
+                self.bias_f = qdepthwise.fold_taps(self.wt, b, self.zx)
         else:
             if self.kind == "conv":  # im2col's (i, j, c) order, channels padded to whole words
                 wt = w.transpose(0, 2, 3, 1)  # (K, kh, kw, C)
@@ -121,7 +128,10 @@ class Conv:
             out = np.empty((N, Ho, Wo, self.shape[0]), np.uint8)
             q = (self.zx,)
             rq = (self.zp, self.lo, self.hi)
-            if s == 1 and self.shape[0] <= qdepthwise.FLAT_MAX_CHANNELS:  # version 2, tiles once per width
+            if self.v4:
+                v4 = (self.wt, self.bias, self.wpk, self.bias_f, self.M)
+                qdepthwise.depthwise_v4(xh, *q, *v4, *rq, s, p, out)
+            elif s == 1 and self.shape[0] <= qdepthwise.FLAT_MAX_CHANNELS:  # version 2, tiles once per width
                 if Wo not in self._tiles:
                     self._tiles[Wo] = qdepthwise.tiles(self.wt, self.bias, self.M, Wo)
                 qdepthwise.depthwise_v2(xh, *q, *self._tiles[Wo], *rq, p, out)
@@ -212,15 +222,29 @@ def im2col(x, kh, kw, stride, pad, fill):
     return out
 
 
+_ROUND = np.float32(1.5 * 2**23)  # v + this - this rounds a float32 |v| < 2**22 to even
+
+
 @njit(parallel=True, **_opts)
 def _quantize(x, inv, zp, lo, hi, out):
+    """A row at a time: each channel's plane row in contiguous vector loops, then its bytes
+    spread into the channels-last row (quantizing straight into the strided layout did not
+    vectorise: 3.5x slower). Clamped before it is rounded (the same integers), NaN to 0 as in
+    ``affine.quantize``."""
     N, C, H, W = x.shape
+    flo, fhi = np.float32(lo), np.float32(hi)
     for t in prange(N * H):
         n, h = t // H, t % H
-        for w in range(W):
-            for c in range(C):
-                v = np.rint(np.float32(np.float64(x[n, c, h, w]) * inv + zp))
-                out[n, h, w, c] = min(max(np.int64(v), lo), hi)
+        o = out[n, h].reshape(W * C)
+        plane = np.empty(W, np.uint8)
+        for c in range(C):
+            xr = x[n, c, h]
+            for w in range(W):
+                v = np.float32(np.float64(xr[w]) * inv + zp)
+                v = min(max(v, flo), fhi) if v == v else min(max(np.float32(0), flo), fhi)
+                plane[w] = np.uint8(np.int32((v + _ROUND) - _ROUND))
+            for w in range(W):
+                o[w * C + c] = plane[w]
 
 
 def quantize_input(x, qp):
@@ -338,6 +362,23 @@ def _lookup(x, tbl, out):
         out[i] = tbl[x[i]]
 
 
+_CHUNK = 64 * 64  # bytes per parallel task
+
+
+@njit(parallel=True, **_opts)
+def _lookup_vbmi(x, tbl, out):
+    """64 bytes per instruction sequence (a gather of single bytes does not vectorise)."""
+    n = x.shape[0]
+    for t in prange(-(-n // _CHUNK)):
+        lo, hi = t * _CHUNK, min(n, (t + 1) * _CHUNK)
+        i = lo
+        while i + 64 <= hi:
+            lookup64(out, x, i, tbl)
+            i += 64
+        for k in range(i, hi):
+            out[k] = tbl[x[k]]
+
+
 def lookup(x, table, qin):
     """``table[x - qmin]`` keeping x's memory layout."""
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
@@ -346,5 +387,212 @@ def lookup(x, table, qin):
     tbl[qin.qmin : qin.qmax + 1] = table
     flat = nhwc(x) if x.ndim == 4 else np.ascontiguousarray(x)
     out = np.empty_like(flat)
-    _lookup(flat.reshape(-1), tbl, out.reshape(-1))
+    (_lookup_vbmi if HAS_VBMI else _lookup)(flat.reshape(-1), tbl, out.reshape(-1))
     return out.transpose(0, 3, 1, 2) if x.ndim == 4 else out
+
+
+# --- the inverted-residual block, fused ------------------------------------------------------
+
+_LOOKUP = _lookup_vbmi if HAS_VBMI else _lookup
+
+
+@njit(**_opts)
+def _lookup_rows(x, tbl):
+    """x = tbl[x] in place, one thread."""
+    n = x.shape[0]
+    i = 0
+    if HAS_VBMI:
+        while i + 64 <= n:
+            lookup64(x, x, i, tbl)
+            i += 64
+    for k in range(i, n):
+        x[k] = tbl[x[k]]
+
+
+@njit(**_opts)
+def _add_rows(a, za, ma, b, zb, mb, zo, lo, hi, out):
+    for i in range(a.shape[0]):
+        v = np.rint((np.int64(a[i]) - za) * ma + (np.int64(b[i]) - zb) * mb)
+        out[i] = min(max(np.int64(v) + zo, lo), hi)
+
+
+@njit(parallel=True, **_opts)
+def _block_tiles(x, x4, ex, dw, pj, ints, ma, mb, tiles, out):
+    """The tiled block (a block with an expansion): tile t = output rows [ho0, ho1) of image n
+    (``tiles[t]``), computed start to end by one thread, its expanded rows and depthwise output
+    in buffers of its own that stay in cache: the expanded rows the band reads (its rows and the
+    depthwise's halo: recomputed by the neighbouring band), their depthwise, its projection, the
+    residual. Arguments as in :func:`_block`."""
+    e_pk, e_b, e_M, e_tbl = ex
+    d_wt, d_b, d_wpk, d_bf, d_M, d_tbl = dw
+    p_pk, p_b, p_M = pj
+    _, e_lut, d_lut, residual, e_zp, e_lo, e_hi, d_zx, d_zp, d_lo, d_hi, stride, pad = ints[:13]
+    p_zp, p_lo, p_hi, za, zb, zo, lo, hi = ints[13:]
+    N, H, W, C = x.shape
+    _, Ho, Wo, Co = out.shape
+    K, hidden = d_wt.shape[0], d_wt.shape[2]
+    x2, o2 = x.reshape((N * H * W, C)), out.reshape((N * Ho * Wo, Co))
+    for t in prange(tiles.shape[0]):
+        n, ho0, ho1 = tiles[t, 0], tiles[t, 1], tiles[t, 2]
+        r0, r1 = max(0, ho0 * stride - pad), min(H, (ho1 - 1) * stride - pad + K)
+        e = np.empty(((r1 - r0) * W, hidden), np.uint8)
+        qgemm.gemm_rows(x4[(n * H + r0) * W : (n * H + r1) * W], e_pk, e_b, e_M, e_zp, e_lo, e_hi, e)
+        if e_lut:
+            _lookup_rows(e.reshape(-1), e_tbl)
+        d = np.empty((1, ho1 - ho0, Wo, hidden), np.uint8)
+        eh = e.reshape((1, r1 - r0, W, hidden))
+        qdepthwise.depthwise_band(
+            eh, r0, d_zx, d_wt, d_b, d_wpk, d_bf, d_M, d_zp, d_lo, d_hi, stride, pad, d, ho0
+        )
+        if d_lut:
+            _lookup_rows(d.reshape(-1), d_tbl)
+        d4 = d.reshape(((ho1 - ho0) * Wo, hidden)).view(np.int32)
+        p0, p1 = (n * Ho + ho0) * Wo, (n * Ho + ho1) * Wo
+        if not residual:
+            qgemm.gemm_rows(d4, p_pk, p_b, p_M, p_zp, p_lo, p_hi, o2[p0:p1])
+            continue
+        y = np.empty((p1 - p0, Co), np.uint8)
+        qgemm.gemm_rows(d4, p_pk, p_b, p_M, p_zp, p_lo, p_hi, y)
+        _add_rows(x2[p0:p1].reshape(-1), za, ma, y.reshape(-1), zb, mb, zo, lo, hi, o2[p0:p1].reshape(-1))
+
+
+@njit(**_opts)
+def _block(x, x4, ex, dw, pj, ints, ma, mb, out):
+    """The untiled block: expand (a GEMM, then its table) -> depthwise (then its table) ->
+    project (a GEMM) -> the residual add, each step the parallel kernel of the unfused layer,
+    called from here (one call from Python for the whole block). For layers too small to tile.
+
+    x (N, H, W, C) uint8 and x4, its rows as int32 words; ex: the expansion's packed weights,
+    bias, multipliers and table; dw: the depthwise's weights (kh, kw, C) and bias, its packed
+    taps and folded bias, multipliers and table; pj: the projection's packed weights, bias and
+    multipliers; ints: [has an expansion, expansion's table?, depthwise's table?, residual?,
+    then zp, lo, hi of the expansion, z_x, zp, lo, hi, stride, padding of the depthwise, zp,
+    lo, hi of the projection, z_x, z_body, z_out, lo, hi of the add]; ma, mb: the add's
+    multipliers."""
+    e_pk, e_b, e_M, e_tbl = ex
+    d_wt, d_b, d_wpk, d_bf, d_M, d_tbl = dw
+    p_pk, p_b, p_M = pj
+    expand, e_lut, d_lut, residual, e_zp, e_lo, e_hi, d_zx, d_zp, d_lo, d_hi, stride, pad = ints[:13]
+    p_zp, p_lo, p_hi, za, zb, zo, lo, hi = ints[13:]
+    N, H, W, C = x.shape
+    _, Ho, Wo, Co = out.shape
+    hidden = d_wt.shape[2]
+    h = x
+    if expand:
+        e = np.empty((N * H * W, hidden), np.uint8)
+        qgemm.gemm_v4(x4, e_pk, e_b, e_M, e_zp, e_lo, e_hi, e)
+        if e_lut:
+            _LOOKUP(e.reshape(-1), e_tbl, e.reshape(-1))
+        h = e.reshape((N, H, W, hidden))
+    d = np.empty((N, Ho, Wo, hidden), np.uint8)
+    qdepthwise.depthwise_v4(h, d_zx, d_wt, d_b, d_wpk, d_bf, d_M, d_zp, d_lo, d_hi, stride, pad, d)
+    if d_lut:
+        _LOOKUP(d.reshape(-1), d_tbl, d.reshape(-1))
+    d4 = d.reshape((N * Ho * Wo, hidden)).view(np.int32)
+    o2 = out.reshape((N * Ho * Wo, Co))
+    if not residual:
+        qgemm.gemm_v4(d4, p_pk, p_b, p_M, p_zp, p_lo, p_hi, o2)
+        return
+    y = np.empty((N * Ho * Wo, Co), np.uint8)
+    qgemm.gemm_v4(d4, p_pk, p_b, p_M, p_zp, p_lo, p_hi, y)
+    _add(x.reshape(-1), za, ma, y.reshape(-1), zb, mb, zo, lo, hi, out.reshape(-1))
+
+
+# Tiling measured no faster than the untiled call on this machine (benchmarks/int8.py's
+# "fusion": int8 tensors are a quarter of float's and stay in cache); it is kept for its peak
+# memory (no whole expanded tensor) and as the float block's counterpart.
+TILED = True
+TILE_BYTES = 256 * 1024  # a tile's expanded rows and depthwise output (uint8)
+TILE_MIN = 4  # tiles to share out among the threads, or the block runs untiled
+
+
+def block_tiles(N, H, W, Ho, Wo, hidden, stride, k, tile_bytes=None, tile_min=None):
+    """(T, 3) int64 tiles (n, ho0, ho1): bands of output rows whose expanded rows (with the
+    halo) and depthwise output fit ``tile_bytes`` (TILE_BYTES); None when that gives fewer
+    than ``tile_min`` (TILE_MIN) tiles."""
+    tile_bytes = TILE_BYTES if tile_bytes is None else tile_bytes
+    per_row = (stride * W + Wo) * hidden  # the expanded rows and depthwise row of one output row
+    rows = max(1, (tile_bytes - (k - stride) * W * hidden) // per_row)
+    bands = -(-Ho // rows)
+    if N * bands < (TILE_MIN if tile_min is None else tile_min):
+        return None
+    cuts = [Ho * i // bands for i in range(bands + 1)]
+    return np.array([(n, cuts[i], cuts[i + 1]) for n in range(N) for i in range(bands)], np.int64)
+
+
+def _table256(table, qin):
+    tbl = np.zeros(256, np.uint8)
+    if table is not None:
+        tbl[qin.qmin : qin.qmax + 1] = table
+    return tbl
+
+
+class Block:
+    """A prepared inverted residual: ``Block(...)(x)`` is the unfused layers' result, bit for bit.
+
+    ``convs``: the prepared :class:`Conv` of each layer of the body, [pointwise, depthwise,
+    pointwise] or [depthwise, pointwise]; ``tables``: for each, ``(table, qin)`` of the
+    hard-swish after it or None; ``add``: ``(q_x, q_body, q_out)`` of the residual add, or None.
+    Built by :func:`make_block`, which returns None for a block these kernels do not fuse."""
+
+    def __init__(self, convs, tables, add):
+        *ex, dw, pj = convs
+        e = self.ex = ex[0] if ex else None
+        self.dw, self.cin, self.cout = dw, (e or dw).shape[1] * (1 if e else dw.groups), pj.shape[0]
+        dt = tables[-2]
+        none8, none32, nonef = np.zeros(0, np.int8), np.zeros((1, 1, 1), np.int32), np.zeros(0, np.float32)
+        self.ex_arrays = (
+            e.packed if e else none32,
+            e.bias_blocks if e else none32[0, 0],
+            e.M_blocks if e else nonef,
+            _table256(*tables[0]) if e and tables[0] else none8.view(np.uint8),
+        )
+        table = _table256(*dt) if dt else none8.view(np.uint8)
+        self.dw_arrays = (dw.wt, dw.bias, dw.wpk, dw.bias_f, dw.M, table)
+        self.pj_arrays = (pj.packed, pj.bias_blocks, pj.M_blocks)
+        qx, qb, qo = add if add else (None, None, None)
+        ints = [e is not None, bool(e and tables[0]), dt is not None, add is not None]
+        ints += [e.zp, e.lo, e.hi] if e else [0, 0, 0]
+        ints += [dw.zx, dw.zp, dw.lo, dw.hi, dw.stride, dw.padding, pj.zp, pj.lo, pj.hi]
+        ints += [qx.zero_point, qb.zero_point, qo.zero_point, qo.qmin, qo.qmax] if add else [0] * 5
+        self.ints = np.array(ints, np.int64)
+        self._tiles = {}
+        self.ma, self.mb = (qx.scale / qo.scale, qb.scale / qo.scale) if add else (0.0, 0.0)
+
+    def __call__(self, x):
+        _check_uint8("inverted residual", x, 4, self.cin)
+        N, _, H, W = x.shape
+        k, s, p = self.dw.shape[2], self.dw.stride, self.dw.padding
+        Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+        if Ho < 1 or Wo < 1:
+            raise ValueError(
+                f"inverted residual: {k}x{k} kernel larger than the padded input {H + 2 * p}x{W + 2 * p}"
+            )
+        xh = nhwc(x)
+        x4 = xh.reshape(-1, self.cin).view(np.int32) if self.ex else np.zeros((1, 1), np.int32)
+        out = np.empty((N, Ho, Wo, self.cout), np.uint8)
+        key = (N, H, W)
+        if key not in self._tiles:
+            hidden = self.dw.shape[0]
+            self._tiles[key] = block_tiles(N, H, W, Ho, Wo, hidden, s, k) if self.ex and TILED else None
+        tiles = self._tiles[key]
+        if tiles is None:
+            _block(xh, x4, self.ex_arrays, self.dw_arrays, self.pj_arrays, self.ints, self.ma, self.mb, out)
+        else:
+            arrays = (self.ex_arrays, self.dw_arrays, self.pj_arrays)
+            _block_tiles(xh, x4, *arrays, self.ints, self.ma, self.mb, tiles, out)
+        return out.transpose(0, 3, 1, 2)
+
+
+def make_block(convs, tables, add):
+    """A :class:`Block` for these prepared layers, or None where the fused kernels do not apply
+    (no VNNI, another layer order, channels not in whole words); the caller then runs the layers."""
+    kinds = [c.kind for c in convs]
+    if kinds not in (["pointwise", "depthwise", "pointwise"], ["depthwise", "pointwise"]):
+        return None
+    dw, pj = convs[-2], convs[-1]
+    if not dw.v4 or pj.packed is None or dw.shape[0] % 4 or (len(convs) == 3 and convs[0].packed is None):
+        return None
+    if len(convs) == 3 and convs[0].shape[1] % 4:
+        return None
+    return Block(convs, tables, add)

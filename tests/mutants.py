@@ -332,6 +332,29 @@ MUTANTS = [
            "the residual add rescales both inputs by the first one's scale"),
     Mutant("q-pool-round-half-up", QOPS_K, "up = 2 * r > n_px or (2 * r == n_px and q % 2 == 1)",
            "up = 2 * r >= n_px", T_QOPS, "the integer average rounds ties up, not to even"),
+    Mutant("q-dw-v4-fold-no-zero-point", QDW_K, "(np.asarray(bias, np.int64) - np.int64(zx) * wt.astype",
+           "(np.asarray(bias, np.int64) - 0 * wt.astype", T_QDW,
+           "version 4 multiplies raw bytes but never subtracts the zero point's term"),
+    Mutant("q-dw-v4-pad-with-raw-zero", VNNI_K, "v = builder.select(builder.and_(row_in, col_in), v, zsplat)",
+           "v = builder.select(builder.and_(row_in, col_in), v, zero16)", T_QDW,
+           "a tap in the padding reads integer 0, not the zero point (real 0)"),
+    Mutant("q-dw-v4-skip-last-channels", QDW_K, "blocks = -(-C // LANES) if C >= LANES else 0",
+           "blocks = C // LANES if C >= LANES else 0", T_QDW,
+           "the channels past the last whole vector (C % 16) are never written"),
+    Mutant("q-dw-v4-taps-across-channels", VNNI_K, "[16 * t + l for l in range(16) for t in range(4)]",
+           "[4 * l + t for l in range(16) for t in range(4)]", T_QDW,
+           "the byte transpose takes a word's 4 taps from 4 neighbouring channels of one column"),
+    Mutant("q-lookup64-halves-swapped", VNNI_K, "builder.store(builder.select(top, high, low)",
+           "builder.store(builder.select(top, low, high)", T_QOPS,
+           "the vector table lookup takes entries 0-127 from the table's upper half"),
+    Mutant("q-quantize-input-no-clamp", QOPS_K, "v = min(max(v, flo), fhi) if v == v else",
+           "v = v if v == v else", T_QOPS, "images outside the input's range wrap around in uint8"),
+    Mutant("q-block-band-short-halo", QOPS_K, "min(H, (ho1 - 1) * stride - pad + K)",
+           "min(H, (ho1 - 1) * stride - pad + K - 1)", T_QOPS,
+           "a tile's band misses its bottom halo row (read as padding)"),
+    Mutant("q-block-add-multipliers-swapped", QOPS_K, "(qx.scale / qo.scale, qb.scale / qo.scale) if add",
+           "(qb.scale / qo.scale, qx.scale / qo.scale) if add", T_QOPS,
+           "the fused block's residual add scales each input by the other's multiplier"),
     # --- int8: the NumPy reference (numpy_impl/quant) -------------------------------------------------
     Mutant("qref-pad-with-raw-zero", QOPS_R, "xs = np.pad(x.astype(np.int64) - zp, ((0, 0), (0, 0), (p, p), (p, p)))",
            "xs = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (p, p), (p, p))) - zp", T_QREF,
@@ -382,8 +405,10 @@ def _copy_tree(dest: Path) -> None:
             shutil.copy2(src, dest / f)
 
 
-def _run_tests(copy: Path, tests, timeout: int, profile: str = "mutants") -> tuple[int, str]:
+def _run_tests(copy: Path, tests, timeout: int, profile: str = "mutants", cache_dir=None) -> tuple[int, str]:
     env = dict(os.environ, HYPOTHESIS_PROFILE=profile, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = str(cache_dir)
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
     try:
         p = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
@@ -453,12 +478,25 @@ def main(argv=None) -> int:
                 continue
             target.write_text(original.replace(m.before, m.after))
             t0 = time.monotonic()
+            # A kernel mutant compiles into a cache of its own: Numba checks a cached function
+            # against its own file only, so code inlined from the mutated file (an intrinsic,
+            # a helper) would otherwise come stale from the baseline's cache, or the mutant's
+            # would stay in it for the next runs.
+            own_cache = (
+                tempfile.TemporaryDirectory(prefix="numba-") if m.path.startswith("kernels/") else None
+            )
             try:
                 rc, out = _run_tests(
-                    copy, m.tests, args.timeout, "mutants-random" if args.random else "mutants"
+                    copy,
+                    m.tests,
+                    args.timeout,
+                    "mutants-random" if args.random else "mutants",
+                    own_cache.name if own_cache else None,
                 )
             finally:
                 target.write_text(original)
+                if own_cache:
+                    own_cache.cleanup()
             dt = time.monotonic() - t0
             if rc == 0:
                 verdict, by = "SURVIVED", "-"

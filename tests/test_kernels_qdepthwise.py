@@ -7,12 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kernels import qdepthwise, qops
+from kernels._vnni import HAS_VNNI
 from numpy_impl.quant import ops
 
 
 @given(
     n=st.integers(1, 2),
-    c=st.integers(1, 40),
+    c=st.integers(1, 40),  # 16 and more: version 4's vector blocks, the last one overlapping
     hw=st.integers(1, 11),
     k=st.sampled_from([3, 5]),
     stride=st.integers(1, 2),
@@ -42,6 +43,11 @@ def test_depthwise_equals_the_reference(n, c, hw, k, stride, pad, relu, seed):
     out[:] = 0
     qdepthwise.depthwise_v3[k](xh, zx, wt, b, M, out_zero, lo, 255, stride, pad, out)
     np.testing.assert_array_equal(out.transpose(0, 3, 1, 2), ref)
+    if HAS_VNNI:
+        out[:] = 0
+        wpk, bias_f = qdepthwise.pack_taps(wt), qdepthwise.fold_taps(wt, b, zx)
+        qdepthwise.depthwise_v4(xh, zx, wt, b, wpk, bias_f, M, out_zero, lo, 255, stride, pad, out)
+        np.testing.assert_array_equal(out.transpose(0, 3, 1, 2), ref)
     if stride == 1:
         out[:] = 0
         qdepthwise.depthwise_v2(

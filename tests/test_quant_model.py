@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kernels import qops
+from kernels._vnni import HAS_VNNI
 from numpy_impl import functional as F
 from numpy_impl import models
 from numpy_impl.quant import affine, ops
@@ -165,3 +167,26 @@ def test_numba_backend_equals_numpy_on_every_layer(quantized):
     assert got.keys() == ref.keys()
     for name, (a, _) in ref.items():
         np.testing.assert_array_equal(got[name][0], a, err_msg=name)
+
+
+@pytest.mark.parametrize("tiles", ["default", "one row each"])
+def test_numba_fused_blocks_equal_numpy(quantized, tiles, monkeypatch):
+    """A forward (not recording) runs each plain inverted residual as one fused kernel call
+    (where the CPU has VNNI): the same logits, untiled (these small layers) or tiled down to
+    one output row per tile (every band's halo rows, and the image borders, inside a tile)."""
+    if tiles != "default":
+        monkeypatch.setattr(qops, "TILE_BYTES", 1)
+        monkeypatch.setattr(qops, "TILE_MIN", 1)
+    m, q, xs = quantized
+    ref = q.forward(xs[1][:3])
+    try:
+        q.set_backend("numba")
+        fused = [layer.fused for _, layer in q.named_layers() if isinstance(layer, QBlock)]
+        got = q.forward(xs[1][:3])
+    finally:
+        q.set_backend("numpy")
+    if HAS_VNNI and m.arch != "v1":
+        assert any(f is not None for f in fused)
+        tiled = any(t is not None for f in fused if f is not None for t in f._tiles.values())
+        assert tiled == (tiles != "default")
+    np.testing.assert_array_equal(got, ref)

@@ -228,6 +228,8 @@ class QBlock(Layer):
     """An inverted residual: the body's layers, then (when it keeps its shape) the residual add,
     both inputs requantized to the sum's qparams (torch's ``FloatFunctional.add``)."""
 
+    fused = None  # the backend's prepared block (:meth:`prepare`)
+
     def __init__(self, name, body: list, residual: bool, cfg):
         self.name, self.body, self.residual = name, body, residual
         self.obs = OBSERVERS[cfg.observer]() if residual else None
@@ -262,12 +264,26 @@ class QBlock(Layer):
     def _set(self, state, qin, qbody, cfg):
         self.saved, self.qin, self.qbody, self.cfg = state, qin, qbody, cfg
         self.qout = _qp_from(state, "out_", cfg) if self.residual else qbody
+        self.prepare()
         return self.qout
+
+    def prepare(self):
+        """The backend's fused block where it has one (``make_block``) and the body is plain
+        convolutions; otherwise None, and the layers run one by one."""
+        self.fused = None
+        make = getattr(self.Q, "make_block", None)
+        if make is None or not all(isinstance(layer, QConv) for layer in self.body):
+            return
+        tables = [(layer.table, layer.qout) if layer.act == "hardswish" else None for layer in self.body]
+        add = (self.qin, self.qbody, self.qout) if self.residual else None
+        self.fused = make([layer.conv for layer in self.body], tables, add)
 
     def _own_state(self):
         return self.saved
 
     def forward(self, q):
+        if self.fused is not None and self.outputs is None:  # (recording needs every layer's output)
+            return self.fused(q)
         y = q
         for layer in self.body:
             y = layer.forward(y)

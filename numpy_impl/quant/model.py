@@ -104,6 +104,9 @@ class QuantizedMobileNet:
             layer.Q = self.Q
             if isinstance(layer, QConv) and self.qout is not None:
                 layer.prepare()
+        for _, layer in self.named_layers():  # blocks after their layers
+            if isinstance(layer, QBlock) and self.qout is not None:
+                layer.prepare()
         return self
 
     def named_layers(self):
