@@ -8,7 +8,9 @@ torch-int8, onnxruntime, onnxruntime-int8), on one prepared model per case (batc
 statistics of real activations; the int8 sides share its integer model). Kernels: every
 version of ``kernels.qgemm`` and ``kernels.qdepthwise`` on MobileNetV2-1.0/224's layer shapes,
 in one process (Numba only; the model timings run in processes of their own, started by this
-one while it idles). Writes ``benchmarks/results/int8.json``.
+one while it idles). Also: the machine's ceilings (roofline), the integer model's time per kind
+of layer (profile), the fused block's three ways (fusion) and V2 again with more rounds
+(repeats). Writes ``benchmarks/results/int8.json`` (``--only PART ...`` reruns some parts).
 """
 
 from __future__ import annotations
@@ -183,6 +185,15 @@ def profile() -> dict:
     }
 
 
+def repeats() -> list:
+    """MobileNetV2-1.0/224 measured again with more rounds (every round's median is kept):
+    batch 1 on five sides, batch 8 on the three int8 ones."""
+    return [
+        B.bench([Case()], [s for s in SIDES if s != "torch"], rounds=4, threads=2, min_time=1.0),
+        B.bench([Case(batch=8)], [s for s in SIDES if s.endswith("int8")], rounds=3, threads=2, min_time=1.0),
+    ]
+
+
 def fusion() -> dict:
     """MobileNetV2-1.0/224's integer forward (ms, median of 30) in one Numba process, its
     inverted residuals run three ways, alternating: layer by layer ("layers"), each block in one
@@ -216,6 +227,7 @@ def fusion() -> dict:
                     times[k].append(time.perf_counter() - t0)
         finally:
             mode("tiled")
+            q.forward(x)  # (the tiles planned again, to count them)
         out[str(batch)] = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
         out[str(batch)]["tiled_blocks"] = sum(
             any(t is not None for t in f._tiles.values()) for f in fused if f is not None
@@ -223,7 +235,14 @@ def fusion() -> dict:
     return out
 
 
-PARTS = {"models": None, "kernels": kernels, "roofline": roofline, "profile": profile, "fusion": fusion}
+PARTS = {
+    "models": None,
+    "kernels": kernels,
+    "roofline": roofline,
+    "profile": profile,
+    "fusion": fusion,
+    "repeats": repeats,
+}
 
 
 def main(argv=None) -> int:

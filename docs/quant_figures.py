@@ -207,6 +207,26 @@ def quant_speed() -> str:
     )
 
 
+def quant_targets() -> str:
+    """The int8 speed targets (MobileNetV2-1.0/224, batch 1) against the measurements."""
+    res = _int8()["models"]
+    key = "v2 1 224px b1 infer"
+    get = {b: r[key]["ms"] for b, r in res["results"].items() if key in r}
+    q = get.get("numba-int8")
+    rows = []
+    for what, other, target in (
+        ("numba-int8 / our float32 (numba)", "numba", 0.6),
+        ("numba-int8 / torch-int8", "torch-int8", 1.0),
+        ("numba-int8 / onnxruntime-int8", "onnxruntime-int8", 1.0),
+    ):
+        if q is None or other not in get:
+            rows.append((what, f"<= {target:g}x", "not measured", "-"))
+            continue
+        r = q / get[other]
+        rows.append((what, f"<= {target:g}x", f"{r:.2f}x", "met" if r <= target else "not met"))
+    return _md(("MobileNetV2-1.0/224, batch 1", "target", "measured", ""), rows)
+
+
 def quant_sizes() -> str:
     """MobileNetV2-1.0's weights in memory, float32 against int8 (computed from the models), and
     the peak resident memory of each side's process at batch 1 (measured, ``int8.json``)."""
@@ -220,7 +240,7 @@ def quant_sizes() -> str:
     return (
         f"MobileNetV2-1.0's weights: {float_mb:.1f} MB in float32 (batch-norm statistics included), "
         f"{int8_mb:.1f} MB as int8 weights, int32 biases and float32 scales. Peak memory of each "
-        f"process at batch 1, above its size after imports: {peaks}."
+        f"process at batch 1 while it loads and runs the model, above its size before: {peaks}."
     )
 
 
@@ -271,6 +291,25 @@ def quant_profile() -> str:
     return _md(("layers", "ms"), rows)
 
 
+def quant_fusion() -> str:
+    """MobileNetV2-1.0/224's integer forward with its blocks run three ways (one process, the
+    ways alternating)."""
+    f = _int8().get("fusion")
+    if f is None:
+        raise Missing("(not measured yet: run `python -m benchmarks.int8 --only fusion`)")
+    ways = ("layers", "call", "tiled")
+    rows = [(f"batch {b}", *(f"{r[w]:.2f}" for w in ways), f"{r['tiled_blocks']}") for b, r in f.items()]
+    names = {"layers": "layer by layer", "call": "one call per block", "tiled": "tiled"}
+    lines = []
+    for b, r in f.items():
+        best = min(ways, key=lambda w: r[w])
+        others = ", ".join(f"{names[w]} {r[w] / r[best] - 1:+.0%}" for w in ways if w != best)
+        lines.append(f"- batch {b}: fastest {names[best]}; {others}.")
+    head = ("MobileNetV2-1.0/224", "layer by layer, ms", "one call per block, ms", "tiled, ms",
+            "blocks with tiles")  # fmt: skip
+    return _md(head, rows) + "\n\n" + "\n".join(lines)
+
+
 TABLES = {
     name: _tolerant(fn)
     for name, fn in {
@@ -283,6 +322,8 @@ TABLES = {
         "quant_profile": quant_profile,
         "quant_repeats": quant_repeats,
         "quant_sizes": quant_sizes,
+        "quant_fusion": quant_fusion,
+        "quant_targets": quant_targets,
     }.items()
 }
 

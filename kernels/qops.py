@@ -265,10 +265,15 @@ def make_conv(w, b, x_zero_point, requant_, stride=1, padding=0, groups=1, linea
 
 @njit(parallel=True, **_opts)
 def _add(a, za, ma, b, zb, mb, zo, lo, hi, out):
-    n = a.shape[0]
-    for i in prange(n):
-        v = np.rint((np.int64(a[i]) - za) * ma + (np.int64(b[i]) - zb) * mb)
-        out[i] = min(max(np.int64(v) + zo, lo), hi)
+    for i in prange(a.shape[0]):
+        out[i] = _sum(a[i], za, ma, b[i], zb, mb, zo, lo, hi)
+
+
+@njit(inline="always", **_opts)
+def _sum(a, za, ma, b, zb, mb, zo, lo, hi):
+    """One element of the residual add: both inputs at the sum's scale, added, rounded once."""
+    v = np.rint((np.int64(a) - za) * ma + (np.int64(b) - zb) * mb)
+    return min(max(np.int64(v) + zo, lo), hi)
 
 
 def add(a, qa, b, qb, out, scheme="float"):
@@ -412,8 +417,7 @@ def _lookup_rows(x, tbl):
 @njit(**_opts)
 def _add_rows(a, za, ma, b, zb, mb, zo, lo, hi, out):
     for i in range(a.shape[0]):
-        v = np.rint((np.int64(a[i]) - za) * ma + (np.int64(b[i]) - zb) * mb)
-        out[i] = min(max(np.int64(v) + zo, lo), hi)
+        out[i] = _sum(a[i], za, ma, b[i], zb, mb, zo, lo, hi)
 
 
 @njit(parallel=True, **_opts)
@@ -498,10 +502,10 @@ def _block(x, x4, ex, dw, pj, ints, ma, mb, out):
     _add(x.reshape(-1), za, ma, y.reshape(-1), zb, mb, zo, lo, hi, out.reshape(-1))
 
 
-# Tiling measured no faster than the untiled call on this machine (benchmarks/int8.py's
-# "fusion": int8 tensors are a quarter of float's and stay in cache); it is kept for its peak
-# memory (no whole expanded tensor) and as the float block's counterpart.
-TILED = True
+# Tiled blocks measured no faster than the untiled call on this machine (benchmarks/int8.py's
+# "fusion": int8 tensors are a quarter of float's and stay in cache), so they are off by
+# default; TILED = True runs them (the tests run both).
+TILED = False
 TILE_BYTES = 256 * 1024  # a tile's expanded rows and depthwise output (uint8)
 TILE_MIN = 4  # tiles to share out among the threads, or the block runs untiled
 

@@ -328,7 +328,7 @@ MUTANTS = [
     Mutant("q-overflow-unchecked", QOPS_K, "if taps * 255 * int(np.abs(w).max(initial=0))",
            "if 0 * taps * 255 * int(np.abs(w).max(initial=0))", T_QOPS,
            "weights that can overflow the int32 accumulator are accepted"),
-    Mutant("q-add-one-multiplier", QOPS_K, "+ (np.int64(b[i]) - zb) * mb)", "+ (np.int64(b[i]) - zb) * ma)", T_QOPS,
+    Mutant("q-add-one-multiplier", QOPS_K, "+ (np.int64(b) - zb) * mb)", "+ (np.int64(b) - zb) * ma)", T_QOPS,
            "the residual add rescales both inputs by the first one's scale"),
     Mutant("q-pool-round-half-up", QOPS_K, "up = 2 * r > n_px or (2 * r == n_px and q % 2 == 1)",
            "up = 2 * r >= n_px", T_QOPS, "the integer average rounds ties up, not to even"),

@@ -172,9 +172,10 @@ def test_numba_backend_equals_numpy_on_every_layer(quantized):
 @pytest.mark.parametrize("tiles", ["default", "one row each"])
 def test_numba_fused_blocks_equal_numpy(quantized, tiles, monkeypatch):
     """A forward (not recording) runs each plain inverted residual as one fused kernel call
-    (where the CPU has VNNI): the same logits, untiled (these small layers) or tiled down to
-    one output row per tile (every band's halo rows, and the image borders, inside a tile)."""
+    (where the CPU has VNNI): the same logits, untiled (the default) or tiled down to one output
+    row per tile (every band's halo rows, and the image borders, inside a tile)."""
     if tiles != "default":
+        monkeypatch.setattr(qops, "TILED", True)
         monkeypatch.setattr(qops, "TILE_BYTES", 1)
         monkeypatch.setattr(qops, "TILE_MIN", 1)
     m, q, xs = quantized
