@@ -12,6 +12,14 @@ from pathlib import Path
 # 8 parts keep up to 8 threads busy; on 2 threads each takes 4.
 PARTS = 8
 
+# LLVM's fast-math flags for the float kernels: every one but "reassoc". With reassociation
+# allowed, a parallel kernel compiled afresh and the same kernel loaded from Numba's cache
+# rounded differently (measured: batch norm's dx, one value in four off in the last bit), so
+# a run's bits depended on whether its kernels had been compiled before. Without it, each
+# expression keeps its written order; the loops still vectorise across channels and fuse
+# multiply-adds ("contract"), which both paths do alike.
+FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}  # (numba wants a set)
+
 
 @lru_cache(maxsize=1)
 def _blas_controllers():

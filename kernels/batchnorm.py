@@ -36,9 +36,9 @@ from numpy_impl.functional._checks import as_float_array, check_number, check_sh
 from numpy_impl.functional.norm import check_batch_norm
 
 from ._prep import is_channels_last
-from ._threads import PARTS
+from ._threads import FASTMATH, PARTS
 
-_opts = {"cache": True, "fastmath": True, "error_model": "numpy"}
+_opts = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy"}
 ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "hardswish": 3}
 
 

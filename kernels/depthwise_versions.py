@@ -70,9 +70,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._threads import PARTS
+from ._threads import FASTMATH, PARTS
 
-_opts = {"cache": True, "fastmath": True, "error_model": "numpy"}
+_opts = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy"}
 
 
 @njit(**_opts)

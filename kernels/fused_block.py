@@ -43,7 +43,7 @@ from . import batchnorm as bn
 from . import depthwise as dw
 from . import pointwise as pw
 from . import se as sq
-from ._threads import single_threaded_blas
+from ._threads import FASTMATH, single_threaded_blas
 from .batchnorm import ACTIVATIONS, STATS_KEYS, _act, _bn_affine, batch_norm_replay
 
 TILE_BYTES = 1024 * 1024  # expanded + depthwise tile; 0.5-4 MiB measured: batch 8 wants >= 1 MiB
@@ -53,7 +53,7 @@ TRAINING_MEMORY = "store"  # default of inverted_residual(memory=...): "store" o
 # (OpenMP's) owns the cores. The older path (EVAL_POOL = False) runs the tiles from
 # Python with serial tile kernels and the GEMMs on the BLAS's own threads; parallel
 # tile kernels between those GEMMs had two pools spinning against each other on 2 cores.
-_opts = {"cache": True, "fastmath": True, "error_model": "numpy", "nogil": True}
+_opts = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy", "nogil": True}
 
 
 @njit(**_opts)

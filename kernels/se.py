@@ -19,9 +19,10 @@ from numpy_impl.functional._checks import as_float_array, check_shape, same_dtyp
 from numpy_impl.functional.basic import hardsigmoid, hardsigmoid_backward, relu, relu_backward
 
 from ._prep import is_channels_last
+from ._threads import FASTMATH
 from .linear import linear, linear_backward
 
-_opts = {"cache": True, "fastmath": True, "error_model": "numpy"}
+_opts = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy"}
 
 
 @njit(parallel=True, **_opts)

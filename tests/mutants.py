@@ -355,6 +355,11 @@ MUTANTS = [
     Mutant("q-block-add-multipliers-swapped", QOPS_K, "(qx.scale / qo.scale, qb.scale / qo.scale) if add",
            "(qb.scale / qo.scale, qx.scale / qo.scale) if add", T_QOPS,
            "the fused block's residual add scales each input by the other's multiplier"),
+    # --- kernels/_threads.py: flags every float kernel shares ------------------------------------------
+    Mutant("fastmath-reassoc", "kernels/_threads.py", 'FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}',
+           'FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn", "reassoc"}',
+           ("tests/test_kernels_cache_state.py",),
+           "LLVM may reassociate: a kernel compiled afresh and one loaded from the cache round differently"),
     # --- int8: the NumPy reference (numpy_impl/quant) -------------------------------------------------
     Mutant("qref-pad-with-raw-zero", QOPS_R, "xs = np.pad(x.astype(np.int64) - zp, ((0, 0), (0, 0), (p, p), (p, p)))",
            "xs = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (p, p), (p, p))) - zp", T_QREF,

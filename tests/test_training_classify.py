@@ -139,28 +139,8 @@ def _weights(path):
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(tmp_path, backend):
     args = [*TINY, "--backend", backend, "--epochs", "2", "--checkpoint-every", "2"]
-    if backend == "numba":
-        # Numba's cached machine code can round differently from the same function compiled
-        # afresh (measured: the parallel batch-norm dx kernel, in the last bits), so a run that
-        # compiles and one that loads the cache need not agree bit for bit. One warm-up run
-        # fills the cache: the three runs below then all load the same code.
-        warm = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mobilenet.cli",
-                "train",
-                *TINY,
-                "--backend",
-                backend,
-                "--epochs",
-                "1",
-                "--out",
-                str(tmp_path / "warm-up"),
-            ],
-            capture_output=True,
-        )
-        assert warm.returncode == 0, warm.stderr.decode()
+    # numba: on a fresh clone the killed run compiles the kernels the earlier tests did not and
+    # the resumed runs load them from the cache; the same bits either way (kernels._threads.FASTMATH)
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mobilenet.cli", "train", *args, "--out", str(killed)],
