@@ -23,6 +23,7 @@ that freed activations are reused by the next step instead of page-faulted in ag
 
 import numpy_impl.functional as _reference
 
+from ._cache import STALE_DROPPED  # drops cached kernels built from other sources, on import
 from ._memory import MALLOC_TUNED  # applies the allocator settings on import
 from ._prep import is_channels_last
 from .batchnorm import batch_norm, batch_norm_backward

@@ -360,6 +360,9 @@ MUTANTS = [
            'FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn", "reassoc"}',
            ("tests/test_kernels_cache_state.py",),
            "LLVM may reassociate: a kernel compiled afresh and one loaded from the cache round differently"),
+    Mutant("cache-stale-kept", "kernels/_cache.py", "        if marker.read_text() == digest:",
+           "        if marker.read_text() or True:", ("tests/test_kernels_cache_state.py",),
+           "cached kernels built from other sources of the package are kept"),
     # --- int8: the NumPy reference (numpy_impl/quant) -------------------------------------------------
     Mutant("qref-pad-with-raw-zero", QOPS_R, "xs = np.pad(x.astype(np.int64) - zp, ((0, 0), (0, 0), (p, p), (p, p)))",
            "xs = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (p, p), (p, p))) - zp", T_QREF,

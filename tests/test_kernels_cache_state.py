@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 
+from kernels import _cache
+
 # Batch norm forward and backward, channels-last and large enough for the parallel row kernels
 # (with LLVM's reassociation allowed, their dx differed in one value of four between a fresh
 # compile and a cached load), with and without a fused activation.
@@ -48,3 +50,30 @@ def test_a_fresh_compile_and_a_cached_load_give_the_same_bits(tmp_path):
     with np.load(tmp_path / "compiled.npz") as a, np.load(tmp_path / "cached.npz") as b:
         assert a.files == b.files
         assert [k for k in a.files if not np.array_equal(a[k], b[k])] == []
+
+
+def test_cached_kernels_built_from_other_sources_are_dropped(tmp_path):
+    """Numba checks a cached kernel against its own file only; the package drops them all when
+    any of its files changed (kernels._cache), and only then."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("x = 1\n")
+    (src / "b.py").write_text("y = 2\n")
+    before = _cache.sources_digest(src)
+    (src / "b.py").write_text("y = 3\n")  # another file than the one a kernel lives in
+    after = _cache.sources_digest(src)
+    assert before != after
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in ("a.f-10.py311.nbi", "a.f-10.py311.1.nbc", "a.cpython-311.pyc"):
+        (cache / name).write_text("")
+    (cache / _cache.MARKER).write_text(before)
+    assert _cache.refresh(cache, before) is False  # built from these sources: kept
+    assert (cache / "a.f-10.py311.nbi").exists()
+    assert _cache.refresh(cache, after) is True
+    assert sorted(p.name for p in cache.iterdir()) == ["a.cpython-311.pyc", _cache.MARKER]
+    assert (cache / _cache.MARKER).read_text() == after
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    assert _cache.refresh(not_a_folder, after) is False  # nothing it can write: left alone, no error
