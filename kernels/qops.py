@@ -5,8 +5,9 @@ A convolution is prepared once per layer (``make_conv``: the weights packed or w
 point's term folded into the bias, the int32 accumulator's range checked) and then called on
 each input. Pointwise convolutions and linear layers are :mod:`kernels.qgemm`'s GEMM, the stem
 convolution an im2col then the same GEMM, depthwise ones :mod:`kernels.qdepthwise` (version 4
-where the CPU has VNNI, else versions 2 and 3). The
-requantization is the "float" scheme (torch's); the "fixed" one runs on NumPy's ops.
+where the CPU has VNNI, else versions 2 and 3). An inverted residual without squeeze-and-excite
+can run as one call (``make_block``: :class:`Block`). The requantization is the "float" scheme
+(torch's); the "fixed" one runs on NumPy's ops.
 """
 
 from __future__ import annotations
