@@ -314,7 +314,8 @@ HAS_VBMI = bool(llvm.get_host_cpu_features().get("avx512vbmi", False))
 def lookup64(typingctx, out, x, i, tbl):
     """``out[i:i + 64] = tbl[x[i:i + 64]]`` for uint8 arrays, ``tbl`` 256 entries: two
     ``vpermi2b`` (each a 128-entry table: the index's low 7 bits) and the index's top bit
-    choosing between them."""
+    choosing between them. Without AVX-512 VBMI (a Cascade Lake has VNNI but not VBMI), 64
+    byte loads instead: LLVM cannot emit ``vpermi2b`` there."""
 
     def codegen(context, builder, sig, args):
         o = context.make_array(sig.args[0])(context, builder, args[0])
@@ -328,6 +329,13 @@ def lookup64(typingctx, out, x, i, tbl):
             ptr = builder.gep(arr.data, [offset])
             return builder.bitcast(ptr, _V64B.as_pointer())
 
+        if not HAS_VBMI:
+            for k in range(64):
+                at = builder.add(args[2], ir.Constant(_I64, k))
+                byte = builder.load(builder.gep(xa.data, [at]))
+                value = builder.load(builder.gep(t.data, [builder.zext(byte, _I64)]))
+                builder.store(value, builder.gep(o.data, [at]))
+            return context.get_dummy_value()
         idx = builder.load(vec(xa, args[2]), align=1)
         quarters = [builder.load(vec(t, ir.Constant(_I64, 64 * k)), align=1) for k in range(4)]
         low = builder.call(fn, [quarters[0], idx, quarters[1]])

@@ -18,7 +18,7 @@ from numba import njit, prange
 from numpy_impl.quant.affine import multiplier
 
 from . import qdepthwise, qgemm
-from ._vnni import HAS_VBMI, HAS_VNNI, lookup64
+from ._vnni import HAS_VNNI, lookup64
 from .qgemm import requant
 
 MEMORY_FORMAT = "channels_last"
@@ -362,57 +362,48 @@ def global_avg_pool2d(x):
     return out
 
 
-@njit(parallel=True, **_opts)
-def _lookup(x, tbl, out):
-    for i in prange(x.shape[0]):
-        out[i] = tbl[x[i]]
+@njit(**_opts)
+def _lookup_rows(x, tbl, out):
+    """out = tbl[x] on one thread, 64 bytes per ``lookup64`` (a gather of single bytes does not
+    vectorise), the last ones one by one. ``out`` may be ``x``."""
+    n, i = x.shape[0], 0
+    while i + 64 <= n:
+        lookup64(out, x, i, tbl)
+        i += 64
+    for k in range(i, n):
+        out[k] = tbl[x[k]]
 
 
 _CHUNK = 64 * 64  # bytes per parallel task
 
 
 @njit(parallel=True, **_opts)
-def _lookup_vbmi(x, tbl, out):
-    """64 bytes per instruction sequence (a gather of single bytes does not vectorise)."""
+def _lookup(x, tbl, out):
     n = x.shape[0]
     for t in prange(-(-n // _CHUNK)):
         lo, hi = t * _CHUNK, min(n, (t + 1) * _CHUNK)
-        i = lo
-        while i + 64 <= hi:
-            lookup64(out, x, i, tbl)
-            i += 64
-        for k in range(i, hi):
-            out[k] = tbl[x[k]]
+        _lookup_rows(x[lo:hi], tbl, out[lo:hi])
+
+
+def _table256(table, qin):
+    """The 256-entry table ``lookup64`` indexes: ``table`` from ``qin.qmin`` on, zeros around it."""
+    tbl = np.zeros(256, np.uint8)
+    if table is not None:
+        tbl[qin.qmin : qin.qmax + 1] = table
+    return tbl
 
 
 def lookup(x, table, qin):
     """``table[x - qmin]`` keeping x's memory layout."""
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
         raise TypeError(f"lookup: x must be a uint8 numpy array, got {getattr(x, 'dtype', type(x))}")
-    tbl = np.zeros(256, np.uint8)
-    tbl[qin.qmin : qin.qmax + 1] = table
     flat = nhwc(x) if x.ndim == 4 else np.ascontiguousarray(x)
     out = np.empty_like(flat)
-    (_lookup_vbmi if HAS_VBMI else _lookup)(flat.reshape(-1), tbl, out.reshape(-1))
+    _lookup(flat.reshape(-1), _table256(table, qin), out.reshape(-1))
     return out.transpose(0, 3, 1, 2) if x.ndim == 4 else out
 
 
 # --- the inverted-residual block, fused ------------------------------------------------------
-
-_LOOKUP = _lookup_vbmi if HAS_VBMI else _lookup
-
-
-@njit(**_opts)
-def _lookup_rows(x, tbl):
-    """x = tbl[x] in place, one thread."""
-    n = x.shape[0]
-    i = 0
-    if HAS_VBMI:
-        while i + 64 <= n:
-            lookup64(x, x, i, tbl)
-            i += 64
-    for k in range(i, n):
-        x[k] = tbl[x[k]]
 
 
 @njit(**_opts)
@@ -443,14 +434,14 @@ def _block_tiles(x, x4, ex, dw, pj, ints, ma, mb, tiles, out):
         e = np.empty(((r1 - r0) * W, hidden), np.uint8)
         qgemm.gemm_rows(x4[(n * H + r0) * W : (n * H + r1) * W], e_pk, e_b, e_M, e_zp, e_lo, e_hi, e)
         if e_lut:
-            _lookup_rows(e.reshape(-1), e_tbl)
+            _lookup_rows(e.reshape(-1), e_tbl, e.reshape(-1))
         d = np.empty((1, ho1 - ho0, Wo, hidden), np.uint8)
         eh = e.reshape((1, r1 - r0, W, hidden))
         qdepthwise.depthwise_band(
             eh, r0, d_zx, d_wt, d_b, d_wpk, d_bf, d_M, d_zp, d_lo, d_hi, stride, pad, d, ho0
         )
         if d_lut:
-            _lookup_rows(d.reshape(-1), d_tbl)
+            _lookup_rows(d.reshape(-1), d_tbl, d.reshape(-1))
         d4 = d.reshape(((ho1 - ho0) * Wo, hidden)).view(np.int32)
         p0, p1 = (n * Ho + ho0) * Wo, (n * Ho + ho1) * Wo
         if not residual:
@@ -487,12 +478,12 @@ def _block(x, x4, ex, dw, pj, ints, ma, mb, out):
         e = np.empty((N * H * W, hidden), np.uint8)
         qgemm.gemm_v4(x4, e_pk, e_b, e_M, e_zp, e_lo, e_hi, e)
         if e_lut:
-            _LOOKUP(e.reshape(-1), e_tbl, e.reshape(-1))
+            _lookup(e.reshape(-1), e_tbl, e.reshape(-1))
         h = e.reshape((N, H, W, hidden))
     d = np.empty((N, Ho, Wo, hidden), np.uint8)
     qdepthwise.depthwise_v4(h, d_zx, d_wt, d_b, d_wpk, d_bf, d_M, d_zp, d_lo, d_hi, stride, pad, d)
     if d_lut:
-        _LOOKUP(d.reshape(-1), d_tbl, d.reshape(-1))
+        _lookup(d.reshape(-1), d_tbl, d.reshape(-1))
     d4 = d.reshape((N * Ho * Wo, hidden)).view(np.int32)
     o2 = out.reshape((N * Ho * Wo, Co))
     if not residual:
@@ -525,13 +516,6 @@ def block_tiles(N, H, W, Ho, Wo, hidden, stride, k, tile_bytes=None, tile_min=No
     return np.array([(n, cuts[i], cuts[i + 1]) for n in range(N) for i in range(bands)], np.int64)
 
 
-def _table256(table, qin):
-    tbl = np.zeros(256, np.uint8)
-    if table is not None:
-        tbl[qin.qmin : qin.qmax + 1] = table
-    return tbl
-
-
 class Block:
     """A prepared inverted residual: ``Block(...)(x)`` is the unfused layers' result, bit for bit.
 
@@ -543,7 +527,7 @@ class Block:
     def __init__(self, convs, tables, add):
         *ex, dw, pj = convs
         e = self.ex = ex[0] if ex else None
-        self.dw, self.cin, self.cout = dw, (e or dw).shape[1] * (1 if e else dw.groups), pj.shape[0]
+        self.dw, self.cin, self.cout = dw, e.shape[1] if e else dw.shape[0], pj.shape[0]
         dt = tables[-2]
         none8, none32, nonef = np.zeros(0, np.int8), np.zeros((1, 1, 1), np.int32), np.zeros(0, np.float32)
         self.ex_arrays = (
