@@ -20,6 +20,7 @@ import mobilenet_arch as A
 from mobilenet.summary import layer_rows, summary_dict, totals
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dist_figures  # noqa: E402  (the training chapter's data-parallel tables and figure)
 import perf_figures  # noqa: E402  (the performance chapter's tables and figures, beside this file)
 import quant_figures  # noqa: E402  (the quantization chapter's)
 import v3_figures  # noqa: E402  (the MobileNetV3 chapter's)
@@ -750,6 +751,8 @@ TABLES.update(v3_figures.TABLES)
 FIGURES_BUILDERS.update(v3_figures.FIGURES)
 TABLES.update(quant_figures.TABLES)
 FIGURES_BUILDERS.update(quant_figures.FIGURES)
+TABLES.update(dist_figures.TABLES)
+FIGURES_BUILDERS.update(dist_figures.FIGURES)
 
 
 def render(text: str) -> str:

@@ -405,13 +405,24 @@ def _sums(name, a, *args, rows):
 
 
 def batch_norm(
-    x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5, *, activation=None
+    x,
+    weight,
+    bias,
+    running_mean,
+    running_var,
+    training,
+    momentum=0.1,
+    eps=1e-5,
+    *,
+    parts=None,
+    activation=None,
 ):
     """Batch norm, then ``activation`` (None, "relu", "relu6" or "hardswish") in the same pass.
 
     Same contract as ``numpy_impl.functional.batch_norm`` (running statistics
-    updated in place in training); x is (N, C, H, W) in either memory format, or
-    (N, C). Returns ``(y, cache)``; y keeps x's memory format.
+    updated in place in training; ``parts``: the statistics of a global batch, part by part);
+    x is (N, C, H, W) in either memory format, or (N, C). Returns ``(y, cache)``; y keeps x's
+    memory format.
     """
     fn = "batch_norm"
     x = check_batch_norm(fn, x, weight, bias, running_mean, running_var, training)
@@ -427,10 +438,10 @@ def batch_norm(
         raise ValueError(
             f"{fn}: expected more than 1 value per channel when training, got input of shape {x.shape}"
         )
-    return forward(x, weight, bias, running_mean, running_var, training, momentum, eps, activation)
+    return forward(x, weight, bias, running_mean, running_var, training, momentum, eps, activation, parts)
 
 
-def forward(x, weight, bias, running_mean, running_var, training, momentum, eps, activation=None):
+def forward(x, weight, bias, running_mean, running_var, training, momentum, eps, activation=None, parts=None):
     """The body of :func:`batch_norm`, unchecked: x (N, C, H, W) or (N, C), the parameters (C,)
     or None, all of one float dtype; momentum in [0, 1], eps > 0, more than one value per channel
     in training. For callers that validated already (the fused block)."""
@@ -439,9 +450,14 @@ def forward(x, weight, bias, running_mean, running_var, training, momentum, eps,
     if not rows:
         x = np.ascontiguousarray(x)
     xv = _view(x, rows)
-    if training:
+    if training and parts is None:
         k = (xv[0] if rows else xv[0, :, 0]).astype(np.float64)  # shift: one sample per channel
         s, q = _sums("stats", xv, k, rows=rows)
+    elif training:  # every process shifts by the same values: the running mean
+        m = parts.batch * (m // x.shape[0])  # values per channel in the global batch
+        k = np.zeros(c) if running_mean is None else running_mean.astype(np.float64)
+        s, q = parts.total([_sums("stats", _view(x[p], rows), k, rows=rows) for p in parts.slices])
+    if training:
         mu = k + s / m
         var = np.maximum(q / m - (s / m) ** 2, 0.0)  # biased
         if running_mean is not None:
@@ -470,6 +486,7 @@ def forward(x, weight, bias, running_mean, running_var, training, momentum, eps,
         "rows": rows,
     }
     cache.update(training=bool(training), has_weight=weight is not None, has_bias=bias is not None)
+    cache["parts"] = parts if training else None
     return y, cache
 
 
@@ -518,8 +535,17 @@ def backward(dout, cache):
     mu, inv_std = cache["mu"].astype(x.dtype), cache["inv_std"].astype(x.dtype)
     # the activation's mask and slope from z = x * scale + shift, recomputed as the forward did
     zs, zb = cache["scale"].astype(x.dtype), np.asarray(cache["shift"]).astype(x.dtype)
-    s1, s2 = _sums("grad_sums", doutv, xv, zs, zb, mu, inv_std, act, rows=rows)
-    m = x.size // x.shape[1]
+    parts = cache.get("parts")
+    if parts is None:
+        s1, s2 = _sums("grad_sums", doutv, xv, zs, zb, mu, inv_std, act, rows=rows)
+        m = x.size // x.shape[1]
+    else:  # the global batch's sums, part by part
+        sums = [
+            _sums("grad_sums", _view(dout[p], rows), _view(x[p], rows), zs, zb, mu, inv_std, act, rows=rows)
+            for p in parts.slices
+        ]
+        s1, s2 = parts.total(sums)
+        m = parts.batch * (x.size // x.shape[1] // x.shape[0])
     b1, b2 = (s1 / m, s2 / m) if cache["training"] else (np.zeros_like(s1), np.zeros_like(s2))
     dx = np.empty_like(x)
     kernel = _kernel("dx", xv, rows)

@@ -55,18 +55,21 @@ def hard_negatives(ce: np.ndarray, positive: np.ndarray, neg_pos_ratio: int) -> 
     return rank < budget[:, None]
 
 
-def ssd_loss(loc, conf, loc_target, labels, neg_pos_ratio: int = 3):
+def ssd_loss(loc, conf, loc_target, labels, neg_pos_ratio: int = 3, *, norm=None):
     """``(loss, cache)``: the SSD loss of the module docstring, a float; ``cache["loc_loss"]`` and
-    ``cache["conf_loss"]`` hold its two terms (each already divided by max(1, N_pos))."""
+    ``cache["conf_loss"]`` hold its two terms (each already divided by max(1, N_pos)). ``norm``
+    replaces max(1, N_pos) where these images are a part of a batch (its whole batch's)."""
     fn = "ssd_loss"
     loc, conf, loc_target, labels = _check(fn, loc, conf, loc_target, labels)
     neg_pos_ratio = check_int(fn, "neg_pos_ratio", neg_pos_ratio, 0)
+    if norm is not None:
+        norm = check_int(fn, "norm", norm, 1)
     shifted = conf - conf.max(axis=2, keepdims=True)
     logp = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))  # (N, D, K+1)
     ce = -np.take_along_axis(logp, labels[..., None], axis=2)[..., 0]  # (N, D)
     positive = labels > 0
     selected = positive | hard_negatives(ce, positive, neg_pos_ratio)
-    norm = max(1, int(positive.sum()))
+    norm = max(1, int(positive.sum())) if norm is None else norm
     diff = loc - loc_target
     a = np.abs(diff)
     smooth = np.where(a < 1, 0.5 * diff * diff, a - 0.5).sum(axis=2)  # (N, D)

@@ -15,6 +15,7 @@ import numpy as np
 import mobilenet_arch as A
 
 from .fusion import BlockPlan, plan_block, plan_seq
+from .parts import Partials
 
 
 class Module:
@@ -27,6 +28,10 @@ class Module:
         self._grads: dict[str, np.ndarray] = {}
         self._buffers: dict[str, np.ndarray] = {}
         self._children: dict[str, Module] = {}
+        self.parts = None  # a numpy_impl.parts.Parts: training sums over a global batch, part by part
+
+    def _parted(self) -> bool:
+        return self.parts is not None and self.training
 
     def named_modules(self, prefix=""):
         yield prefix, self
@@ -52,6 +57,14 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    def set_parts(self, parts):
+        """Take every sum over the batch in training part by part (a :class:`numpy_impl.parts.Parts`;
+        None: over the whole batch at once). Gradients of weights then come out as
+        :class:`~numpy_impl.parts.Partials`, for ``parts.total_grads``."""
+        for _, m in self.named_modules():
+            m.parts = parts
+        return self
 
     def __call__(self, x):
         return self.forward(x)
@@ -127,7 +140,7 @@ class InvertedResidual(Module):
         fused = plan is not None and F is not None and F.FUSED_INVERTED_RESIDUAL
         self.fused = F.inverted_residual if fused else None
         self.fused_backward = F.inverted_residual_backward if self.fused is not None else None
-        self.cache = None
+        self.cache, self.ran_fused = None, False
 
     def _at(self, path):
         m = self._children[self.body]
@@ -162,10 +175,11 @@ class InvertedResidual(Module):
         return convs, bns, weights, bn_params, None if plan.se is None else self._at(plan.se)
 
     def forward(self, x):
-        self.cache, self.x = None, x
-        if self.fused is None:
+        self.cache, self.x, self.ran_fused = None, x, False
+        if self.fused is None or self._parted():  # the fused call takes its sums over x alone
             y = self._children[self.body].forward(x)
             return y + x if self.residual else y
+        self.ran_fused = True
         convs, bns, weights, bn_params, se = self._fused_args()
         spec = bns[-1].spec
         stride = convs[1].spec.stride
@@ -199,7 +213,7 @@ class InvertedResidual(Module):
                 fc1, fc2 = se._children["fc1"]._grads, se._children["fc2"]._grads
                 fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"] = dse[0]
             return dx
-        if self.fused is not None:  # eval-mode fused forward kept nothing: rerun the children
+        if self.ran_fused:  # an eval-mode fused forward kept nothing: rerun the children
             self._children[self.body].forward(self.x)
         dx = self._children[self.body].backward(dout)
         return dx + dout if self.residual else dx
@@ -258,17 +272,23 @@ class Conv2d(Module):
     input_grad = True  # False: the weight gradients only (the model's first layer, when asked)
 
     def backward(self, dout):
-        w = self._params["weight"]
-        if self.kind == "conv":
-            geometry = {**self._geometry(), "input_grad": self.input_grad}
-            dx, dw, db = self.F.conv2d_backward(dout, self.x, w, **geometry)
-        else:
-            dx, dw = getattr(self.F, f"{self.kind}_conv2d_backward")(dout, self.x, w, **self._geometry())
-            db = dout.sum(axis=(0, 2, 3)) if "bias" in self._params else None  # a full pass: only if used
-        self._grads["weight"] = dw
+        if not self._parted():
+            dx, self._grads["weight"], db = self._backward(dout, self.x)
+        else:  # each part's weight gradient on its own rows, added up later in part order
+            dx, dw, db = by_part(self.parts, self._backward, dout, self.x)
+            self._grads["weight"] = dw
         if "bias" in self._params:
             self._grads["bias"] = db
         return dx
+
+    def _backward(self, dout, x):
+        w = self._params["weight"]
+        if self.kind == "conv":
+            geometry = {**self._geometry(), "input_grad": self.input_grad}
+            return self.F.conv2d_backward(dout, x, w, **geometry)
+        dx, dw = getattr(self.F, f"{self.kind}_conv2d_backward")(dout, x, w, **self._geometry())
+        db = dout.sum(axis=(0, 2, 3)) if "bias" in self._params else None  # a full pass: only if used
+        return dx, dw, db
 
 
 class BatchNorm2d(Module):
@@ -301,10 +321,10 @@ class BatchNorm2d(Module):
             self.spec.momentum,
             self.spec.eps,
         )
-        if self.activation is None:
-            y, self.cache = self.F.batch_norm(*args)
-        else:
-            y, self.cache = self.F.batch_norm(*args, activation=self.activation)
+        kw = {} if self.activation is None else {"activation": self.activation}
+        if self._parted():
+            kw["parts"] = self.parts
+        y, self.cache = self.F.batch_norm(*args, **kw)
         return y
 
     def backward(self, dout):
@@ -340,13 +360,26 @@ class SqueezeExcite(Module):
         return fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"]
 
     def forward(self, x):
-        y, self.cache = self.F.squeeze_excite(x, *self._weights())
+        if not self._parted():
+            y, self.cache = self.F.squeeze_excite(x, *self._weights())
+            return y
+        y, caches = by_part(self.parts, lambda xp: self.F.squeeze_excite(xp, *self._weights()), x)
+        self.cache = list(caches)  # one per part, for backward part by part
         return y
 
     def backward(self, dout):
-        dx, dw1, db1, dw2, db2 = self.F.squeeze_excite_backward(dout, self.cache)
+        if isinstance(self.cache, list):
+            it = iter(self.cache)
+            dx, *grads = by_part(
+                self.parts,
+                lambda d: self.F.squeeze_excite_backward(d, next(it)),
+                dout,
+                rows=(True,) + (False,) * 4,
+            )
+        else:
+            dx, *grads = self.F.squeeze_excite_backward(dout, self.cache)
         fc1, fc2 = self._children["fc1"]._grads, self._children["fc2"]._grads
-        fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"] = dw1, db1, dw2, db2
+        fc1["weight"], fc1["bias"], fc2["weight"], fc2["bias"] = grads
         return dx
 
 
@@ -366,8 +399,19 @@ class Dropout(Module):
         self.p, self.F, self.rng = spec.p, F, rng
 
     def forward(self, x):
-        y, self.mask = self.F.dropout(x, self.p, self.training, self.rng)
-        return y
+        if not self._parted():
+            y, self.mask = self.F.dropout(x, self.p, self.training, self.rng)
+            return y
+        # each part's mask from a stream of its own (the step's draw and the part's index), so
+        # that a row gets its mask whichever process holds it
+        step = int(self.rng.integers(2**63))
+        first = self.parts.first
+        masks = [
+            self.F.dropout(x[s], self.p, True, np.random.default_rng([step, first + i]))[1]
+            for i, s in enumerate(self.parts.slices)
+        ]
+        self.mask = np.concatenate(masks)
+        return x * self.mask
 
     def backward(self, dout):
         return self.F.dropout_backward(dout, self.mask)
@@ -399,10 +443,34 @@ class Linear(Module):
         return self.F.linear(x, self._params["weight"], self._params["bias"])
 
     def backward(self, dout):
-        dx, self._grads["weight"], self._grads["bias"] = self.F.linear_backward(
-            dout, self.x, self._params["weight"]
-        )
+        w = self._params["weight"]
+        if self._parted():
+            dx, dw, db = by_part(self.parts, lambda d, x: self.F.linear_backward(d, x, w), dout, self.x)
+        else:
+            dx, dw, db = self.F.linear_backward(dout, self.x, w)
+        self._grads["weight"], self._grads["bias"] = dw, db
         return dx
+
+
+def by_part(parts, f, *arrays, rows=(True, False, False)):
+    """``f`` on each local part's rows of ``arrays``. Its results are gathered by position: where
+    ``rows`` is True an array over the rows, the parts' results stacked back in order (in their
+    memory format); otherwise the parts' values as :class:`Partials` (a gradient, to be added
+    up over the global batch). None where ``f`` gave None."""
+    outs = [f(*(a[s] for a in arrays)) for s in parts.slices]
+    n = sum(s.stop - s.start for s in parts.slices)
+    result = []
+    for got, over_rows in zip(zip(*outs), rows):
+        if got[0] is None:
+            result.append(None)
+        elif over_rows:
+            out = np.empty_like(got[0], shape=(n, *got[0].shape[1:]))  # (N_local, ...)
+            for s, g in zip(parts.slices, got):
+                out[s] = g
+            result.append(out)
+        else:
+            result.append(Partials(got))
+    return result
 
 
 LEAVES = {

@@ -108,6 +108,7 @@ def main(argv=None) -> int:
         print(f"mobilenet {name}: error: {e}", file=sys.stderr)
         return 1
     args = parser.parse_args(argv)
+    args.argv = argv  # a data-parallel launcher starts its workers with the same command
     try:
         check_environment()
         return args.func(args)

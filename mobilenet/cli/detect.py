@@ -13,6 +13,7 @@ from mobilenet.detection import predict as P
 from mobilenet.detection.config import SCENE_SEEDS, DetectConfig
 from mobilenet.detection.train import evaluate, load_split, load_trained, run
 
+from . import launch
 from .common import (
     add_debug,
     backend_option,
@@ -64,6 +65,7 @@ def add_detect(d) -> list:
     t.add_argument("--weight-decay", type=float, default=DETECT.weight_decay)
     t.add_argument("--no-augment", action="store_true", help="no random crops or flips")
     run_options(t)
+    launch.add_options(t)
     t.set_defaults(func=cmd_train)
 
     e = dsub.add_parser("evaluate", help="mAP of a detector checkpoint (pycocotools)")
@@ -96,8 +98,12 @@ def add_detect(d) -> list:
 
 def cmd_train(args) -> int:
     require_backend(args.backend, f"--backend {args.backend}")
-    cfg = config_from_args(DetectConfig, args, augment=not args.no_augment)
-    m = run(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    cfg = config_from_args(
+        DetectConfig, args, augment=not args.no_augment, parts=launch.parts(args)
+    ).validate()
+    code, m = launch.as_job(args, cfg, run)
+    if m is None:  # a launcher, or a worker that is not rank 0
+        return code
     print(
         f"mAP@0.5 {m['map_50']:.4f}, mAP@[.5:.95] {m['map_50_95']:.4f} on {m['test_images']} held-out "
         f"images after {m['epochs']} epochs ({m['seconds']:.0f} s); "

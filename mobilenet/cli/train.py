@@ -18,6 +18,7 @@ from mobilenet.deploy import qcheckpoint as quantized
 from mobilenet.training.classify import evaluate, load_trained, run
 from mobilenet.training.config import ARCFACE, PRETRAIN, TrainConfig
 
+from . import launch
 from .common import (
     backend_option,
     config_from_args,
@@ -70,12 +71,16 @@ def add_train(t) -> None:
         help="use only N training images (0: all)",
     )
     run_options(t)
+    launch.add_options(t)
     t.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
     require_backend(args.backend, f"--backend {args.backend}")
-    m = run(config_from_args(TrainConfig, args), args.out, resume=args.resume, progress=not args.no_progress)
+    cfg = config_from_args(TrainConfig, args, parts=launch.parts(args)).validate()
+    code, m = launch.as_job(args, cfg, run)
+    if m is None:  # a launcher, or a worker that is not rank 0
+        return code
     print(
         f"test accuracy {m['test_accuracy']:.4f} after {m['epochs']} epochs "
         f"({m['seconds']:.0f} s of training, {m['images_per_second']:.0f} images/s); "
@@ -190,6 +195,7 @@ def add_pretrain(pt) -> None:
         "--init", default=PRETRAIN.init, help="start the backbone from this checkpoint (same arch and width)"
     )
     run_options(pt)
+    launch.add_options(pt)
     pt.set_defaults(func=cmd_pretrain)
 
 
@@ -203,8 +209,10 @@ def pretrain_config(args: argparse.Namespace) -> TrainConfig:
 
 def cmd_pretrain(args) -> int:
     require_backend(args.backend, f"--backend {args.backend}")
-    cfg = pretrain_config(args)
-    m = run(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    cfg = dataclasses.replace(pretrain_config(args), parts=launch.parts(args)).validate()
+    code, m = launch.as_job(args, cfg, run)
+    if m is None:  # a launcher, or a worker that is not rank 0
+        return code
     ckpt = f"{args.out}/checkpoint{B.get(args.backend).checkpoint}"
     print(
         f"test accuracy {m['test_accuracy']:.4f} on {len(m['classes'])} glyph classes after "

@@ -41,6 +41,7 @@ class DetectConfig:
     neg_pos_ratio: int = 3  # hard negatives per positive (SSD's 3:1)
     seed: int = 0
     checkpoint_every: int = 0  # also checkpoint every N steps (0: after each epoch only)
+    parts: int = 1  # numpy, numba: a batch's sums in this many parts (mobilenet.training.config.TrainConfig)
 
     def validate(self):
         fn = "DetectConfig"
@@ -52,6 +53,9 @@ class DetectConfig:
         for name, lo in (("train_size", 2), ("test_size", 1), ("neg_pos_ratio", 0), ("seed", 0)):
             check_int(fn, name, getattr(self, name), lo)
         check_int(fn, "checkpoint_every", self.checkpoint_every, 0)
+        check_int(fn, "parts", self.parts, 1)
+        if self.parts > self.batch_size:
+            raise ValueError(f"{fn}: parts ({self.parts}) must be at most batch_size ({self.batch_size})")
         check_number(fn, "width_mult", self.width_mult, 1e-3, A.MAX_WIDTH_MULT)
         check_number(fn, "lr", self.lr, 1e-12, 1e3)
         check_number(fn, "momentum", self.momentum, 0.0, 1.0)

@@ -35,6 +35,14 @@ class Runner:
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
         )
 
+    def distribute(self, world):
+        """One process only: the torch detector has no data-parallel step."""
+        if world.size > 1:
+            raise ValueError(
+                "detect train --backend torch runs in one process; --nproc and torchrun train the "
+                "detector on the numpy and numba backends"
+            )
+
     def set_lr(self, lr):
         for g in self.optimizer.param_groups:
             g["lr"] = lr

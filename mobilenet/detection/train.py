@@ -230,10 +230,10 @@ def make_runner(cfg: DetectConfig, num_classes: int):
     return registry.runner_module(cfg.backend, "detect").Runner(cfg, num_classes)
 
 
-def run(cfg: DetectConfig, out, resume=False, progress=True) -> dict:
+def run(cfg: DetectConfig, out, resume=False, progress=True, world=None) -> dict:
     """Load the data, build the detector, train (or resume), write the metrics and the plot.
-    ``out`` is locked for the run."""
-    return loop.run(Detection, cfg, out, resume, progress)
+    ``out`` is locked for the run; ``world``: this process's place in a data-parallel job."""
+    return loop.run(Detection, cfg, out, resume, progress, world=world)
 
 
 def check_meta(fn: str, path, meta: dict) -> dict:

@@ -210,11 +210,12 @@ def load_split(cfg: TrainConfig) -> tuple[D.Dataset, D.Dataset]:
     return train, test
 
 
-def run(cfg: TrainConfig, out, resume=False, progress=True) -> dict:
+def run(cfg: TrainConfig, out, resume=False, progress=True, world=None) -> dict:
     """Load the data, build the model, train (or resume), write the metrics and the plot. The
-    folder ``out`` is locked for the run: a second run into it is refused at once."""
+    folder ``out`` is locked for the run: a second run into it is refused at once. ``world``:
+    this process's place in a data-parallel job (:mod:`mobilenet.training.distributed`)."""
     start = (lambda runner: init_backbone(runner, cfg)) if cfg.init else None
-    return loop.run(Classification, cfg, out, resume, progress, start=start)
+    return loop.run(Classification, cfg, out, resume, progress, start=start, world=world)
 
 
 def init_backbone(runner, cfg: TrainConfig) -> None:

@@ -48,6 +48,10 @@ class TrainConfig:
     arcface_scale: float = 16.0  # a small model's 100-odd classes: the paper's 64 (and 0.5) start too hard
     arcface_margin: float = 0.3
     init: str = ""  # a fresh run's backbone (features) starts from this checkpoint's weights
+    # numpy and numba: every sum over a batch is taken in this many parts, added in part order
+    # (numpy_impl.parts), so that a data-parallel run on any process count dividing it gives the
+    # same bits. 1: the whole batch at once (the fused kernels' path, faster on one process)
+    parts: int = 1
 
     def validate(self):
         fn = "TrainConfig"
@@ -66,6 +70,12 @@ class TrainConfig:
             check_int(fn, name, getattr(self, name), lo)  # batch_size >= 2: batch norm in training
         for name in ("max_shift", "train_limit", "seed", "checkpoint_every"):
             check_int(fn, name, getattr(self, name), 0)
+        check_int(fn, "parts", self.parts, 1)
+        if self.parts > self.batch_size:
+            raise ValueError(
+                f"{fn}: parts ({self.parts}) must be at most batch_size ({self.batch_size}): a part holds "
+                "at least one image"
+            )
         check_number(fn, "width_mult", self.width_mult, 1e-3, A.MAX_WIDTH_MULT)
         check_number(fn, "lr", self.lr, 1e-12, 1e3)
         check_number(fn, "dropout", self.dropout, 0.0, 0.999)

@@ -20,10 +20,17 @@ What differs between kinds of run comes from two objects:
 A quantisation-aware fine-tune is a runner whose ``train_step`` quantises in its forward; a
 data-parallel step is a runner whose ``train_step`` sums its gradients across processes before
 the optimiser's step. Neither needs another loop.
+
+Data-parallel (:mod:`mobilenet.training.distributed`): every process runs this loop over the
+same global batches, built the same way from the same seeds; the runner trains on the process's
+own rows of each and returns the global batch's loss and counts. Rank 0 alone evaluates,
+shows progress and writes the checkpoints and metrics; a resume reads the checkpoint on rank 0
+and hands it to the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -39,6 +46,7 @@ from mobilenet import backends as B
 from mobilenet import checkpoint as ckpt
 from mobilenet import data as D
 
+from . import distributed
 from .meta import describe_data, same_data
 
 
@@ -62,6 +70,8 @@ class Runner(Protocol):
     def rng_state(self) -> dict: ...
 
     def set_rng_state(self, state: dict) -> None: ...
+
+    def distribute(self, world: distributed.World) -> None: ...
 
 
 class Task(Protocol):
@@ -109,15 +119,19 @@ class Trainer:
     """``Trainer(task, runner, out).fit()``: epochs of seeded batches, evaluation, checkpoints,
     ``metrics.json`` in ``out`` (when given)."""
 
-    def __init__(self, task: Task, runner: Runner, out=None, progress=True, eval_every=None):
+    def __init__(self, task: Task, runner: Runner, out=None, progress=True, eval_every=None, world=None):
         self.task, self.runner, self.cfg = task, runner, task.cfg.validate()
+        self.world = distributed.SINGLE if world is None else world
+        if self.world.size > 1:
+            runner.distribute(self.world)  # the processes' rows, and rank 0's weights everywhere
+        self._spent = dict(self.world.spent)  # collectives counted from the first step
         if len(task.train) < self.cfg.batch_size:
             raise ValueError(
                 f"{task.command}: the training set ({len(task.train)} images) is smaller than one batch "
                 f"(batch_size {self.cfg.batch_size})"
             )
         self.out = None if out is None else Path(out)
-        self.progress = progress
+        self.progress = progress and self.world.main
         self.eval_every = task.eval_every if eval_every is None else eval_every
         self.steps_per_epoch = len(D.batch_indices(len(task.train), self.cfg.batch_size, self.cfg.seed, 0))
         self.schedule = task.schedule(self.steps_per_epoch)
@@ -153,15 +167,23 @@ class Trainer:
         }
 
     def save(self):
-        if self.out is not None:
+        if self.out is not None and self.world.main:
             ckpt.save(self.checkpoint_path, self.runner.state_arrays(), self.meta())
+
+    def _read(self, path):
+        """The checkpoint's ``(arrays, meta)``: read by rank 0, handed to the other ranks."""
+        got = None
+        if self.world.main:
+            got = ckpt.load(path) if path is not None and path.is_file() else None
+        got = self.world.broadcast(got)
+        if got is None:
+            raise FileNotFoundError(f"resume: no checkpoint to resume from at {str(path)!r}")
+        return got
 
     def resume(self):
         """Continue from ``out``'s checkpoint; its configuration and data must be this run's."""
         path = self.checkpoint_path
-        if path is None or not path.is_file():
-            raise FileNotFoundError(f"resume: no checkpoint to resume from at {str(path)!r}")
-        arrays, meta = ckpt.load(path)
+        arrays, meta = self._read(path)
         meta = self.task.check_meta("resume", path, meta)
         mine = self.cfg.to_dict()
         theirs = {**type(self.cfg)().to_dict(), **meta["config"]}  # settings added since: their defaults
@@ -170,8 +192,9 @@ class Trainer:
             diff.remove("data")  # the same folder, spelled another way
         if diff:
             detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r}, now {mine.get(k)!r}" for k in diff[:4])
+            hint = f"; resume with --parts {theirs['parts']}" if "parts" in diff else ""
             raise ValueError(
-                f"resume: the checkpoint in {str(self.out)!r} is of another configuration ({detail})"
+                f"resume: the checkpoint in {str(self.out)!r} is of another configuration ({detail}){hint}"
             )
         theirs = meta.get("data")
         if theirs is not None and theirs != self.data_fingerprint:
@@ -241,10 +264,22 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(**self.task.postfix(p))
 
+    def _collectives(self) -> dict:
+        """In a data-parallel run, this process's time in collectives since the last call."""
+        if self.world.size == 1:
+            return {}
+        spent, before = dict(self.world.spent), self._spent
+        self._spent = spent
+        return {
+            "collective_seconds": spent["seconds"] - before["seconds"],
+            "collective_calls": spent["calls"] - before["calls"],
+        }
+
     def _end_epoch(self, bar):
         p = self.partial
         ev = None
-        if self.epoch + 1 == self.cfg.epochs or (self.epoch + 1) % self.eval_every == 0:
+        last = self.epoch + 1 == self.cfg.epochs
+        if self.world.main and (last or (self.epoch + 1) % self.eval_every == 0):
             t0 = time.perf_counter()
             ev = {**self.task.evaluate(self.runner), "seconds": time.perf_counter() - t0}
         self.seconds += p["seconds"] + (
@@ -258,6 +293,7 @@ class Trainer:
                 "lr": float(self.schedule(self.step - 1)),
                 "seconds": p["seconds"],
                 "images_per_second": p["seen"] / max(p["seconds"], 1e-9),
+                **self._collectives(),
             }
         )
         if bar is not None:
@@ -266,37 +302,59 @@ class Trainer:
         self.epoch += 1
         self.partial = self._fresh_partial()
         self.save()
-        if self.out is not None:
+        if self.out is not None and self.world.main:
             ckpt.write_text(self.out / "metrics.json", json.dumps(self.task.metrics(self), indent=2) + "\n")
 
 
 # --- a run, start to end ---------------------------------------------------------------------
 
 
-def run(kind, cfg, out, resume=False, progress=True, start=None) -> dict:
+def run(kind, cfg, out, resume=False, progress=True, start=None, world=None) -> dict:
     """Check the folder, load the data (``kind.load(cfg, progress)``: the task), build the runner,
     train (or resume), write the metrics and the task's plot. The folder ``out`` is locked for
     the run: a second run into it is refused at once. ``start(runner)``, when given, runs on a
-    fresh (not resumed) run before the first step."""
+    fresh (not resumed) run before the first step. ``world``: this process's place in a
+    data-parallel job (rank 0 holds the lock and writes; the others only train)."""
     cfg.validate()
+    world = distributed.SINGLE if world is None else world
+    check_world(cfg, world)
     out = Path(out)
-    if resume and not out.is_dir():
+    if resume and world.main and not out.is_dir():
         raise FileNotFoundError(
             f"resume: {str(out)!r} does not exist, so there is nothing to resume; drop --resume to start"
         )
-    with ckpt.exclusive(out):
-        check_out_folder(out, cfg.backend, resume, kind.command)
-        task = kind.load(cfg, progress)
-        trainer = Trainer(task, task.make_runner(), out, progress=progress)
+    with ckpt.exclusive(out) if world.main else contextlib.nullcontext(out):
+        if world.main:
+            check_out_folder(out, cfg.backend, resume, kind.command)
+        task = kind.load(cfg, progress and world.main)
+        trainer = Trainer(task, task.make_runner(), out, progress=progress, world=world)
         if resume:
             trainer.resume()
         elif start is not None:
             start(trainer.runner)
+            if world.size > 1:
+                trainer.runner.distribute(world)  # rank 0's start, everywhere
         metrics = trainer.fit()
-        ckpt.write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        if trainer.history:
-            task.plot(trainer.history, out)
+        if world.main:
+            ckpt.write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+            if trainer.history:
+                task.plot(trainer.history, out)
         return metrics
+
+
+def check_world(cfg, world) -> None:
+    """Refuse a job whose processes cannot split the global batch (before any work)."""
+    parts = getattr(cfg, "parts", 1)
+    if world.size > cfg.batch_size:
+        raise ValueError(
+            f"{world.size} processes for a global batch of {cfg.batch_size} images: each needs at least "
+            f"one; use at most {cfg.batch_size} processes or a larger --batch-size"
+        )
+    if B.get(cfg.backend).ops is not None and parts % world.size:
+        raise ValueError(
+            f"{world.size} processes cannot share the {parts} parts of a batch evenly (--parts {parts}): "
+            f"use a process count that divides {parts}, or --parts a multiple of {world.size}"
+        )
 
 
 def check_out_folder(out: Path, backend: str, resume: bool, command: str) -> None:

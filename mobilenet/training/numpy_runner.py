@@ -9,7 +9,10 @@ import numpy_impl
 from mobilenet import backends as B
 from numpy_impl import functional as F
 from numpy_impl import optim
+from numpy_impl.nn import by_part
+from numpy_impl.parts import Parts
 
+from . import distributed
 from .config import TrainConfig, optimizer_kwargs
 
 
@@ -43,6 +46,7 @@ class Runner:
                 raise ValueError("Runner: loss 'arcface' needs num_classes (the number of class centres)")
             rng = np.random.default_rng(cfg.seed + 7919)  # apart from the model's own stream
             self.head = (rng.standard_normal((num_classes, cfg.embed_dim)) * 0.01).astype(model.dtype)
+        self.world = distributed.SINGLE
         self.make_optimizer()
 
     def make_optimizer(self):
@@ -59,12 +63,23 @@ class Runner:
     def set_lr(self, lr):
         self.optimizer.set_lr(lr)
 
+    def distribute(self, world):
+        """Train as one process of ``world``: on its rows of each batch, from rank 0's state."""
+        self.world = world
+        distribute_state(self, world)
+
     def train_step(self, batch, seed) -> dict:
-        """One optimiser step on ``batch = (x, y)``: ``{"loss": mean loss, "correct": count}``."""
+        """One optimiser step on ``batch = (x, y)``: ``{"loss": mean loss, "correct": count}``.
+        With ``cfg.parts`` > 1 or several processes, ``batch`` is the global batch: this process
+        trains on its rows, and the loss and count are the global batch's."""
         x, y = batch
         m = self.model
         m.train()
         m.rng.bit_generator.state = np.random.PCG64(seed).state  # dropout masks of this step
+        parts = parts_of(self.cfg, self.world, len(x))
+        m.set_parts(parts)
+        if parts is not None:
+            return self._parted_step(parts, x, y)
         out = m.forward(x)  # (N, K) logits, or (N, D) embeddings
         if self.head is None:
             loss, cache = F.softmax_cross_entropy(out, y, self.cfg.label_smoothing)
@@ -77,9 +92,35 @@ class Runner:
         demb, dhead = F.arcface_logits_backward(
             F.softmax_cross_entropy_backward(1.0, cache).astype(m.dtype), arc
         )
+        correct = int((self._cosines(out).argmax(1) == y).sum())  # by the centres of this forward
         m.backward(demb, input_grad=False)
         self.optimizer.step({**m.grads, HEAD: dhead})
-        return {"loss": loss, "correct": int((self._cosines(out).argmax(1) == y).sum())}
+        return {"loss": loss, "correct": correct}
+
+    def _parted_step(self, parts, x, y) -> dict:
+        m, cfg = self.model, self.cfg
+        x, y = parts.local(x), parts.local(y)
+        out = m.forward(x)  # (n, K) logits, or (n, D) embeddings: this process's rows
+
+        def loss_of_part(o, t):  # -> dout (rows), the head's gradient (or None), [loss, correct]
+            if self.head is None:
+                loss, cache = F.softmax_cross_entropy(o, t, cfg.label_smoothing, total=parts.batch)
+                d, dhead, scores = F.softmax_cross_entropy_backward(1.0, cache), None, o
+            else:
+                logits, arc = F.arcface_logits(o, self.head, t, cfg.arcface_scale, cfg.arcface_margin)
+                loss, cache = F.softmax_cross_entropy(logits, t, cfg.label_smoothing, total=parts.batch)
+                d, dhead = F.arcface_logits_backward(
+                    F.softmax_cross_entropy_backward(1.0, cache).astype(m.dtype), arc
+                )
+                scores = self._cosines(o)
+            return d.astype(m.dtype), dhead, np.array([loss, (scores.argmax(1) == t).sum()], np.float64)
+
+        dout, dhead, stats = by_part(parts, loss_of_part, out, y)
+        m.backward(dout, input_grad=False)
+        grads = m.grads if dhead is None else {**m.grads, HEAD: dhead}
+        self.optimizer.step(parts.total_grads(grads))
+        loss, correct = parts.total(stats)
+        return {"loss": float(loss), "correct": int(correct)}
 
     def _cosines(self, emb):
         """Each embedding's cosine with each class centre, times the scale: logits without margin."""
@@ -158,3 +199,17 @@ def state_arrays(model, optimizer) -> dict:
 def load_state_arrays(model, optimizer, arrays: dict):
     model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
     optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim/")})
+
+
+def parts_of(cfg, world, batch: int) -> Parts | None:
+    """How a step's global batch of ``batch`` rows is split (None: not at all, one process and one part)."""
+    if cfg.parts == 1 and world.size == 1:
+        return None
+    return Parts(batch, cfg.parts, world.rank, world.size, world.gather)
+
+
+def distribute_state(runner, world) -> None:
+    """Every array of ``runner``'s state set to rank 0's (the processes start alike)."""
+    if world.size > 1:
+        arrays = world.broadcast(runner.state_arrays() if world.main else None)
+        runner.load_state_arrays(arrays)

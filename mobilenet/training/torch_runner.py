@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as TF
 
 import torch_impl
+from torch_impl.sync_bn import convert_sync_batchnorm
 
-from . import numpy_runner
+from . import distributed, numpy_runner
 from .config import TrainConfig, optimizer_kwargs
 
 
@@ -30,7 +31,20 @@ class Runner:
 
     def __init__(self, model, cfg: TrainConfig, num_classes=None):
         self.model, self.cfg = model, cfg  # (num_classes: the model's own; loss "arcface" is numpy-only)
+        self.world, self.ddp = distributed.SINGLE, None
         self.make_optimizer()
+
+    def distribute(self, world):
+        """Train as one process of ``world``: ``DistributedDataParallel`` over this model (gradients
+        averaged by gloo's all-reduce, rank 0's weights broadcast at the start), with synchronised
+        batch norm (:mod:`torch_impl.sync_bn`)."""
+        self.world = world
+        if world.size > 1 and self.ddp is None:
+            convert_sync_batchnorm(self.model)
+            # rank 0's buffers at the start; then synchronised statistics keep them equal: no broadcasts
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, forward_sync_buffers=False)
+        elif world.size > 1:
+            numpy_runner.distribute_state(self, world)
 
     def make_optimizer(self):
         keep = set(self.model.trainable_names())
@@ -62,16 +76,30 @@ class Runner:
             g["lr"] = lr * g.get("lr_scale", 1.0)
 
     def train_step(self, batch, seed) -> dict:
+        """One step on ``batch = (x, y)``. In a job of several processes, ``batch`` is the global
+        batch: this process trains on its rows (dropout masks are drawn per process, from the
+        same seed), and the loss and count returned are the global batch's."""
         x, y = batch
         torch.manual_seed(seed)  # dropout masks of this step
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        yt = torch.from_numpy(y)
-        logits = self.model(torch.from_numpy(x))
-        loss = TF.cross_entropy(logits, yt, label_smoothing=self.cfg.label_smoothing)
-        loss.backward()
+        if self.ddp is None:
+            yt = torch.from_numpy(y)
+            logits = self.model(torch.from_numpy(x))
+            loss = TF.cross_entropy(logits, yt, label_smoothing=self.cfg.label_smoothing)
+            loss.backward()
+            self.optimizer.step()
+            return {"loss": loss.item(), "correct": int((logits.argmax(1) == yt).sum())}
+        w, total = self.world, len(x)
+        rows = slice(w.rank * total // w.size, (w.rank + 1) * total // w.size)
+        yt = torch.from_numpy(y[rows])
+        logits = self.ddp(torch.from_numpy(x[rows]))
+        loss_sum = TF.cross_entropy(logits, yt, label_smoothing=self.cfg.label_smoothing, reduction="sum")
+        (loss_sum * (w.size / total)).backward()  # DDP averages over processes: the global mean's gradient
         self.optimizer.step()
-        return {"loss": loss.item(), "correct": int((logits.argmax(1) == yt).sum())}
+        local = np.array([loss_sum.item(), float((logits.argmax(1) == yt).sum())])
+        loss, correct = w.all_sum(local)
+        return {"loss": loss / total, "correct": int(correct)}
 
     def predict(self, x, batch_size=256):
         self.model.eval()

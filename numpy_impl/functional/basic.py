@@ -221,7 +221,7 @@ def _check_ce_target(fn, target, logits, ignore_index):
     )
 
 
-def softmax_cross_entropy(logits, target, label_smoothing=0.0, *, weight=None, ignore_index=-100):
+def softmax_cross_entropy(logits, target, label_smoothing=0.0, *, weight=None, ignore_index=-100, total=None):
     """Mean softmax cross-entropy, as ``torch.nn.functional.cross_entropy`` (reduction "mean").
 
     Parameters
@@ -232,6 +232,8 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0, *, weight=None, i
     label_smoothing : float in [0, 1]
     weight : (K,) float or None, a rescaling weight per class
     ignore_index : int, class-index targets equal to it add nothing and are not counted
+    total : float or None, what the summed loss is divided by in place of this batch's count
+        (the sum of its rows' weights): the count of a whole batch of which ``logits`` is a part
 
     Returns
     -------
@@ -260,15 +262,17 @@ def softmax_cross_entropy(logits, target, label_smoothing=0.0, *, weight=None, i
     w = np.ones(k, logits.dtype) if weight is None else weight
     shifted = logits - logits.max(axis=1, keepdims=True)
     logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (N, K)
+    if total is not None:
+        total = check_number(fn, "total", total, 0.0)
     if probs:
-        q = w * ((1 - eps) * target + eps / k) / n
+        q = w * ((1 - eps) * target + eps / k) / (n if total is None else logits.dtype.type(total))
     else:
         valid = target != ignore_index
         rows, cls = np.nonzero(valid)[0], target[valid]
         q = np.zeros_like(logits)
         q[rows, cls] = (1 - eps) * w[cls]
         q[rows] += eps / k * w
-        total = w[cls].sum(dtype=np.float64)
+        total = w[cls].sum(dtype=np.float64) if total is None else total
         if total == 0:  # every row ignored: torch's loss is 0/0 = nan, its gradient zero
             return float("nan"), {"logp": logp, "q": q}
         q /= logits.dtype.type(total)

@@ -25,7 +25,7 @@ def check_batch_norm(fn, x, weight, bias, running_mean, running_var, training):
     return x
 
 
-def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.1, eps=1e-5, *, parts=None):
     """Batch norm over every axis but the channel axis 1.
 
     Parameters
@@ -35,6 +35,9 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
     running_mean, running_var : (C,) or None; updated IN PLACE when ``training``
     training : bool; normalise with the batch statistics (True) or the running ones
     momentum : float in [0, 1]; eps : float > 0
+    parts : a :class:`numpy_impl.parts.Parts` or None. In training, x is then this process's rows
+        of a global batch, and the statistics are the global batch's, summed part by part in part
+        order (synchronised batch norm, identical bits for any number of processes)
 
     Returns
     -------
@@ -66,8 +69,13 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
             )
         # Reductions accumulate in float64 as torch's CPU kernels do (acc_type<float> is
         # double): BN backward cancels large sums, and float32 accumulators lose ~10x.
-        mu = x.mean(axis=axes, dtype=np.float64)  # (C,)
-        var = ((x - mu.reshape(bshape)) ** 2).mean(axis=axes)  # (C,) biased
+        if parts is None:
+            mu = x.mean(axis=axes, dtype=np.float64)  # (C,)
+            var = ((x - mu.reshape(bshape)) ** 2).mean(axis=axes)  # (C,) biased
+        else:
+            m = parts.batch * (m // x.shape[0])  # values per channel in the global batch
+            mu = parts.total([x[s].sum(axis=axes, dtype=np.float64) for s in parts.slices]) / m
+            var = parts.total([((x[s] - mu.reshape(bshape)) ** 2).sum(axis=axes) for s in parts.slices]) / m
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += (momentum * mu).astype(x.dtype)
@@ -88,6 +96,7 @@ def batch_norm(x, weight, bias, running_mean, running_var, training, momentum=0.
         "weight": weight,
         "training": bool(training),
         "has_bias": bias is not None,
+        "parts": parts if training else None,
     }
     return y.astype(x.dtype, copy=False), cache
 
@@ -113,13 +122,27 @@ def batch_norm_backward(dout, cache):
     axes = (0,) + tuple(range(2, dout.ndim))
     bshape = (1, -1) + (1,) * (dout.ndim - 2)
     f64 = {"axis": axes, "dtype": np.float64}  # float64 accumulators, as in batch_norm
-    dbias = dout.sum(**f64) if cache["has_bias"] else None
-    dweight = (dout * xhat).sum(**f64) if weight is not None else None
     dxhat = dout if weight is None else dout * weight.reshape(bshape)
-    if cache["training"]:
+    parts = cache.get("parts")
+    if parts is None:
+        dbias = dout.sum(**f64) if cache["has_bias"] else None
+        dweight = (dout * xhat).sum(**f64) if weight is not None else None
         m = dout.size // dout.shape[1]
-        s1 = dxhat.sum(**f64) / m  # (C,)  mean(dxhat)
-        s2 = (dxhat * xhat).sum(**f64) / m  # (C,)  mean(dxhat * xhat)
+        if cache["training"]:
+            s1 = dxhat.sum(**f64) / m  # (C,)  mean(dxhat)
+            s2 = (dxhat * xhat).sum(**f64) / m  # (C,)  mean(dxhat * xhat)
+    else:  # the four sums of the global batch, part by part: (4, C)
+        sums = parts.total(
+            [
+                np.stack([d.sum(**f64), (d * xh).sum(**f64), dh.sum(**f64), (dh * xh).sum(**f64)])
+                for d, dh, xh in ((dout[s], dxhat[s], xhat[s]) for s in parts.slices)
+            ]
+        )
+        m = parts.batch * (dout.size // dout.shape[1] // dout.shape[0])
+        dbias = sums[0] if cache["has_bias"] else None
+        dweight = sums[1] if weight is not None else None
+        s1, s2 = sums[2] / m, sums[3] / m
+    if cache["training"]:
         dx = dxhat - s1.astype(dout.dtype).reshape(bshape) - xhat * s2.astype(dout.dtype).reshape(bshape)
         dx = dx * inv_std.astype(dout.dtype).reshape(bshape)
     else:
