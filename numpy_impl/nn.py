@@ -247,6 +247,11 @@ class Conv2d(Module):
 
     def forward(self, x):
         self.x = x
+        if self._parted():  # a GEMM's rows may round by the shape of their block: a part's own
+            return by_part(self.parts, lambda xp: (self._forward(xp),), x)[0]
+        return self._forward(x)
+
+    def _forward(self, x):
         w, b = self._params["weight"], self._params.get("bias")
         if self.kind == "conv":
             return self.F.conv2d(x, w, b, **self._geometry())
@@ -424,6 +429,8 @@ class GlobalAvgPool(Module):
 
     def forward(self, x):
         self.shape = x.shape
+        if self._parted():
+            return by_part(self.parts, lambda xp: (self.F.global_avg_pool2d(xp),), x)[0]
         return self.F.global_avg_pool2d(x)  # (N, C, H, W) -> (N, C)
 
     def backward(self, dout):
@@ -440,7 +447,10 @@ class Linear(Module):
 
     def forward(self, x):
         self.x = x
-        return self.F.linear(x, self._params["weight"], self._params["bias"])
+        w, b = self._params["weight"], self._params["bias"]
+        if self._parted():
+            return by_part(self.parts, lambda xp: (self.F.linear(xp, w, b),), x)[0]
+        return self.F.linear(x, w, b)
 
     def backward(self, dout):
         w = self._params["weight"]

@@ -4,7 +4,9 @@ rounding), for every model, loss and layer the parts touch. The multi-process jo
 are in test_distributed.py."""
 
 import dataclasses
+import threading
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given
@@ -149,3 +151,99 @@ def test_one_process_with_one_part_takes_the_whole_batch_path():
     cfg = TrainConfig(backend="numpy", width_mult=0.25, batch_size=4)
     assert parts_of(cfg, distributed.SINGLE, 4) is None
     assert parts_of(dataclasses.replace(cfg, parts=2), distributed.SINGLE, 4).count == 2
+
+
+class ThreadWorld:
+    """A data-parallel job's view for one of ``n`` threads of this process: ``gather`` meets the
+    other threads at a barrier (the collectives' semantics, without processes)."""
+
+    def __init__(self, rank, n, barrier, box):
+        self.rank, self.size, self._barrier, self._box = rank, n, barrier, box
+        self.spent = {"calls": 0, "seconds": 0.0, "bytes": 0}
+
+    main = property(lambda self: self.rank == 0)
+
+    def gather(self, a):
+        self._box[self.rank] = a
+        self._barrier.wait()
+        out = np.concatenate(list(self._box))
+        self._barrier.wait()  # every thread has read before the next gather writes
+        return out
+
+    def broadcast(self, obj):
+        return obj  # the runners start alike (same seed)
+
+
+def _job_steps(make, batches, n) -> dict:
+    """Rank 0's state after ``batches`` steps of a job of ``n`` threads, each with its runner."""
+    barrier, box = threading.Barrier(n), [None] * n
+    runners = [make() for _ in range(n)]
+    errors = []
+
+    def work(rank):
+        try:
+            runners[rank].world = ThreadWorld(rank, n, barrier, box)
+            for i, batch in enumerate(batches):
+                runners[rank].set_lr(0.05)
+                runners[rank].train_step(batch, i)
+        except BaseException as e:  # a failed thread must not leave the others at the barrier
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return runners[0].state_arrays()
+
+
+def _thread_safe(backend) -> bool:
+    """numba's parallel kernels may be launched from several threads at once (omp, tbb layers)."""
+    if backend != "numba":
+        return True
+    try:
+        return numba.threading_layer() in ("omp", "tbb")
+    except ValueError:  # no parallel kernel has run yet: run one
+        cfg = TrainConfig(backend="numba", width_mult=0.25, batch_size=2)
+        classify.make_runner(cfg, 2).predict(np.zeros((2, 3, 32, 32), np.float32))
+        return numba.threading_layer() in ("omp", "tbb")
+
+
+@pytest.mark.parametrize(
+    "backend, arch, loss, dropout",
+    [
+        ("numpy", "v3-small", "softmax", 0.5),
+        ("numba", "v2", "softmax", 0.2),
+        ("numba", "v3-large", "arcface", 0.0),
+    ],
+)
+def test_two_and_four_workers_end_bit_identical_to_one(backend, arch, loss, dropout):
+    """Every layer, loss and dropout of the step, run by 1, 2 and 4 workers (threads meeting at
+    each collective): the same bits. A GEMM's rows round by the shape of their block, which is
+    why every layer runs part by part."""
+    if not _thread_safe(backend):
+        pytest.skip("numba's threading layer is workqueue: kernels cannot run from two threads")
+    cfg = TrainConfig(arch=arch, backend=backend, width_mult=0.25, batch_size=16, parts=4, dropout=dropout)
+    cfg = dataclasses.replace(cfg, loss=loss, embed_dim=8)
+    batches = [(x.astype(np.float32), y) for x, y in (_batch(16, 32, seed) for seed in (1, 2))]
+    one = _job_steps(lambda: classify.make_runner(cfg, 5), batches, 1)
+    for n in (2, 4):
+        other = _job_steps(lambda: classify.make_runner(cfg, 5), batches, n)
+        differ = [k for k in one if not np.array_equal(one[k], other[k])]
+        assert not differ, f"{n} workers: {len(differ)} arrays differ, e.g. {differ[:3]}"
+
+
+def test_a_detection_job_ends_bit_identical_to_one_process():
+    if not _thread_safe("numba"):
+        pytest.skip("numba's threading layer is workqueue: kernels cannot run from two threads")
+    cfg = DC.DetectConfig(width_mult=0.25, resolution=64, train_size=8, test_size=1, backend="numba")
+    cfg = dataclasses.replace(cfg, batch_size=8, parts=4)
+    train, _ = DT.load_split(cfg)
+    batch = DT.Detection(cfg, train, train).batch(np.arange(8), np.random.default_rng(0))
+    one = _job_steps(lambda: DetectRunner(cfg, len(train.classes)), [batch], 1)
+    two = _job_steps(lambda: DetectRunner(cfg, len(train.classes)), [batch], 2)
+    differ = [k for k in one if not np.array_equal(one[k], two[k])]
+    assert not differ, f"{len(differ)} arrays differ, e.g. {differ[:3]}"
