@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import mobilenet_arch as A
+from mobilenet import checkpoint as ckpt
 from mobilenet.summary import summary_dict
 
 from .timing import RESULTS, cpu, versions
@@ -90,8 +91,6 @@ DDP_ARGS = ["--width-mult", "0.25", "--batch-size", "16", "--dropout", "0", "--e
 
 
 def _weights(backend: str, dtype: str, steps: int, nproc: int) -> dict:
-    from mobilenet import checkpoint as ckpt
-
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable,

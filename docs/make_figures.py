@@ -21,6 +21,7 @@ from mobilenet.summary import layer_rows, summary_dict, totals
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dist_figures  # noqa: E402  (the training chapter's data-parallel tables and figure)
+import excerpts  # noqa: E402  (the code the chapters show, pulled from the source)
 import perf_figures  # noqa: E402  (the performance chapter's tables and figures, beside this file)
 import quant_figures  # noqa: E402  (the quantization chapter's)
 import v3_figures  # noqa: E402  (the MobileNetV3 chapter's)
@@ -764,7 +765,8 @@ def render(text: str) -> str:
             raise KeyError(f"unknown generated block {name!r}; known: {sorted(TABLES)}")
         return f"<!-- generated:{name} -->\n{TABLES[name]()}\n<!-- /generated:{name} -->"
 
-    return re.sub(r"<!-- generated:(\w+) -->.*?<!-- /generated:\1 -->", sub, text, flags=re.S)
+    text = re.sub(r"<!-- generated:(\w+) -->.*?<!-- /generated:\1 -->", sub, text, flags=re.S)
+    return excerpts.render(text)
 
 
 def main(argv=None) -> int:

@@ -2,10 +2,13 @@
 packages import downward only."""
 
 import ast
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,8 +124,6 @@ def _imported_in(node):
 
 
 def _make_figures():
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("make_figures", ROOT / "docs" / "make_figures.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -171,3 +172,23 @@ def test_docs_hold_no_hand_typed_measurement():
 def test_the_measurement_scan_sees_a_typed_time():
     assert MEASUREMENT.search("the whole model takes ~14 ms") and MEASUREMENT.search("about 1.2x faster")
     assert not MEASUREMENT.search("a 3x3 depthwise convolution, 1.4 width")
+
+
+def test_code_excerpts_come_from_the_source_and_go_stale_with_it(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("excerpts", ROOT / "docs" / "excerpts.py")
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    monkeypatch.setattr(ex, "ROOT", tmp_path)
+    (tmp_path / "m.py").write_text(
+        'class K:\n    @staticmethod\n    def f(x):\n        """Doc."""\n        return x + 1\n'
+    )
+    block = "<!-- excerpt:m.py:K.f nodoc -->\nold\n<!-- /excerpt -->"
+    got = ex.render(f"before\n{block}\nafter")
+    assert "@staticmethod\ndef f(x):\n    return x + 1\n```" in got and "Doc." not in got and "old" not in got
+    assert ex.render(got) == got  # up to date: --check passes
+    (tmp_path / "m.py").write_text("class K:\n    def f(x):\n        return x + 2\n")
+    assert ex.render(got) != got  # the source changed: --check fails
+    with pytest.raises(KeyError, match="no 'g'"):
+        ex.render("<!-- excerpt:m.py:K.g -->\n<!-- /excerpt -->")
+    n = sum(md.read_text().count("<!-- excerpt:") for md in (ROOT / "docs").glob("*.md"))
+    assert n >= 5  # the chapters show their code
