@@ -21,6 +21,7 @@ from mobilenet.summary import layer_rows, summary_dict, totals
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dist_figures  # noqa: E402  (the training chapter's data-parallel tables and figure)
+import drawings  # noqa: E402  (drawings made by code)
 import excerpts  # noqa: E402  (the code the chapters show, pulled from the source)
 import perf_figures  # noqa: E402  (the performance chapter's tables and figures, beside this file)
 import quant_figures  # noqa: E402  (the quantization chapter's)
@@ -754,6 +755,7 @@ TABLES.update(quant_figures.TABLES)
 FIGURES_BUILDERS.update(quant_figures.FIGURES)
 TABLES.update(dist_figures.TABLES)
 FIGURES_BUILDERS.update(dist_figures.FIGURES)
+FIGURES_BUILDERS.update(drawings.FIGURES)
 
 
 def render(text: str) -> str:

@@ -192,3 +192,23 @@ def test_code_excerpts_come_from_the_source_and_go_stale_with_it(tmp_path, monke
         ex.render("<!-- excerpt:m.py:K.g -->\n<!-- /excerpt -->")
     n = sum(md.read_text().count("<!-- excerpt:") for md in (ROOT / "docs").glob("*.md"))
     assert n >= 5  # the chapters show their code
+
+
+def test_drawings_have_no_overlapping_text():
+    spec = importlib.util.spec_from_file_location("drawings", ROOT / "docs" / "drawings.py")
+    dr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dr)
+    import matplotlib.pyplot as plt
+
+    for name, draw in dr.DRAWINGS.items():
+        fig = draw()
+        try:
+            assert not dr.overlapping_text(fig), name
+        finally:
+            plt.close(fig)
+    # the check sees an overlap
+    fig, ax = plt.subplots()
+    ax.text(0.5, 0.5, "one label")
+    ax.text(0.52, 0.5, "another label")
+    assert len(dr.overlapping_text(fig)) == 1
+    plt.close(fig)
