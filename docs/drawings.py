@@ -126,5 +126,142 @@ def draw_separable():
     return fig
 
 
-DRAWINGS = {"separable_filters.png": draw_separable}  # each returns its figure (for the legibility test)
-FIGURES = {"separable_filters.png": fig_separable}
+def draw_layouts():
+    """One (C=3, H=2, W=3) tensor in NCHW and in NHWC memory, and what the depthwise kernel's
+    innermost loop reads in each: a row of one channel, or the channels of one pixel."""
+    C, H, W = 3, 2, 3
+    fig, axes = plt.subplots(3, 1, figsize=(8.4, 5.6), gridspec_kw={"height_ratios": [1.5, 1, 1]})
+    ax = axes[0]
+    ax.set_xlim(0, 18)
+    ax.set_ylim(-0.6, 3.6)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title("the tensor x[c, h, w]: 3 channels of 2 x 3 pixels", loc="left", fontsize=10)
+    for c in reversed(range(C)):
+        ox, oy = 1 + 0.5 * c, 0.3 + 0.35 * c
+        for h in range(H):
+            for w in range(W):
+                ax.add_patch(
+                    Rectangle(
+                        (ox + w, oy + (H - 1 - h)),
+                        1,
+                        1,
+                        facecolor=CHANNEL_COLORS[c],
+                        edgecolor="black",
+                        lw=0.6,
+                    )
+                )
+    for h in range(H):
+        for w in range(W):
+            ax.text(
+                1.5 + w, 0.8 + (H - 1 - h), f"{h},{w}", ha="center", va="center", fontsize=7, color="white"
+            )
+    ax.text(
+        7.5,
+        1.4,
+        "labels: h, w of each pixel\ncolours: the channel (blue 0, orange 1, green 2)",
+        fontsize=8,
+        va="center",
+    )
+    order = {
+        "NCHW memory (torch's default): x[c, h, w] at c*H*W + h*W + w": [
+            (c, h, w) for c in range(C) for h in range(H) for w in range(W)
+        ],
+        "NHWC memory (channels-last): x[c, h, w] at h*W*C + w*C + c": [
+            (c, h, w) for h in range(H) for w in range(W) for c in range(C)
+        ],
+    }
+    notes = [
+        "versions 1-3: the inner loop walks one channel's row (w): contiguous at stride 1, "
+        "every other element at stride 2",
+        "versions 4-10: the inner loop walks one pixel's channels (c): contiguous for every "
+        "stride and dilation, one SIMD lane per channel",
+    ]
+    for ax, (title, cells), note, run in zip(axes[1:], order.items(), notes, (range(0, 3), range(0, 3))):
+        ax.set_xlim(-0.2, 18.2)
+        ax.set_ylim(-1.6, 1.4)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.set_title(title, loc="left", fontsize=10)
+        for i, (c, h, w) in enumerate(cells):
+            ax.add_patch(Rectangle((i, 0), 1, 1, facecolor=CHANNEL_COLORS[c], edgecolor="black", lw=0.6))
+            ax.text(i + 0.5, 0.5, f"{h},{w}", ha="center", va="center", fontsize=7, color="white")
+        ax.add_patch(Rectangle((run.start, -0.08), len(run), 1.16, fill=False, edgecolor="black", lw=2.0))
+        ax.text(0, -0.35, note, fontsize=8, va="top")
+    fig.tight_layout()
+    return fig
+
+
+def fig_layouts(path):
+    fig = draw_layouts()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _block_row(ax, title, tensors, ops, color):
+    """Tensors as bars whose height follows their channels, ops between them, the shortcut above."""
+    ax.set_title(title, loc="left", fontsize=10)
+    top = max(c for _, c in tensors)
+    xs = [0.6 + 3.1 * i for i in range(len(tensors))]
+    for x, (shape, c) in zip(xs, tensors):
+        h = 0.6 + 2.4 * c / top
+        ax.add_patch(Rectangle((x, 1.6 - h / 2), 0.7, h, facecolor=color, edgecolor="black", lw=0.6))
+        ax.text(x + 0.35, -0.05, shape, ha="center", va="top", fontsize=8)
+    for x0, x1, (op, style) in zip(xs, xs[1:], ops):
+        ax.annotate(
+            "", xy=(x1 - 0.1, 1.6), xytext=(x0 + 0.8, 1.6), arrowprops={"arrowstyle": "->", "lw": 1.0}
+        )
+        ax.text((x0 + x1) / 2 + 0.35, 1.75, op, ha="center", va="bottom", fontsize=8, style=style)
+    a, b, y = xs[0] + 0.35, xs[-1] + 0.35, 3.5  # the shortcut: up, across, down into the sum
+    ax.plot([a, a, b], [3.0, y, y], color="#444444", lw=1.0)
+    ax.annotate(
+        "", xy=(b, 3.0), xytext=(b, y), arrowprops={"arrowstyle": "->", "lw": 1.0, "color": "#444444"}
+    )
+    ax.text((a + b) / 2, y + 0.1, "+ x (shortcut)", ha="center", va="bottom", fontsize=8)
+    ax.set_xlim(0, xs[-1] + 1.4)
+    ax.set_ylim(-0.7, 4.4)
+    ax.axis("off")
+
+
+def draw_residuals():
+    """ResNet's bottleneck block (wide - narrow - wide) beside MobileNetV2's inverted residual
+    (narrow - wide - narrow, linear at the end), each with the shapes of one concrete layer."""
+    fig, axes = plt.subplots(2, 1, figsize=(8.4, 5.4))
+    _block_row(
+        axes[0],
+        "residual (ResNet-50, conv2_x): wide - narrow - wide, the shortcut joins the wide ends",
+        [("56x56x256", 256), ("56x56x64", 64), ("56x56x64", 64), ("56x56x256", 256)],
+        [("1x1 conv, ReLU", "normal"), ("3x3 conv, ReLU", "normal"), ("1x1 conv", "normal")],
+        "#9ecae1",
+    )
+    _block_row(
+        axes[1],
+        "inverted residual (MobileNetV2, 28x28, t = 6): narrow - wide - narrow, the shortcut joins the bottlenecks",
+        [("28x28x32", 32), ("28x28x192", 192), ("28x28x192", 192), ("28x28x32", 32)],
+        [
+            ("1x1 expand, ReLU6", "normal"),
+            ("3x3 depthwise, ReLU6", "normal"),
+            ("1x1 project, linear", "italic"),
+        ],
+        "#fdae6b",
+    )
+    fig.tight_layout()
+    return fig
+
+
+def fig_residuals(path):
+    fig = draw_residuals()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+DRAWINGS = {
+    "separable_filters.png": draw_separable,
+    "memory_layouts.png": draw_layouts,
+    "residual_blocks.png": draw_residuals,
+}  # each returns its figure (for the legibility test)
+FIGURES = {
+    "separable_filters.png": fig_separable,
+    "memory_layouts.png": fig_layouts,
+    "residual_blocks.png": fig_residuals,
+}
