@@ -236,7 +236,8 @@ def draw_residuals():
     )
     _block_row(
         axes[1],
-        "inverted residual (MobileNetV2, 28x28, t = 6): narrow - wide - narrow, the shortcut joins the bottlenecks",
+        "inverted residual (MobileNetV2, 28x28, t = 6): narrow - wide - narrow, "
+        "the shortcut joins the bottlenecks",
         [("28x28x32", 32), ("28x28x192", 192), ("28x28x192", 192), ("28x28x32", 32)],
         [
             ("1x1 expand, ReLU6", "normal"),
