@@ -60,7 +60,7 @@ def dist_measured() -> str:
                     f"{med[way] / med['1x2 whole']:.2f}x",
                     ""
                     if not coll
-                    else f"{sorted(coll)[len(coll) // 2] * 1e3:.0f} ms in {calls[0]:.0f} calls",
+                    else f"{statistics.median(coll) * 1e3:.0f} ms in {calls[0]:.0f} calls",
                 ]
             )
     head = [
