@@ -58,9 +58,7 @@ def dist_measured() -> str:
                     f"{1 / med[way]:.2f}",
                     f"{med[way] * 1e3:.0f} ({steps[0] * 1e3:.0f}-{steps[-1] * 1e3:.0f})",
                     f"{med[way] / med['1x2 whole']:.2f}x",
-                    ""
-                    if not coll
-                    else f"{statistics.median(coll) * 1e3:.0f} ms in {calls[0]:.0f} calls",
+                    "" if not coll else f"{statistics.median(coll) * 1e3:.0f} ms in {calls[0]:.0f} calls",
                 ]
             )
     head = [

@@ -34,17 +34,22 @@ def overlapping_text(fig) -> list:
     """Pairs of the figure's visible texts whose boxes overlap, as drawn: (text, text)."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    hidden = {  # the axis texts of axes drawn without axes (axis("off")): never drawn
-        id(t)
-        for ax in fig.axes
-        if not ax.axison
-        for axis in (ax.xaxis, ax.yaxis)
-        for t in [*axis.get_ticklabels(which="both"), axis.label, axis.get_offset_text()]
-    }
+    every_tick, drawn = set(), set()  # tick labels exist for ticks outside the view too
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            span = (hi - lo) * 1e-9
+            shown = ax.axison and axis.get_visible()
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                every_tick |= {id(tick.label1), id(tick.label2)}
+                if shown and lo - span <= tick.get_loc() <= hi + span:
+                    drawn |= {id(tick.label1), id(tick.label2)}
+            if not shown:  # axis("off"), or a twin's hidden axis: its label is not drawn either
+                every_tick |= {id(axis.label), id(axis.get_offset_text())}
     texts = [
         t
         for t in fig.findobj(matplotlib.text.Text)
-        if t.get_visible() and t.get_text().strip() and id(t) not in hidden
+        if t.get_visible() and t.get_text().strip() and (id(t) not in every_tick or id(t) in drawn)
     ]
     boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
     return [

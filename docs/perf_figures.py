@@ -178,6 +178,32 @@ def fig_latency(path):
     plt.close(fig)
 
 
+OFFSETS = ((3, -3), (3, 5), (-3, 5), (-3, -3), (3, -11), (-3, -11), (3, 13))  # points: tried in turn
+
+
+def _place_label(ax, text, xy, placed: list):
+    """Annotate ``xy`` with ``text`` at the first offset whose box overlaps none of ``placed``
+    (the boxes of the labels before it, to which its own is added)."""
+    renderer = ax.figure.canvas.get_renderer()
+    for dx, dy in OFFSETS:
+        a = ax.annotate(
+            text,
+            xy,
+            fontsize=6,
+            xytext=(dx, dy),
+            textcoords="offset points",
+            ha="left" if dx > 0 else "right",
+        )
+        box = a.get_window_extent(renderer)
+        if not any(box.overlaps(b) for b in placed):
+            break
+        a.remove()
+    else:
+        a = ax.annotate(text, xy, fontsize=6, xytext=OFFSETS[0], textcoords="offset points")
+        box = a.get_window_extent(renderer)
+    placed.append(box)
+
+
 def fig_accuracy(path):
     plt = _pyplot()
 
@@ -186,6 +212,7 @@ def fig_accuracy(path):
         return
     rows = [r for r in sweep_rows(res) if r[4] is not None]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    placed = []  # the point labels' boxes so far
     for arch, marker in (("v1", "o"), ("v2", "s")):
         mine = [r for r in rows if r[0] == arch]
         for b in BACKENDS:
@@ -201,9 +228,7 @@ def fig_accuracy(path):
             [r[3] for r in mine], [r[4] for r in mine], marker=marker, color="k", label=arch.upper()
         )
         for r in mine:
-            axes[1].annotate(
-                f"{r[1]:g}/{r[2]}", (r[3], r[4]), fontsize=6, xytext=(3, -3), textcoords="offset points"
-            )
+            _place_label(axes[1], f"{r[1]:g}/{r[2]}", (r[3], r[4]), placed)
     axes[0].set_xscale("log")
     axes[0].set_xlabel("measured ms per image (batch 1, log)")
     axes[0].set_title("published top-1 against measured latency")
