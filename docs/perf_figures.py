@@ -178,7 +178,24 @@ def fig_latency(path):
     plt.close(fig)
 
 
-OFFSETS = ((3, -3), (3, 5), (-3, 5), (-3, -3), (3, -11), (-3, -11), (3, 13))  # points: tried in turn
+def _plain_log_ticks(axis, ticks):
+    """A log axis labelled with plain numbers at ``ticks`` (not 6x10^1), no minor labels."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _marker_box(ax, xy, half=5):
+    """The display box of a marker at data point ``xy``: ``half`` pixels around it."""
+    from matplotlib.transforms import Bbox
+
+    x, y = ax.transData.transform(xy)
+    return Bbox([[x - half, y - half], [x + half, y + half]])
+
+
+OFFSETS = ((6, -3), (6, 5), (-6, 5), (-6, -3), (4, -13), (-4, -13), (4, 11), (-4, 11))  # points, in turn
 
 
 def _place_label(ax, text, xy, placed: list):
@@ -212,7 +229,10 @@ def fig_accuracy(path):
         return
     rows = [r for r in sweep_rows(res) if r[4] is not None]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    placed = []  # the point labels' boxes so far
+    axes[1].set_xscale("log")
+    axes[1].set_xlim(min(r[3] for r in rows) / 1.3, max(r[3] for r in rows) * 1.3)
+    axes[1].set_ylim(min(r[4] for r in rows) - 2, max(r[4] for r in rows) + 2)
+    placed = [_marker_box(axes[1], (r[3], r[4])) for r in rows]  # labels go around every marker
     for arch, marker in (("v1", "o"), ("v2", "s")):
         mine = [r for r in rows if r[0] == arch]
         for b in BACKENDS:
@@ -230,9 +250,11 @@ def fig_accuracy(path):
         for r in mine:
             _place_label(axes[1], f"{r[1]:g}/{r[2]}", (r[3], r[4]), placed)
     axes[0].set_xscale("log")
+    _plain_log_ticks(axes[0].xaxis, (0.5, 1, 2, 5, 10, 20, 50))
     axes[0].set_xlabel("measured ms per image (batch 1, log)")
     axes[0].set_title("published top-1 against measured latency")
     axes[1].set_xscale("log")
+    _plain_log_ticks(axes[1].xaxis, (25, 50, 100, 200, 400, 800))
     axes[1].set_xlabel("M mult-adds (log)")
     axes[1].set_title("published top-1 against mult-adds (alpha/px)")
     for ax in axes:
