@@ -171,15 +171,19 @@ V2_SETTING = (
 )
 
 
-def v1_spec(width_mult=1.0, num_classes=1000, dropout=1e-3, act="relu") -> Seq:
+def v1_spec(width_mult=1.0, num_classes=1000, dropout=1e-3, act="relu", separable=True) -> Seq:
     """MobileNetV1 (Howard et al. 2017, Table 1) with width multiplier ``width_mult``.
 
     Channels are ``int(c * width_mult)`` (at least 1) as in Keras. Every conv is
     followed by BN and ReLU (the paper's activation). Default dropout 1e-3 is Keras's.
+    ``separable=False``: the paper's Table 4 baseline, each depthwise + pointwise pair
+    replaced by one full 3x3 convolution ("Conv MobileNet").
     """
     _check_common(width_mult, num_classes, dropout)
     if act not in ("relu", "relu6"):
         raise ValueError(f"act must be 'relu' or 'relu6', got {act!r}")
+    if not isinstance(separable, bool):
+        raise TypeError(f"separable must be True or False, got {separable!r}")
 
     def ch(c):
         return max(1, int(c * width_mult))
@@ -188,6 +192,10 @@ def v1_spec(width_mult=1.0, num_classes=1000, dropout=1e-3, act="relu") -> Seq:
     features = [conv_bn_act(3, cin, 3, stride=2, act=act)]
     for c, s in V1_LAYERS:
         cout = ch(c)
+        if not separable:
+            features.append(conv_bn_act(cin, cout, 3, stride=s, act=act))
+            cin = cout
+            continue
         features.append(
             _seq(
                 conv_bn_act(cin, cin, 3, stride=s, groups=cin, act=act),  # depthwise

@@ -2,7 +2,8 @@
 
 import pytest
 
-from mobilenet.summary import conv_output_size, ssdlite_summary, summary_dict
+import mobilenet_arch as A
+from mobilenet.summary import conv_output_size, ssdlite_summary, summarize, summary_dict, totals
 from mobilenet_arch import make_divisible
 from numpy_impl.detector import ssdlite
 
@@ -115,3 +116,13 @@ def test_activation_memory_matches_shapes_worked_by_hand():
     s = 56 * 56
     assert v2["features.3"]["unfused"] == 4 * (s * (144 + 144) + s * 24)
     assert max(b["fused"] for b in v2.values()) < max(b["unfused"] for b in v1.values())
+
+
+def test_full_convolution_mobilenet_is_the_v1_papers_table_4_baseline():
+    """Conv MobileNet: each depthwise + pointwise pair of V1 as one full 3x3 convolution."""
+    full = totals(summarize(A.v1_spec(separable=False), 224))
+    assert abs(full["macs"] / 1e6 - 4866) < 2 and abs(full["params"] / 1e6 - 29.3) < 0.05  # paper Table 4
+    convs = [leaf for _, leaf in A.walk(A.v1_spec(separable=False)) if isinstance(leaf, A.Conv)]
+    assert len(convs) == 14 and all(c.groups == 1 and c.kernel_size == 3 for c in convs)
+    with pytest.raises(TypeError, match="separable must be True or False"):
+        A.v1_spec(separable="no")
