@@ -365,6 +365,36 @@ def _machine_line(r) -> str:
 NOT_RUN = "(not run yet: `python docs/make_training_results.py`)"
 
 
+def v2_ablation() -> str:
+    """Linear bottleneck against ReLU6 after the projection, three seeds (the V2 paper's Figure 6a)."""
+    r = _train_result("ablation")
+    if r is None:
+        return "(not run yet: `python docs/make_training_results.py --only ablation`)"
+    rows, means = [], {}
+    for name, accs in r["runs"].items():
+        a = np.array(accs)
+        means[name] = a.mean()
+        rows.append(
+            (
+                name,
+                " / ".join(f"{100 * v:.2f}" for v in accs),
+                f"{100 * a.mean():.2f}",
+                f"{100 * a.std():.2f}",
+            )
+        )
+    c = r["config"]
+    (lin, lin_m), (relu, relu_m) = means.items()
+    gap = 100 * (lin_m - relu_m)
+    verdict = "ahead of" if gap > 0 else "behind"
+    return (
+        _md(("block", "test accuracy %, seeds " + ", ".join(map(str, r["seeds"])), "mean", "std"), rows)
+        + f"\n\nMobileNetV2-{c['width_mult']:g} at {c['resolution']} px on {c['data']}, "
+        + f"{c['epochs']} epochs, {c['backend']} backend, the training chapter's other settings. "
+        + f"The {lin} is {abs(gap):.2f} points {verdict} the {relu} on the mean of "
+        + f"{len(r['seeds'])} seeds. {_machine_line(r)}"
+    )
+
+
 def training_run() -> str:
     r = _train_result("train")
     if r is None:
@@ -605,6 +635,7 @@ TABLES = {
     "v1_reduction": v1_reduction,
     "v1_multipliers": v1_multipliers,
     "v1_full_conv": v1_full_conv,
+    "v2_ablation": v2_ablation,
     "v2_multipliers": v2_multipliers,
     "v2_blocks": v2_blocks,
 }

@@ -38,6 +38,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import numpy_impl  # noqa: E402
 from mobilenet import cli  # noqa: E402
 from mobilenet.apps import embed as E
 from mobilenet.apps import transfer as Tr
@@ -226,7 +227,44 @@ def detect(work: Path) -> dict:
     return {"command": "mobilenet " + " ".join(DETECT_ARGS) + " --backend BACKEND --out DIR", "runs": runs}
 
 
-JOBS = {"overlay": overlay, "train": train, "transfer": transfer, "embed": embed, "v3": v3, "detect": detect}
+ABLATION_SEEDS = (0, 1, 2)
+
+
+def ablation(work: Path) -> dict:
+    """The V2 paper's Figure 6a on digits: linear bottlenecks against ReLU6 after the projection,
+    MobileNetV2-0.5 at 32 px, ``train``'s settings but 10 epochs, three seeds each."""
+    base = TrainConfig(arch="v2", width_mult=0.5, resolution=32, backend="numba", epochs=10)
+    train_set, test = load_split(base)
+    out = {"config": base.to_dict(), "seeds": list(ABLATION_SEEDS), "runs": {}}
+    for name, linear in (("linear bottleneck", True), ("ReLU6 after the projection", False)):
+        accs = []
+        for seed in ABLATION_SEEDS:
+            cfg = dataclasses.replace(base, seed=seed)
+            model = numpy_impl.mobilenet(
+                "v2",
+                backend="numba",
+                seed=seed,
+                width_mult=cfg.width_mult,
+                num_classes=len(train_set.classes),
+                dropout=cfg.dropout,
+                linear_bottleneck=linear,
+            )
+            runner = make_runner(cfg, len(train_set.classes), model=model)
+            m = Trainer(Classification(cfg, train_set, test), runner, progress=True).fit()
+            accs.append(m["test_accuracy"])
+        out["runs"][name] = accs
+    return out
+
+
+JOBS = {
+    "overlay": overlay,
+    "train": train,
+    "transfer": transfer,
+    "embed": embed,
+    "v3": v3,
+    "detect": detect,
+    "ablation": ablation,
+}
 
 
 def main(argv=None) -> int:

@@ -212,8 +212,9 @@ def v1_spec(width_mult=1.0, num_classes=1000, dropout=1e-3, act="relu", separabl
     )
 
 
-def inverted_residual(cin: int, cout: int, stride: int, expand_ratio: int) -> Block:
-    """MobileNetV2 block (paper Table 1): expand 1x1 -> depthwise 3x3 -> linear 1x1."""
+def inverted_residual(cin: int, cout: int, stride: int, expand_ratio: int, linear: bool = True) -> Block:
+    """MobileNetV2 block (paper Table 1): expand 1x1 -> depthwise 3x3 -> linear 1x1.
+    ``linear=False``: a ReLU6 after the projection too (the paper's Figure 6a ablation)."""
     hidden = int(round(cin * expand_ratio))
     layers = []
     if expand_ratio != 1:
@@ -223,12 +224,17 @@ def inverted_residual(cin: int, cout: int, stride: int, expand_ratio: int) -> Bl
         Conv(hidden, cout, 1),  # linear bottleneck: no activation
         BatchNorm(cout),
     ]
+    if not linear:
+        layers.append(Act("relu6"))
     return Block(_seq(*layers), residual=stride == 1 and cin == cout)
 
 
-def v2_spec(width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8) -> Seq:
-    """MobileNetV2 (Sandler et al. 2018, Table 2) with torchvision's channel rounding."""
+def v2_spec(width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8, linear_bottleneck=True) -> Seq:
+    """MobileNetV2 (Sandler et al. 2018, Table 2) with torchvision's channel rounding.
+    ``linear_bottleneck=False``: ReLU6 after every block's projection (paper Figure 6a)."""
     _check_common(width_mult, num_classes, dropout)
+    if not isinstance(linear_bottleneck, bool):
+        raise TypeError(f"linear_bottleneck must be True or False, got {linear_bottleneck!r}")
     if isinstance(round_nearest, bool) or not isinstance(round_nearest, int) or round_nearest < 1:
         raise ValueError(f"round_nearest must be an int >= 1, got {round_nearest!r}")
     cin = make_divisible(32 * width_mult, round_nearest)
@@ -238,7 +244,7 @@ def v2_spec(width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8) -> S
     for t, c, n, s in V2_SETTING:
         cout = make_divisible(c * width_mult, round_nearest)
         for i in range(n):
-            features.append(inverted_residual(cin, cout, s if i == 0 else 1, t))
+            features.append(inverted_residual(cin, cout, s if i == 0 else 1, t, linear_bottleneck))
             cin = cout
     features.append(conv_bn_act(cin, last, 1))
     return Seq(

@@ -126,3 +126,12 @@ def test_full_convolution_mobilenet_is_the_v1_papers_table_4_baseline():
     assert len(convs) == 14 and all(c.groups == 1 and c.kernel_size == 3 for c in convs)
     with pytest.raises(TypeError, match="separable must be True or False"):
         A.v1_spec(separable="no")
+
+
+def test_v2_without_linear_bottlenecks_puts_relu6_after_each_projection():
+    plain, ablated = A.v2_spec(width_mult=0.5), A.v2_spec(width_mult=0.5, linear_bottleneck=False)
+    acts = [sum(isinstance(leaf, A.Act) for _, leaf in A.walk(s)) for s in (plain, ablated)]
+    assert acts[1] - acts[0] == 17  # one per block of Table 2
+    assert totals(summarize(plain, 224)) == totals(summarize(ablated, 224))  # same weights and cost
+    with pytest.raises(TypeError, match="linear_bottleneck must be True or False"):
+        A.v2_spec(linear_bottleneck=1)
