@@ -214,5 +214,7 @@ def test_build_by_name_refuses_unknown_names():
         ValueError, match=r"arch must be one of \('v1', 'v2', 'v3-large', 'v3-small'\), got 'v9'"
     ):
         numpy_impl.mobilenet("v9")
-    with pytest.raises(TypeError, match="v1 takes width_mult, num_classes, dropout, act, separable; got round_nearest"):
+    with pytest.raises(
+        TypeError, match="v1 takes width_mult, num_classes, dropout, act, separable; got round_nearest"
+    ):
         torch_impl.mobilenet("v1", round_nearest=8)
