@@ -261,13 +261,73 @@ def fig_residuals(path):
     plt.close(fig)
 
 
+def draw_v3_block():
+    """A MobileNetV3-Large block with squeeze-and-excite (the 28x28 stage, 5x5 depthwise):
+    the main path's shapes, and the gate that the squeeze-and-excite branch computes from it."""
+    fig, ax = plt.subplots(figsize=(9.6, 5.0))
+    tensors = [("28x28x40", 40), ("28x28x120", 120), ("28x28x120", 120), ("28x28x120", 120), ("28x28x40", 40)]
+    ops = ["1x1 expand, ReLU", "5x5 depthwise, ReLU", "x gate (per channel)", "1x1 project, linear"]
+    xs = [0.6 + 3.0 * i for i in range(len(tensors))]
+    y0 = 3.6  # the main path's centre line
+    tops = []
+    for x, (shape, c) in zip(xs, tensors):
+        h = 0.5 + 2.0 * c / 120
+        ax.add_patch(Rectangle((x, y0 - h / 2), 0.7, h, facecolor="#fdae6b", edgecolor="black", lw=0.6))
+        tops.append(y0 + h / 2)
+        label_y = y0 - h / 2 - 0.1 if x not in (xs[2], xs[3]) else y0 + h / 2 + 0.1
+        ax.text(x + 0.35, label_y, shape, ha="center", va="top" if label_y < y0 else "bottom", fontsize=8)
+    for x0, x1, op in zip(xs, xs[1:], ops):
+        ax.annotate("", xy=(x1 - 0.1, y0), xytext=(x0 + 0.8, y0), arrowprops={"arrowstyle": "->", "lw": 1.0})
+        ax.text((x0 + x1) / 2 + 0.35, y0 + 0.12, op, ha="center", va="bottom", fontsize=8)
+    # the squeeze-and-excite branch, below the depthwise output and the gated map
+    bx = [xs[2] - 1.2 + 1.9 * i for i in range(3)]
+    by = 0.9
+    sizes = [("1x1x120\nmean over H, W", 120), ("1x1x32\nfc1, ReLU", 32), ("1x1x120\nfc2, hard-sigmoid", 120)]
+    for x, (label, c) in zip(bx, sizes):
+        h = 0.2 + 0.8 * c / 120
+        ax.add_patch(Rectangle((x, by - h / 2), 0.3, h, facecolor="#c6dbef", edgecolor="black", lw=0.6))
+        ax.text(x + 0.15, by - 0.6, label, ha="center", va="top", fontsize=7)
+    arrow = {"arrowstyle": "->", "lw": 0.8}
+    ax.annotate("", xy=(bx[0] + 0.15, by + 0.55), xytext=(xs[2] + 0.35, y0 - 1.3), arrowprops=arrow)
+    for a, b in zip(bx, bx[1:]):
+        ax.annotate("", xy=(b - 0.05, by), xytext=(a + 0.35, by), arrowprops=arrow)
+    ax.annotate("", xy=(xs[3] + 0.35, y0 - 1.3), xytext=(bx[2] + 0.15, by + 0.55), arrowprops=arrow)
+    ax.text(bx[2] + 0.6, by, "the gate: one scale\nin [0, 1] per channel", fontsize=7, va="center")
+    a, b = xs[0] + 0.35, xs[-1] + 0.35  # the shortcut, from the input's top into the sum
+    top = max(tops) + 0.75
+    ax.plot([a, a, b], [tops[0], top, top], color="#444444", lw=1.0)
+    ax.annotate(
+        "", xy=(b, tops[-1]), xytext=(b, top), arrowprops={"arrowstyle": "->", "lw": 1.0, "color": "#444444"}
+    )
+    ax.text((a + b) / 2, top + 0.08, "+ x (shortcut)", ha="center", va="bottom", fontsize=8)
+    ax.set_title(
+        "MobileNetV3-Large block with squeeze-and-excite (28x28 stage, expansion 120, 5x5 depthwise)",
+        loc="left",
+        fontsize=10,
+    )
+    ax.set_xlim(0, xs[-1] + 1.3)
+    ax.set_ylim(-0.4, top + 0.6)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def fig_v3_block(path):
+    fig = draw_v3_block()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 DRAWINGS = {
     "separable_filters.png": draw_separable,
     "memory_layouts.png": draw_layouts,
     "residual_blocks.png": draw_residuals,
+    "v3_block.png": draw_v3_block,
 }  # each returns its figure (for the legibility test)
 FIGURES = {
     "separable_filters.png": fig_separable,
     "memory_layouts.png": fig_layouts,
     "residual_blocks.png": fig_residuals,
+    "v3_block.png": fig_v3_block,
 }
