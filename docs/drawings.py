@@ -319,15 +319,102 @@ def fig_v3_block(path):
     plt.close(fig)
 
 
+def draw_tile_halo():
+    """One tile of the fused block at stride 1: a band of output rows, the input rows it needs
+    (the band and a one-row halo on each side for the 3x3 depthwise), and the expanded rows,
+    which exist for the tile only."""
+    H, band, halo = 12, range(4, 8), 1  # rows shown; the tile's output rows; 3x3: one halo row
+    need = range(band.start - halo, band.stop + halo)
+    fig, ax = plt.subplots(figsize=(9.0, 5.2))
+    cols = [
+        (0.5, 1.0, "x: the block's input\n(H rows, C channels)"),
+        (4.0, 3.0, "expanded: t*C channels\n(only the tile's rows)"),
+        (9.0, 1.0, "output: the tile's rows\n(H rows, C channels)"),
+    ]
+    row_h = 0.32
+
+    def y_of(r):
+        return (H - 1 - r) * row_h
+
+    for x, w, title in cols:
+        ax.text(x + w / 2, y_of(0) + row_h + 0.15, title, ha="center", va="bottom", fontsize=8)
+    for r in range(H):
+        in_band, in_need = r in band, r in need
+        face = "#fdae6b" if in_band else ("#fee6ce" if in_need else "white")
+        ax.add_patch(
+            Rectangle((cols[0][0], y_of(r)), cols[0][1], row_h, facecolor=face, edgecolor="black", lw=0.5)
+        )
+        ax.add_patch(
+            Rectangle(
+                (cols[2][0], y_of(r)),
+                cols[2][1],
+                row_h,
+                facecolor="#fdae6b" if in_band else "white",
+                edgecolor="black",
+                lw=0.5,
+            )
+        )
+        if in_need:
+            ax.add_patch(
+                Rectangle((cols[1][0], y_of(r)), cols[1][1], row_h, facecolor=face, edgecolor="black", lw=0.5)
+            )
+        else:
+            ax.add_patch(
+                Rectangle(
+                    (cols[1][0], y_of(r)), cols[1][1], row_h, fill=False, edgecolor="0.75", lw=0.5, ls="--"
+                )
+            )
+    mid_need = (y_of(need.start) + y_of(need.stop - 1) + row_h) / 2
+    mid_band = (y_of(band.start) + y_of(band.stop - 1) + row_h) / 2
+    arrow = {"arrowstyle": "->", "lw": 1.0}
+    ax.annotate(
+        "",
+        xy=(cols[1][0] - 0.1, mid_need),
+        xytext=(cols[0][0] + cols[0][1] + 0.1, mid_need),
+        arrowprops=arrow,
+    )
+    ax.text(2.75, mid_need + 0.12, "1x1 expand\n(GEMM, ReLU6)", ha="center", va="bottom", fontsize=8)
+    ax.annotate(
+        "",
+        xy=(cols[2][0] - 0.1, mid_band),
+        xytext=(cols[1][0] + cols[1][1] + 0.1, mid_band),
+        arrowprops=arrow,
+    )
+    ax.text(8.0, mid_band + 0.12, "3x3 depthwise,\n1x1 project, + x", ha="center", va="bottom", fontsize=8)
+    ax.add_patch(Rectangle((0.5, -1.25), 0.35, 0.25, facecolor="#fdae6b", edgecolor="black", lw=0.5))
+    ax.text(0.95, -1.125, "the tile's rows", va="center", fontsize=8)
+    ax.add_patch(Rectangle((3.2, -1.25), 0.35, 0.25, facecolor="#fee6ce", edgecolor="black", lw=0.5))
+    ax.text(3.65, -1.125, "halo: read by the depthwise, not written", va="center", fontsize=8)
+    ax.add_patch(Rectangle((3.2, -1.7), 0.35, 0.25, fill=False, edgecolor="0.75", lw=0.5, ls="--"))
+    ax.text(3.65, -1.575, "never expanded at the same time as this tile", va="center", fontsize=8)
+    ax.set_title(
+        "one tile of the fused inverted-residual block (stride 1, 3x3 depthwise)", loc="left", fontsize=10
+    )
+    ax.set_xlim(0, 10.5)
+    ax.set_ylim(-1.9, y_of(0) + row_h + 0.9)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def fig_tile_halo(path):
+    fig = draw_tile_halo()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 DRAWINGS = {
     "separable_filters.png": draw_separable,
     "memory_layouts.png": draw_layouts,
     "residual_blocks.png": draw_residuals,
     "v3_block.png": draw_v3_block,
+    "fused_tile.png": draw_tile_halo,
 }  # each returns its figure (for the legibility test)
 FIGURES = {
     "separable_filters.png": fig_separable,
     "memory_layouts.png": fig_layouts,
     "residual_blocks.png": fig_residuals,
     "v3_block.png": fig_v3_block,
+    "fused_tile.png": fig_tile_halo,
 }
