@@ -60,12 +60,6 @@ def overlapping_text(fig) -> list:
     ]
 
 
-def fig_separable(path):
-    fig = draw_separable()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def draw_separable():
     """Standard, depthwise and pointwise convolution, each: input (D_F x D_F x M), its filters,
     its output, and its multiply-add count (M = 4 input channels, N = 3 outputs, k = 3)."""
@@ -197,12 +191,6 @@ def draw_layouts():
     return fig
 
 
-def fig_layouts(path):
-    fig = draw_layouts()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _block_row(ax, title, tensors, ops, color):
     """Tensors as bars whose height follows their channels, ops between them, the shortcut above."""
     ax.set_title(title, loc="left", fontsize=10)
@@ -255,12 +243,6 @@ def draw_residuals():
     return fig
 
 
-def fig_residuals(path):
-    fig = draw_residuals()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def draw_v3_block():
     """A MobileNetV3-Large block with squeeze-and-excite (the 28x28 stage, 5x5 depthwise):
     the main path's shapes, and the gate that the squeeze-and-excite branch computes from it."""
@@ -311,12 +293,6 @@ def draw_v3_block():
     ax.axis("off")
     fig.tight_layout()
     return fig
-
-
-def fig_v3_block(path):
-    fig = draw_v3_block()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def draw_tile_halo():
@@ -398,12 +374,6 @@ def draw_tile_halo():
     return fig
 
 
-def fig_tile_halo(path):
-    fig = draw_tile_halo()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 DRAWINGS = {
     "separable_filters.png": draw_separable,
     "memory_layouts.png": draw_layouts,
@@ -411,10 +381,17 @@ DRAWINGS = {
     "v3_block.png": draw_v3_block,
     "fused_tile.png": draw_tile_halo,
 }  # each returns its figure (for the legibility test)
-FIGURES = {
-    "separable_filters.png": fig_separable,
-    "memory_layouts.png": fig_layouts,
-    "residual_blocks.png": fig_residuals,
-    "v3_block.png": fig_v3_block,
-    "fused_tile.png": fig_tile_halo,
-}
+
+
+def _saver(draw):
+    """A figure builder as make_figures wants one: ``build(path)`` draws and writes the PNG."""
+
+    def build(path):
+        fig = draw()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    return build
+
+
+FIGURES = {name: _saver(draw) for name, draw in DRAWINGS.items()}
