@@ -391,8 +391,8 @@ MUTANTS = [
            "np.random.default_rng([step, i])", ("tests/test_parts.py",),
            "a part's dropout mask depends on its place in the process, not in the batch"),
     Mutant("parts-loss-local-count", "mobilenet/training/numpy_runner.py",
-           "loss, cache = F.softmax_cross_entropy(o, t, cfg.label_smoothing, total=parts.batch)\n                d, dhead",
-           "loss, cache = F.softmax_cross_entropy(o, t, cfg.label_smoothing)\n                d, dhead",
+           "loss, dout, dhead, correct = self._loss(o, t, total=parts.batch)",
+           "loss, dout, dhead, correct = self._loss(o, t)",
            ("tests/test_parts.py",), "each part's loss is its own mean, not its share of the batch's"),
     # --- the NumPy reference -------------------------------------------------------------------------
     Mutant("ref-bn-eps-ignored", "numpy_impl/functional/norm.py", "inv_std = 1.0 / np.sqrt(var + eps)",

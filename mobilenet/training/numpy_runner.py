@@ -81,44 +81,40 @@ class Runner:
         if parts is not None:
             return self._parted_step(parts, x, y)
         out = m.forward(x)  # (N, K) logits, or (N, D) embeddings
-        if self.head is None:
-            loss, cache = F.softmax_cross_entropy(out, y, self.cfg.label_smoothing)
-            m.backward(F.softmax_cross_entropy_backward(1.0, cache).astype(m.dtype), input_grad=False)
-            self.optimizer.step(m.grads)
-            return {"loss": loss, "correct": int((out.argmax(1) == y).sum())}
-        cfg = self.cfg
-        logits, arc = F.arcface_logits(out, self.head, y, cfg.arcface_scale, cfg.arcface_margin)
-        loss, cache = F.softmax_cross_entropy(logits, y, cfg.label_smoothing)
-        demb, dhead = F.arcface_logits_backward(
-            F.softmax_cross_entropy_backward(1.0, cache).astype(m.dtype), arc
-        )
-        correct = int((self._cosines(out).argmax(1) == y).sum())  # by the centres of this forward
-        m.backward(demb, input_grad=False)
-        self.optimizer.step({**m.grads, HEAD: dhead})
+        loss, dout, dhead, correct = self._loss(out, y)
+        m.backward(dout, input_grad=False)
+        self.optimizer.step(m.grads if dhead is None else {**m.grads, HEAD: dhead})
         return {"loss": loss, "correct": correct}
 
+    def _loss(self, out, y, total=None):
+        """``(loss, dout, dhead, correct)`` of the model's output ``out`` for labels ``y``: softmax
+        cross-entropy, or ArcFace's (``dhead`` its centres' gradient, else None). ``total``: the
+        count the summed loss is divided by (a part's share of the whole batch's mean)."""
+        cfg, dtype = self.cfg, self.model.dtype
+        if self.head is None:
+            loss, cache = F.softmax_cross_entropy(out, y, cfg.label_smoothing, total=total)
+            dout = F.softmax_cross_entropy_backward(1.0, cache).astype(dtype)
+            return loss, dout, None, int((out.argmax(1) == y).sum())
+        logits, arc = F.arcface_logits(out, self.head, y, cfg.arcface_scale, cfg.arcface_margin)
+        loss, cache = F.softmax_cross_entropy(logits, y, cfg.label_smoothing, total=total)
+        dout, dhead = F.arcface_logits_backward(
+            F.softmax_cross_entropy_backward(1.0, cache).astype(dtype), arc
+        )
+        correct = int((self._cosines(out).argmax(1) == y).sum())  # by the centres of this forward
+        return loss, dout, dhead, correct
+
     def _parted_step(self, parts, x, y) -> dict:
-        m, cfg = self.model, self.cfg
+        m = self.model
         x, y = parts.local(x), parts.local(y)
         out = m.forward(x)  # (n, K) logits, or (n, D) embeddings: this process's rows
 
         def loss_of_part(o, t):  # -> dout (rows), the head's gradient (or None), [loss, correct]
-            if self.head is None:
-                loss, cache = F.softmax_cross_entropy(o, t, cfg.label_smoothing, total=parts.batch)
-                d, dhead, scores = F.softmax_cross_entropy_backward(1.0, cache), None, o
-            else:
-                logits, arc = F.arcface_logits(o, self.head, t, cfg.arcface_scale, cfg.arcface_margin)
-                loss, cache = F.softmax_cross_entropy(logits, t, cfg.label_smoothing, total=parts.batch)
-                d, dhead = F.arcface_logits_backward(
-                    F.softmax_cross_entropy_backward(1.0, cache).astype(m.dtype), arc
-                )
-                scores = self._cosines(o)
-            return d.astype(m.dtype), dhead, np.array([loss, (scores.argmax(1) == t).sum()], np.float64)
+            loss, dout, dhead, correct = self._loss(o, t, total=parts.batch)
+            return dout, dhead, np.array([loss, correct], np.float64)
 
         dout, dhead, stats = by_part(parts, loss_of_part, out, y)
         m.backward(dout, input_grad=False)
-        grads = m.grads if dhead is None else {**m.grads, HEAD: dhead}
-        self.optimizer.step(parts.total_grads(grads))
+        self.optimizer.step(parts.total_grads(m.grads if dhead is None else {**m.grads, HEAD: dhead}))
         loss, correct = parts.total(stats)
         return {"loss": float(loss), "correct": int(correct)}
 
