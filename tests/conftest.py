@@ -1,4 +1,6 @@
-"""Hypothesis profiles: ``dev`` (random, a few more examples) and ``ci`` (derandomized).
+"""Hypothesis profiles: ``dev`` (random) and ``ci`` (derandomized), as many examples each, so that
+``make test`` on a newcomer's machine takes what CI takes (10 minutes on 2 cores is the budget);
+``thorough`` is the many-examples run.
 
 CI sets CI=true; choose explicitly with HYPOTHESIS_PROFILE=dev|ci|thorough|mutants.
 """
@@ -10,7 +12,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 # deadline=None: a first call may compile (Numba) or warm up BLAS/oneDNN.
 _common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
-settings.register_profile("dev", max_examples=30, **_common)
+settings.register_profile("dev", max_examples=20, **_common)
 settings.register_profile("ci", max_examples=20, derandomize=True, print_blob=True, **_common)
 settings.register_profile("thorough", max_examples=400, **_common)  # a local stress run before a release
 # make mutants: ci's examples (or fresh ones: --random), reported at the first failure (no
