@@ -234,8 +234,9 @@ def ort_model(batches, min_time, threads):
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         cases = json.dumps([dataclasses.asdict(case)])
-        cmd = [sys.executable, "-m", "mobilenet.deploy.bench", "export", "--dir", tmp, "--cases", cases]
-        subprocess.run(cmd, check=True, capture_output=True)
+        for step, *flags in (["prepare"], ["export", "--float"]):  # the weights, then ONNX from them
+            cmd = [sys.executable, "-m", "mobilenet.deploy.bench", step, "--dir", tmp, "--cases", cases]
+            subprocess.run(cmd + flags, check=True, capture_output=True)
         sess = ort.InferenceSession(
             os.path.join(tmp, case.onnx_name()), opts, providers=["CPUExecutionProvider"]
         )

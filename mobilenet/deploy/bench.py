@@ -282,6 +282,8 @@ def _main(argv=None):
         prepare(cases, a.dir, a.int8)
         print(json.dumps({"prepared": len(cases)}))
     elif a.what == "export":
+        if not (a.float or a.qdq):
+            p.error("export: nothing to export; pass --float, --qdq or both")
         export_all(cases, a.dir, a.float, a.qdq)
         print(json.dumps({"exported": len(cases)}))
     else:
