@@ -229,12 +229,27 @@ def inverted_residual(cin: int, cout: int, stride: int, expand_ratio: int, linea
     return Block(_seq(*layers), residual=stride == 1 and cin == cout)
 
 
-def v2_spec(width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8, linear_bottleneck=True) -> Seq:
+V2_SHORTCUTS = ("bottleneck", "expansion", "none")
+
+
+def v2_spec(
+    width_mult=1.0,
+    num_classes=1000,
+    dropout=0.2,
+    round_nearest=8,
+    linear_bottleneck=True,
+    shortcut="bottleneck",
+) -> Seq:
     """MobileNetV2 (Sandler et al. 2018, Table 2) with torchvision's channel rounding.
-    ``linear_bottleneck=False``: ReLU6 after every block's projection (paper Figure 6a)."""
+    ``linear_bottleneck=False``: ReLU6 after every block's projection (paper Figure 6a).
+    ``shortcut``: where the residual connections go (paper Figure 6b): between the thin
+    bottlenecks (the paper's design), between the expanded tensors, or nowhere. The layers and
+    their costs are the same in all three."""
     _check_common(width_mult, num_classes, dropout)
     if not isinstance(linear_bottleneck, bool):
         raise TypeError(f"linear_bottleneck must be True or False, got {linear_bottleneck!r}")
+    if shortcut not in V2_SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {', '.join(V2_SHORTCUTS)}, got {shortcut!r}")
     if isinstance(round_nearest, bool) or not isinstance(round_nearest, int) or round_nearest < 1:
         raise ValueError(f"round_nearest must be an int >= 1, got {round_nearest!r}")
     cin = make_divisible(32 * width_mult, round_nearest)
@@ -244,9 +259,12 @@ def v2_spec(width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8, line
     for t, c, n, s in V2_SETTING:
         cout = make_divisible(c * width_mult, round_nearest)
         for i in range(n):
-            features.append(inverted_residual(cin, cout, s if i == 0 else 1, t, linear_bottleneck))
+            block = inverted_residual(cin, cout, s if i == 0 else 1, t, linear_bottleneck)
+            features.append(block if shortcut == "bottleneck" else Block(block.conv, residual=False))
             cin = cout
     features.append(conv_bn_act(cin, last, 1))
+    if shortcut == "expansion":
+        features = _shortcuts_between_expansions(features)
     return Seq(
         (
             ("features", _seq(*features)),
@@ -254,6 +272,26 @@ def v2_spec(width_mult=1.0, num_classes=1000, dropout=0.2, round_nearest=8, line
             ("classifier", _seq(Dropout(dropout), Linear(last, num_classes))),
         )
     )
+
+
+def _shortcuts_between_expansions(features: list) -> list:
+    """The same layers cut at the expanded tensors instead of the bottlenecks: each block runs
+    from after one expansion (the stem for the first) through the next expansion (the last 1x1
+    conv for the last), so a residual, where the shapes allow it, joins two expanded tensors."""
+    stem, *blocks, last = features
+
+    def expands(layer) -> bool:  # a 1x1 conv + BN + act Seq (a depthwise one has groups > 1)
+        return isinstance(layer, Seq) and layer.children[0][1].kernel_size == 1
+
+    units = [[c for _, c in b.conv] for b in blocks]
+    out, cin = [stem], stem.children[0][1].out_channels
+    for i, unit in enumerate(units):
+        body = unit[1:] if expands(unit[0]) else unit  # depthwise, project conv, BN [, act]
+        nxt = units[i + 1][0] if i + 1 < len(units) and expands(units[i + 1][0]) else last
+        cout = nxt.children[0][1].out_channels
+        out.append(Block(_seq(*body, nxt), residual=body[0].children[0][1].stride == 1 and cin == cout))
+        cin = cout
+    return out
 
 
 # MobileNetV3 (Howard et al. 2019), Tables 1 (Large) and 2 (Small), one row per bneck:

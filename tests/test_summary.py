@@ -135,3 +135,28 @@ def test_v2_without_linear_bottlenecks_puts_relu6_after_each_projection():
     assert totals(summarize(plain, 224)) == totals(summarize(ablated, 224))  # same weights and cost
     with pytest.raises(TypeError, match="linear_bottleneck must be True or False"):
         A.v2_spec(linear_bottleneck=1)
+
+
+def test_v2_shortcut_placements_keep_the_layers_and_move_the_residuals():
+    """The V2 paper's Figure 6b: residuals between bottlenecks, between expansions, or none."""
+    specs = {s: A.v2_spec(width_mult=0.5, shortcut=s) for s in A.V2_SHORTCUTS}
+    leaves = {s: [leaf for _, leaf in A.walk(spec)] for s, spec in specs.items()}
+    assert leaves["expansion"] == leaves["bottleneck"] == leaves["none"]  # same layers, same order
+    for s, spec in specs.items():
+        blocks = [b for _, b in spec.children[0][1] if isinstance(b, A.Block)]
+        joined = [b for b in blocks if b.residual]
+        assert len(joined) == {"bottleneck": 10, "expansion": 10, "none": 0}[s]
+        for b in joined:
+            convs = [leaf for _, leaf in A.walk(b.conv) if isinstance(leaf, A.Conv)]
+            width = convs[0].in_channels
+            assert width == convs[-1].out_channels
+            # a bottleneck residual joins thin tensors, an expansion residual the 6x wider ones
+            assert (convs[0].groups > 1) == (s == "expansion")
+            assert (
+                6 * width == convs[0].out_channels
+                if s == "bottleneck"
+                else width == 6 * convs[1].out_channels
+            )
+    with pytest.raises(ValueError, match="shortcut must be one of bottleneck, expansion, none"):
+        A.v2_spec(shortcut="between")
+
