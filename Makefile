@@ -44,7 +44,7 @@ demo: $(STAMP)
 	$(BIN)/mobilenet detect predict --checkpoint runs/demo-detect/checkpoint.npz \
 		--image runs/demo-scenes/images/000000.png --min-score 0.15 --out runs/demo-detect/found.png
 
-# Each side alone in its process, alternating rounds (~35 min); bench-quick: a few minutes.
+# Each side alone in its process, alternating rounds (~20 min on 2 cores); bench-quick: a few minutes.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.profile_step

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from .timing import FIGURES, RESULTS, cpu, depthwise_bytes, geomean, v2_depthwise_shapes
+from .timing import RESULTS, cpu, depthwise_bytes, geomean, v2_depthwise_shapes
 
 SIDES = {
     "roofline": ["numba"],
@@ -280,76 +280,6 @@ def markdown(res) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(res) -> list:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    written = []
-    rows = res["depthwise"]
-    if rows:
-        fig, axes = plt.subplots(2, 2, figsize=(12, 7), sharey=True)
-        for ax, (b, d) in zip(axes.flat, [(1, "fwd"), (1, "bwd"), (8, "fwd"), (8, "bwd")]):
-            sel = [r for r in rows if r["batch"] == b and r["dir"] == d]
-            labels = [f"C{r['C']}\n{r['H']}² s{r['stride']}" for r in sel]
-            sp = [r["speedup"] for r in sel]
-            ax.bar(range(len(sel)), sp, color=["tab:green" if x >= 1 else "tab:red" for x in sp])
-            ax.axhline(1.0, color="k", lw=1)
-            ax.axhline(1.5, color="k", lw=1, ls="--")
-            ax.set_xticks(range(len(sel)), labels, fontsize=7)
-            ax.set_title(
-                f"batch {b}, {'forward' if d == 'fwd' else 'backward (dx + dw)'}: geo-mean {geomean(sp):.2f}x"
-            )
-            ax.set_ylabel("speed-up over torch's faster layout")
-        fig.suptitle(
-            "Depthwise 3x3 on every MobileNetV2 layer: Numba kernels vs torch (each alone in its process)"
-        )
-        fig.tight_layout()
-        written.append(FIGURES / "bench_depthwise.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-    s = res["summary"]
-    cases = [(t, c) for t in ("model", "train") for c in s.get(t, {}).get("numba", {})]
-    if cases:
-        sides = ["numba", "torch_nchw", "torch_cl", "onnxruntime"]
-        fig, axes = plt.subplots(1, len(cases), figsize=(4 * len(cases), 3.8))
-        for ax, (t, c) in zip(list(getattr(axes, "flat", [axes])), cases):
-            have = [k for k in sides if c in s[t].get(k, {})]
-            vals = [s[t][k][c]["us"] / 1e3 for k in have]
-            ax.bar(have, vals, color=["tab:blue", "tab:orange", "tab:red", "tab:gray"][: len(have)])
-            ax.set_title(f"MobileNetV2 {c}")
-            ax.set_ylabel("ms (lower is better)")
-            ax.tick_params(axis="x", labelsize=8)
-        fig.tight_layout()
-        written.append(FIGURES / "bench_models.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-    road = s.get("versions", {}).get("numba")
-    dw = s.get("depthwise", {})
-    if road and "torch_cl" in dw:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-        for ax, d in zip(axes, ("fwd", "bwd")):
-            names = sorted(
-                {k.rsplit(" ", 4)[0] for k in road if k.startswith(d)}, key=lambda v: int(v.split("v")[-1])
-            )
-            for c, h, w, st in [(32, 112, 112, 1), (144, 56, 56, 1), (576, 14, 14, 2)]:
-                sh = f"b1 C{c} {h}x{w} s{st}"
-                torch_best = min(dw[k][f"{d} {sh}"]["us"] for k in ("torch_nchw", "torch_cl"))
-                ax.plot(names, [torch_best / road[f"{v} {sh}"]["us"] for v in names], "o-", label=sh[3:])
-            ax.axhline(1.0, color="k", lw=1)
-            ax.set_yscale("log")
-            ax.set_ylabel("speed-up over torch (log)")
-            ax.set_title(f"the road, {'forward' if d == 'fwd' else 'backward'}")
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        written.append(FIGURES / "bench_versions.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-    return written
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="2 rounds, short timings, batch-1 models")
@@ -369,10 +299,10 @@ def main(argv=None):
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench.json").write_text(json.dumps(res, indent=1))
     (RESULTS / "bench.md").write_text(markdown(res))
-    figs = plots(res)
     print(markdown(res).split("## Whole model")[0])
     print(
-        f"wrote {RESULTS / 'bench.json'}, bench.md and {len(figs)} figures in {time.perf_counter() - t0:.0f} s"
+        f"wrote {RESULTS / 'bench.json'} and bench.md in {time.perf_counter() - t0:.0f} s;"
+        " the figures: python docs/make_figures.py"
     )
 
 

@@ -13,6 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.text  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+import mobilenet_arch as A  # noqa: E402
+from mobilenet.summary import layer_rows, totals  # noqa: E402
+
 CHANNEL_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52")  # one per input channel (M = 4)
 FILTER_COLORS = ("#8172b3", "#937860", "#da8bc3")  # one per output channel (N = 3)
 
@@ -51,7 +54,7 @@ def overlapping_text(fig) -> list:
         for t in fig.findobj(matplotlib.text.Text)
         if t.get_visible() and t.get_text().strip() and (id(t) not in every_tick or id(t) in drawn)
     ]
-    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    boxes = [(t.get_text(), t.get_window_extent(renderer).padded(1)) for t in texts]  # touching counts
     return [
         (a, b)
         for i, (a, ba) in enumerate(boxes)
@@ -191,7 +194,39 @@ def draw_layouts():
     return fig
 
 
-def _block_row(ax, title, tensors, ops, color):
+def legends_on_data(fig, drawn=False) -> list:
+    """(axes title, what) for every legend drawn over a plotted point, line vertex, bar or
+    marker of its own axes: a legend should sit where there is no data. ``drawn``: the figure
+    was just drawn (by :func:`overlapping_text`), so its layout is known."""
+    if not drawn:
+        fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    found = []
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None or not legend.get_visible():
+            continue
+        box = legend.get_window_extent(renderer)
+        points = []
+        for line in ax.get_lines():
+            xy = line.get_xydata()
+            if len(xy) and line.get_visible():
+                points += [(line.get_label(), p) for p in line.get_transform().transform(xy)]
+        for coll in ax.collections:
+            offsets = coll.get_offsets()
+            if len(offsets) and coll.get_visible():
+                points += [(coll.get_label(), p) for p in coll.get_offset_transform().transform(offsets)]
+        hits = {label for label, (x, y) in points if box.contains(x, y)}
+        hits |= {
+            patch.get_label() or "a bar"
+            for patch in ax.patches
+            if patch.get_visible() and patch.get_window_extent(renderer).overlaps(box)
+        }
+        found += [(ax.get_title() or "(untitled axes)", h) for h in sorted(hits)]
+    return found
+
+
+def _block_row(ax, title, tensors, ops, color, shortcut=True):
     """Tensors as bars whose height follows their channels, ops between them, the shortcut above."""
     ax.set_title(title, loc="left", fontsize=10)
     top = max(c for _, c in tensors)
@@ -205,12 +240,13 @@ def _block_row(ax, title, tensors, ops, color):
             "", xy=(x1 - 0.1, 1.6), xytext=(x0 + 0.8, 1.6), arrowprops={"arrowstyle": "->", "lw": 1.0}
         )
         ax.text((x0 + x1) / 2 + 0.35, 1.75, op, ha="center", va="bottom", fontsize=8, style=style)
-    a, b, y = xs[0] + 0.35, xs[-1] + 0.35, 3.5  # the shortcut: up, across, down into the sum
-    ax.plot([a, a, b], [3.0, y, y], color="#444444", lw=1.0)
-    ax.annotate(
-        "", xy=(b, 3.0), xytext=(b, y), arrowprops={"arrowstyle": "->", "lw": 1.0, "color": "#444444"}
-    )
-    ax.text((a + b) / 2, y + 0.1, "+ x (shortcut)", ha="center", va="bottom", fontsize=8)
+    if shortcut:
+        a, b, y = xs[0] + 0.35, xs[-1] + 0.35, 3.5  # the shortcut: up, across, down into the sum
+        ax.plot([a, a, b], [3.0, y, y], color="#444444", lw=1.0)
+        ax.annotate(
+            "", xy=(b, 3.0), xytext=(b, y), arrowprops={"arrowstyle": "->", "lw": 1.0, "color": "#444444"}
+        )
+        ax.text((a + b) / 2, y + 0.1, "+ x (shortcut)", ha="center", va="bottom", fontsize=8)
     ax.set_xlim(0, xs[-1] + 1.4)
     ax.set_ylim(-0.7, 4.4)
     ax.axis("off")
@@ -374,12 +410,141 @@ def draw_tile_halo():
     return fig
 
 
+def _macs(spec, shape) -> float:
+    """Mult-adds of one layer (or Seq) on a (C, H, W) or (F,) input, in millions (the summary's counter)."""
+    return totals(layer_rows(spec, shape))["macs"] / 1e6
+
+
+def draw_v1_block():
+    """MobileNetV1's separable layer beside the full 3x3 convolution it replaces, for the
+    paper's second layer (112x112, 32 -> 64 channels), with each op's mult-adds."""
+    c_in, c_out, hw = 32, 64, 112
+    full = _macs(A.Conv(c_in, c_out, 3), (c_in, hw, hw))
+    dw = _macs(A.Conv(c_in, c_in, 3, groups=c_in), (c_in, hw, hw))
+    pw = _macs(A.Conv(c_in, c_out, 1), (c_in, hw, hw))
+    fig, axes = plt.subplots(2, 1, figsize=(8.4, 5.0))
+    _block_row(
+        axes[0],
+        f"a full 3x3 convolution (V1 paper Table 4's baseline): {full:.0f} M mult-adds",
+        [(f"{hw}x{hw}x{c_in}", c_in), (f"{hw}x{hw}x{c_out}", c_out)],
+        [(f"3x3 conv, BN, ReLU\n{full:.1f} M", "normal")],
+        "#9ecae1",
+        shortcut=False,
+    )
+    _block_row(
+        axes[1],
+        f"MobileNetV1's depthwise separable layer: {dw + pw:.1f} M mult-adds, {full / (dw + pw):.1f}x fewer",
+        [(f"{hw}x{hw}x{c_in}", c_in), (f"{hw}x{hw}x{c_in}", c_in), (f"{hw}x{hw}x{c_out}", c_out)],
+        [
+            (f"3x3 depthwise, BN, ReLU\n{dw:.1f} M", "normal"),
+            (f"1x1 pointwise, BN, ReLU\n{pw:.1f} M", "normal"),
+        ],
+        "#fdae6b",
+        shortcut=False,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def draw_v3_last_stage():
+    """MobileNetV3-Large's last stage in V2's order (every 1x1 on the 7x7 map, then pool) and
+    as V3 has it (pool after the 960-channel layer, so the 1280 layer acts on one vector)."""
+    conv960 = _macs(A.Conv(160, 960, 1), (160, 7, 7))
+    on_map = _macs(A.Conv(960, 1280, 1), (960, 7, 7))
+    on_vec = _macs(A.Linear(960, 1280), (960,))
+    head = _macs(A.Linear(1280, 1000), (1280,))
+    fig, axes = plt.subplots(2, 1, figsize=(10.4, 5.2))
+    _block_row(
+        axes[0],
+        f"MobileNetV3-Large's head in V2's order: {conv960 + on_map + head:.1f} M mult-adds after"
+        " the last block",
+        [("7x7x160", 160), ("7x7x960", 960), ("7x7x1280", 1280), ("1x1x1280", 1280), ("1000", 1000)],
+        [
+            (f"1x1 conv\n{conv960:.1f} M", "normal"),
+            (f"1x1 conv\n{on_map:.1f} M", "normal"),
+            ("pool", "italic"),
+            (f"linear\n{head:.2f} M", "normal"),
+        ],
+        "#9ecae1",
+        shortcut=False,
+    )
+    _block_row(
+        axes[1],
+        f"as V3 has it (paper section 5.1): {conv960 + on_vec + head:.1f} M; the 1280 layer is"
+        f" {on_map / on_vec:.0f}x cheaper",
+        [("7x7x160", 160), ("7x7x960", 960), ("1x1x960", 960), ("1280", 1280), ("1000", 1000)],
+        [
+            (f"1x1 conv\n{conv960:.1f} M", "normal"),
+            ("pool", "italic"),
+            (f"linear, h-swish\n{on_vec:.2f} M", "normal"),
+            (f"linear\n{head:.2f} M", "normal"),
+        ],
+        "#fdae6b",
+        shortcut=False,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _pixels(ax, x0, y0, rows, cols, lit, title, size=0.42):
+    """A grid of ``rows`` x ``cols`` pixels (each one C-vector of an NHWC row); ``lit`` maps a
+    (row, col) to a colour."""
+    for r in range(rows):
+        for c in range(cols):
+            face = lit.get((r, c), "white")
+            ax.add_patch(
+                Rectangle(
+                    (x0 + c * size, y0 - r * size), size, size, facecolor=face, edgecolor="black", lw=0.5
+                )
+            )
+    ax.text(x0 + cols * size / 2, y0 + size + 0.12, title, ha="center", va="bottom", fontsize=8)
+
+
+def draw_register_blocking():
+    """What one step of depthwise versions 7 to 10 loads and computes (3x3, stride 1): the input
+    pixels it reads (each a vector of C channels) and the output pixels it finishes."""
+    fig, axes = plt.subplots(1, 4, figsize=(12.0, 3.8))
+    read, out = "#c6dbef", "#fdae6b"
+    steps = (  # version, output pixels (rows x cols), what the step does
+        (7, 1, 1, "9 loads feed 9\nmultiply-adds"),
+        (8, 2, 1, "two output rows share\ntheir middle input rows:\n12 loads, 18 multiply-adds"),
+        (9, 2, 2, "2x2 outputs (C >= 128):\n16 loads, 36 multiply-adds"),
+        (
+            10,
+            4,
+            2,
+            "four output rows from six input\nrows, P pixels' lanes at once\n(P*C ~ 256; P = 2 drawn)",
+        ),
+    )
+    for ax, (v, orows, ocols, what) in zip(axes, steps):
+        irows, icols = orows + 2, ocols + 2
+        lit = {(r, c): read for r in range(irows) for c in range(icols)}
+        _pixels(ax, 0.0, 3.0, 6, 4, lit, f"version {v}: input rows")
+        olit = {(r + 1, c + 1): out for r in range(orows) for c in range(ocols)}
+        _pixels(ax, 2.3, 3.0, 6, 4, olit, "output rows")
+        ax.text(1.9, 0.0, what, ha="center", va="top", fontsize=8)
+        ax.set_xlim(-0.2, 4.2)
+        ax.set_ylim(-1.6, 4.1)
+        ax.set_aspect("equal")
+        ax.axis("off")
+    fig.suptitle(
+        "one step of the depthwise kernel, versions 7-10 (3x3, stride 1): blue is read, orange is finished;"
+        " each square is one pixel's C channels, the SIMD lanes",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
 DRAWINGS = {
     "separable_filters.png": draw_separable,
     "memory_layouts.png": draw_layouts,
     "residual_blocks.png": draw_residuals,
     "v3_block.png": draw_v3_block,
     "fused_tile.png": draw_tile_halo,
+    "v1_block.png": draw_v1_block,
+    "v3_last_stage.png": draw_v3_last_stage,
+    "register_blocking.png": draw_register_blocking,
 }  # each returns its figure (for the legibility test)
 
 

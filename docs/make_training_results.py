@@ -3,8 +3,9 @@
     python docs/make_training_results.py            # all of them
     python docs/make_training_results.py --only overlay train
 
-Each writes ``docs/results/<name>.json`` and a figure in ``docs/figures/``; then
-``docs/make_figures.py`` renders the tables of chapters 5-7 from those JSON files.
+Each writes ``docs/results/<name>.json``; then ``docs/make_figures.py`` draws the tables and
+figures from those JSON files. ``detect`` also writes the trained detector's detections on eight
+held-out scenes into its JSON, from which the grid of predictions is drawn.
 
 * ``overlay``: float32 loss curves, step by step, of the NumPy model (numba backend) and the
   torch model from the same weights and batches (dropout 0).
@@ -30,27 +31,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-import matplotlib
+import numba
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import numpy_impl  # noqa: E402
-from mobilenet import cli  # noqa: E402
+import numpy_impl
+from mobilenet import cli
 from mobilenet.apps import embed as E
 from mobilenet.apps import transfer as Tr
 from mobilenet.training import config as C
-from mobilenet.training.classify import Classification, load_split, make_runner  # noqa: E402
-from mobilenet.training.config import TrainConfig  # noqa: E402
-from mobilenet.training.loop import Trainer  # noqa: E402
-from torch_impl import state_dict_to_numpy  # noqa: E402
+from mobilenet.training.classify import Classification, load_split, make_runner
+from mobilenet.training.config import TrainConfig
+from mobilenet.training.loop import Trainer
+from torch_impl import state_dict_to_numpy
 
 DOCS = Path(__file__).resolve().parent
 RESULTS = DOCS / "results"
-FIGURES = DOCS / "figures"
 
 
 def _machine() -> dict:
@@ -115,20 +111,6 @@ def overlay(work: Path) -> dict:
     c64 = _float64_warm_run()
     a64, b64 = np.array(c64["numpy"]), np.array(c64["torch"])
     rel64 = np.abs(a64 - b64) / b64
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.6))
-    ax.plot(b, lw=2.5, alpha=0.5, label=f"torch (test accuracy {acc['torch']:.3f})")
-    ax.plot(a, lw=1, label=f"NumPy model, numba backend ({acc['numba']:.3f})")
-    ax.set(xlabel="step", ylabel="training loss", title="float32 from torchvision's init, same batches")
-    ax.legend(fontsize=8)
-    bx.semilogy(np.maximum(rel, 1e-17), label="float32 from init (MobileNetV2-0.5)")
-    bx.semilogy(np.maximum(rel64, 1e-17), label="float64 after 200 warm-up steps (V2-0.35)")
-    bx.set(xlabel="step", ylabel="|loss NumPy - loss torch| / loss", title="how far apart, step by step")
-    bx.legend(fontsize=8)
-    for x in (ax, bx):
-        x.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(FIGURES / "loss_overlay.png", dpi=110)
-    plt.close(fig)
     first = int(np.argmax(rel > 1e-2)) if np.any(rel > 1e-2) else None
     return {
         "config": cfg.to_dict(),
@@ -146,27 +128,25 @@ def overlay(work: Path) -> dict:
     }
 
 
-def _digits_run(out: Path, arch: str, width: str, figure: str) -> dict:
+def _digits_run(out: Path, arch: str, width: str) -> dict:
     args = ["train", "--arch", arch, "--width-mult", width, "--resolution", "32", "--data", "digits"]
     args += ["--backend", "numba", "--epochs", "15", "--seed", "0", "--out", str(out)]
     assert cli.main(args) == 0
-    shutil.copy(out / "training_curves.png", FIGURES / figure)
     m = json.loads((out / "metrics.json").read_text())
     m["command"] = "mobilenet " + " ".join(args[:-1]) + " DIR"
     return m
 
 
 def train(work: Path) -> dict:
-    return _digits_run(work / "train", "v2", "0.5", "digits_training.png")
+    return _digits_run(work / "train", "v2", "0.5")
 
 
 def v3(work: Path) -> dict:
-    return _digits_run(work / "v3", "v3-small", "1", "v3_digits_training.png")
+    return _digits_run(work / "v3", "v3-small", "1")
 
 
 def transfer(work: Path) -> dict:
     report = Tr.transfer(work / "transfer", backend="numba")
-    shutil.copy(work / "transfer" / "transfer.png", FIGURES / "transfer.png")
     report["command"] = "mobilenet transfer --out DIR"
     return report
 
@@ -177,7 +157,6 @@ def embed(work: Path) -> dict:
     softmax = Tr.pretrain(dataclasses.replace(C.PRETRAIN, backend="numba"), work / "transfer" / "pretrain")
     arcface = Tr.pretrain(dataclasses.replace(C.ARCFACE, init=str(softmax)), work / "arcface")
     s = E.embed_glyphs(arcface, work / "embed", classifier=softmax)
-    shutil.copy(work / "embed" / "embed.png", FIGURES / "embed.png")
     s["phases"] = {}
     for name, ckpt in (("softmax", softmax), ("arcface", arcface)):
         m = json.loads((ckpt.parent / "metrics.json").read_text())
@@ -192,6 +171,7 @@ def embed(work: Path) -> dict:
 
 
 DETECT_ARGS = ["detect", "train", "--data", "scenes", "--seed", "0"]
+PREDICTED_SCENES = 8
 
 
 def detect(work: Path) -> dict:
@@ -212,32 +192,48 @@ def detect(work: Path) -> dict:
         subprocess.run(cmd, check=True)
         runs[backend] = json.loads((out / "metrics.json").read_text())
         runs[backend]["wall_seconds"] = time.perf_counter() - t0
-    shutil.copy(work / "detect-numba" / "detection_curves.png", FIGURES / "detect_curves.png")
+    # the numba run's detections on the first held-out scenes, for docs/make_figures.py to draw
     runner, meta = DT.load_trained(work / "detect-numba" / "checkpoint.npz")
-    test = DT.load_split(runner.cfg)[1].subset(range(8))
+    test = DT.load_split(runner.cfg)[1].subset(range(PREDICTED_SCENES))
     found = DP.detect_images(runner, meta, test.x)
-    fig, axes = plt.subplots(2, 4, figsize=(12, 6.2))
-    for i, ax in enumerate(axes.ravel()):
-        rgb = (test.x[i].transpose(1, 2, 0) * 255).round().astype(np.uint8)
-        DP.draw(rgb, found[i], meta["classes"], None, min_score=0.5, truth=test.boxes[i], ax=ax)
-    fig.suptitle("held-out scenes: detections of score >= 0.5 (ground truth dashed)")
-    fig.tight_layout()
-    fig.savefig(FIGURES / "detect_predictions.png", dpi=110)
-    plt.close(fig)
-    return {"command": "mobilenet " + " ".join(DETECT_ARGS) + " --backend BACKEND --out DIR", "runs": runs}
+    keep = [scores >= 0.1 for _, scores, _ in found]  # what a figure at min_score >= 0.1 can show
+    predictions = {
+        "scenes": PREDICTED_SCENES,
+        "scene_seed": int(DT.SCENE_SEEDS[1]),
+        "resolution": runner.cfg.resolution,
+        "classes": meta["classes"],
+        "found": [
+            {"boxes": b[k].tolist(), "scores": s[k].tolist(), "labels": lab[k].tolist()}
+            for (b, s, lab), k in zip(found, keep)
+        ],
+    }
+    return {
+        "command": "mobilenet " + " ".join(DETECT_ARGS) + " --backend BACKEND --out DIR",
+        "runs": runs,
+        "predictions": predictions,
+    }
 
 
 ABLATION_SEEDS = (0, 1, 2)
 
 
+ABLATION_VARIANTS = {  # name: v2_spec's keywords (the V2 paper's Figure 6a and 6b)
+    "linear bottleneck, shortcut between bottlenecks (V2)": {},
+    "ReLU6 after the projection": {"linear_bottleneck": False},
+    "shortcut between expansions": {"shortcut": "expansion"},
+    "no shortcut": {"shortcut": "none"},
+}
+
+
 def ablation(work: Path) -> dict:
-    """The V2 paper's Figure 6a on digits: linear bottlenecks against ReLU6 after the projection,
-    MobileNetV2-0.5 at 32 px, ``train``'s settings but 10 epochs, three seeds each."""
+    """The V2 paper's Figure 6 on digits: linear bottlenecks against ReLU6 after the projection
+    (6a) and where the shortcut goes (6b); MobileNetV2-0.5 at 32 px, ``train``'s settings but
+    10 epochs, three seeds each."""
     base = TrainConfig(arch="v2", width_mult=0.5, resolution=32, backend="numba", epochs=10)
     train_set, test = load_split(base)
-    out = {"config": base.to_dict(), "seeds": list(ABLATION_SEEDS), "runs": {}}
-    for name, linear in (("linear bottleneck", True), ("ReLU6 after the projection", False)):
-        accs = []
+    out = {"config": base.to_dict(), "seeds": list(ABLATION_SEEDS), "variants": ABLATION_VARIANTS, "runs": {}}
+    for name, spec_kwargs in ABLATION_VARIANTS.items():
+        accs, seconds = [], []
         for seed in ABLATION_SEEDS:
             cfg = dataclasses.replace(base, seed=seed)
             model = numpy_impl.mobilenet(
@@ -247,12 +243,14 @@ def ablation(work: Path) -> dict:
                 width_mult=cfg.width_mult,
                 num_classes=len(train_set.classes),
                 dropout=cfg.dropout,
-                linear_bottleneck=linear,
+                **spec_kwargs,
             )
             runner = make_runner(cfg, len(train_set.classes), model=model)
             m = Trainer(Classification(cfg, train_set, test), runner, progress=True).fit()
             accs.append(m["test_accuracy"])
+            seconds.append(m["seconds"])
         out["runs"][name] = accs
+        out.setdefault("seconds", {})[name] = seconds
     return out
 
 
@@ -273,7 +271,6 @@ def main(argv=None) -> int:
     p.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
     args = p.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
-    FIGURES.mkdir(exist_ok=True)
     work = Path(args.work or tempfile.mkdtemp(prefix="mobilenet-results-"))
     for name in args.only:
         print(f"== {name} ({work})", file=sys.stderr, flush=True)

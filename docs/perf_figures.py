@@ -211,7 +211,7 @@ def _place_label(ax, text, xy, placed: list):
             textcoords="offset points",
             ha="left" if dx > 0 else "right",
         )
-        box = a.get_window_extent(renderer)
+        box = a.get_window_extent(renderer).padded(2)  # a gap, not only no overlap
         if not any(box.overlaps(b) for b in placed):
             break
         a.remove()
@@ -361,7 +361,7 @@ def fig_separable(path):
     for k, side in enumerate(("torch", "numba")):
         t = [r["us"][side]["full"] / (r["us"][side]["dw"] + r["us"][side]["pw"]) for r in rows]
         axes[0].bar(x + 0.27 * k, t, 0.27, color=COLORS[side], label=f"time ratio, {side}")
-    axes[0].set_xticks(x, [r["case"].replace(" ", "\n", 1) for r in rows], fontsize=7)
+    axes[0].set_xticks(x, [r["case"].replace(" ", "\n") for r in rows], fontsize=7)
     axes[0].set_ylabel("standard 3x3 / depthwise separable")
     axes[0].set_title("what the separable layer saves: mult-adds vs measured time")
     axes[0].legend(fontsize=8)
@@ -370,7 +370,7 @@ def fig_separable(path):
         pw = [r["us"][side]["pw"] / 1e3 for r in rows]
         axes[1].bar(x + 0.4 * k - 0.2, dw, 0.4, color=COLORS[side], alpha=0.5, label=f"{side} depthwise")
         axes[1].bar(x + 0.4 * k - 0.2, pw, 0.4, bottom=dw, color=COLORS[side], label=f"{side} 1x1")
-    axes[1].set_xticks(x, [r["case"].replace(" ", "\n", 1) for r in rows], fontsize=7)
+    axes[1].set_xticks(x, [r["case"].replace(" ", "\n") for r in rows], fontsize=7)
     axes[1].set_ylabel("ms (batch 1)")
     axes[1].set_title("the separable layer's time: depthwise (light) and 1x1 (dark)")
     axes[1].legend(fontsize=8)
@@ -444,11 +444,16 @@ def fig_roofline(path):
     c = ceilings(res)
     fig, ax = plt.subplots(figsize=(8, 5.5))
     ai = np.logspace(-1, 3, 200)
-    ax.plot(ai, np.minimum(c["peak"], c["dram"] * ai), "k-", lw=2)
-    ax.plot(ai, np.minimum(c["peak"], c["l2"] * ai), "k:", lw=1.5)
-    ax.text(0.12, c["dram"] * 0.13, f"memory: {c['dram']:.0f} GB/s", fontsize=8)
-    ax.text(0.12, c["l2"] * 0.13, f"L2: {c['l2']:.0f} GB/s", fontsize=8)
-    ax.text(200, c["peak"] * 1.08, f"fastest GEMM: {c['peak']:.0f} GFLOP/s", fontsize=8, ha="center")
+    # the roofs are keyed in the legend: a label written beside a slope ends up on another line
+    peak = f"GEMM peak {c['peak']:.0f} GFLOP/s"
+    ax.plot(
+        ai,
+        np.minimum(c["peak"], c["dram"] * ai),
+        "k-",
+        lw=2,
+        label=f"memory roof {c['dram']:.0f} GB/s, {peak}",
+    )
+    ax.plot(ai, np.minimum(c["peak"], c["l2"] * ai), "k:", lw=1.5, label=f"L2 roof {c['l2']:.0f} GB/s")
     markers = {"full": "s", "dw": "o", "pw": "^"}
     names = {"full": "standard 3x3", "dw": "depthwise 3x3", "pw": "1x1"}
     for side in ("numba", "torch"):
@@ -464,6 +469,8 @@ def fig_roofline(path):
             )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log_ticks(ax.xaxis, (0.1, 1, 10, 100, 1000))
+    _plain_log_ticks(ax.yaxis, (2, 5, 10, 20, 50, 100, 200, 500))
     ax.set_xlabel("arithmetic intensity (FLOP per byte it must move)")
     ax.set_ylabel("achieved GFLOP/s")
     ax.set_title("Roofline: every MobileNetV1 layer shape, batch 1")
@@ -527,6 +534,9 @@ def fig_memory(path):
             label=f"{arch.upper()} {how}"
             + (" (expanded tensor one tile at a time)" if how == "fused" else ""),
         )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # blocks are whole
     ax.set_xlabel("features entry (block), input to output")
     ax.set_ylabel("peak activation MiB (batch 1, float32)")
     ax.set_title(
@@ -573,14 +583,92 @@ def versions_table() -> str:
     speed = ", ".join(
         f"{b} {_sweep_ms(res, 'v1', 1.0, 224, b) / _sweep_ms(res, 'v2', 1.0, 224, b):.2f}x" for b in BACKENDS
     )
-    note = f"\n\nV1 over V2: {macs:.2f}x the mult-adds; time: {speed}."
+    ratios = {b: _sweep_ms(res, "v1", 1.0, 224, b) / _sweep_ms(res, "v2", 1.0, 224, b) for b in BACKENDS}
+    ranked = sorted(ratios, key=ratios.get, reverse=True)
+    note = (
+        f"\n\nV1 over V2: {macs:.2f}x the mult-adds; time: {speed}. Of V2's smaller arithmetic, "
+        f"{ranked[0]} turns the most into time and {ranked[-1]} the least."
+    )
     return _md(("at 1.0/224", "MobileNetV1", "MobileNetV2"), rows) + note
+
+
+# --- the same configuration, timed by several tasks of one run ------------------------------
+
+SAME_CONFIG = {  # case: (bench.json's task and key, perf.json's sweep key, perf.json v3 key)
+    "inference, batch 1, 224 px": ("model", "infer b1 224", _key("v2", 1.0, 224), "v2 1 224px b1 infer"),
+    "training step, batch 16, 128 px": ("train", "train b16 128", None, "v2 1 128px b16 train"),
+}
+TORCH_SIDE = {"numba": "numba", "torch": "torch_cl", "onnxruntime": "onnxruntime"}  # bench.json's names
+
+
+def same_config_timings(case: str) -> list:
+    """[(task, {backend: ms})]: every timing of MobileNetV2-1.0 in ``case`` that ``make bench``
+    took, one per task that measured it (each task alternates its own processes and rounds)."""
+    task, bench_key, sweep_key, v3_key = SAME_CONFIG[case]
+    out = []
+    bench = _load("bench")
+    if bench:
+        got = bench["summary"].get(task, {})
+        ms = {b: got[s][bench_key]["us"] / 1e3 for b, s in TORCH_SIDE.items() if bench_key in got.get(s, {})}
+        out.append(("kernel targets (`benchmarks.run`)", ms))
+    perf = _load("perf") or {}
+    if sweep_key and "sweep" in perf:
+        ms = {
+            b: perf["sweep"]["results"][b][sweep_key]["ms"]
+            for b in BACKENDS
+            if sweep_key in perf["sweep"]["results"].get(b, {})
+        }
+        out.append(("alpha and rho sweep (`benchmarks.perf`)", ms))
+    if "v3" in perf:
+        ms = {
+            b: perf["v3"]["results"][b][v3_key]["ms"]
+            for b in BACKENDS
+            if v3_key in perf["v3"]["results"].get(b, {})
+        }
+        out.append(("V2 against V3 (`benchmarks.perf --tasks v3`)", ms))
+    prof = _load("step_profile")
+    if prof:
+        runs = prof["infer"] if task == "model" else prof["sides"]
+        ms = {b: r["step_ms"] for r in runs for b, s in TORCH_SIDE.items() if r["side"] == s}
+        out.append(("per-op profile (`benchmarks.profile_step`, profiler on)", ms))
+    return [(what, ms) for what, ms in out if ms]
+
+
+def ratio_range(case: str, timed=None) -> tuple:
+    """(lowest, median, highest) numba / torch over the tasks that timed ``case`` without a profiler."""
+    rs = sorted(
+        ms["numba"] / ms["torch"]
+        for what, ms in (timed or same_config_timings(case))
+        if "numba" in ms and "torch" in ms and "profile" not in what
+    )
+    return (rs[0], float(np.median(rs)), rs[-1]) if rs else None
+
+
+def same_config_table() -> str:
+    """MobileNetV2-1.0 as timed by each task of the run: the spread a reader should expect."""
+    rows, lines = [], []
+    for case in SAME_CONFIG:
+        timed = same_config_timings(case)
+        for what, ms in timed:
+            cells = [f"{ms[b]:.2f}" if b in ms else "-" for b in BACKENDS]
+            ratio = f"{ms['numba'] / ms['torch']:.2f}x" if "numba" in ms and "torch" in ms else "-"
+            rows.append((case, what, *cells, ratio))
+        r = ratio_range(case, timed)
+        if r:
+            lines.append(
+                f"- {case}: numba / torch from {r[0]:.2f}x to {r[2]:.2f}x across the tasks timed without"
+                f" a profiler, median {r[1]:.2f}x."
+            )
+    if not rows:
+        return MISSING
+    header = ("MobileNetV2-1.0", "timed by", *(f"{b} ms" for b in BACKENDS), "numba / torch")
+    return _md(header, rows) + "\n\n" + "\n".join(lines)
 
 
 # --- f. where the time goes -------------------------------------------------------------
 
 OP_GROUPS = [  # (group, substrings of the op names that belong to it), first match wins
-    ("fused inverted residual (convs, BN, ReLU6)", ("inverted_residual",)),
+    ("inverted residual block, one call (convs, BN, activations)", ("inverted_residual",)),
     ("convolution", ("pointwise", "depthwise", "conv2d", "convolution")),
     ("batch norm", ("batch_norm",)),
     ("activation", ("relu", "hardtanh", "clamp")),
@@ -658,6 +746,7 @@ TABLES = {
     "perf_memory": memory_table,
     "perf_versions": versions_table,
     "perf_breakdown": breakdown_table,
+    "perf_same_config": same_config_table,
 }
 FIGURES = {
     "perf_latency.png": fig_latency,

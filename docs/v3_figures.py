@@ -174,8 +174,29 @@ def v3_latency() -> str:
         *(f"{b} ms" for b in BACKENDS),
         "numba / torch",
     )
+
+    def written(arch):  # elements the convolutions write at 224 px: each one pass a runtime may add
+        return sum(_elements(r.output_shape) for r in summarize(A.build_spec(arch), 224) if "Conv" in r.type)
+
+    inf = {arch: f"{arch} 1 224px b1 infer" for arch in ("v2", "v3-large")}
+    gains = {
+        b: res["results"][b][inf["v2"]]["ms"] / res["results"][b][inf["v3-large"]]["ms"]
+        for b in BACKENDS
+        if all(k in res["results"].get(b, {}) for k in inf.values())
+    }
+    macs = {a: totals(summarize(A.build_spec(a), 224))["macs"] for a in inf}
+    most = max(gains, key=gains.get)
+    gain_line = (
+        f"\n\nFrom MobileNetV2 to V3-Large at batch 1: {macs['v2'] / macs['v3-large']:.2f}x fewer mult-adds"
+        " and"
+        f" {written('v2') / written('v3-large'):.2f}x fewer elements written by convolutions"
+        f" ({written('v2') / 1e6:.1f} M against {written('v3-large') / 1e6:.1f} M); the time falls "
+        + ", ".join(f"{b} {g:.2f}x" for b, g in gains.items())
+        + f". {most} gains the most."
+    )
     return (
         _md(header, rows)
+        + gain_line
         + f"\n\nMedians of the best of {res['rounds']} rounds, each backend alone in its process, "
         f"{res['threads']} threads on every side; {m['cpu']} ({m['simd']}, {m['cores']} cores); "
         + ", ".join(f"{k} {val}" for k, val in v.items())

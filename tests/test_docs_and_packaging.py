@@ -196,24 +196,31 @@ def test_code_excerpts_come_from_the_source_and_go_stale_with_it(tmp_path, monke
 
 def test_every_figure_renders_without_overlapping_text(monkeypatch, tmp_path):
     """Each figure of docs/make_figures.py drawn as it is saved (not written): no two texts (labels,
-    ticks as drawn, legends, titles) overlap."""
+    ticks as drawn, legends, titles) overlap, and no legend covers its axes' data."""
     import matplotlib.figure
     import matplotlib.pyplot as plt
 
     mf = _make_figures()
     dr = sys.modules["drawings"]  # beside make_figures, which imported it
-    found = {}
+    found, legends, current = {}, {}, []
 
-    def check(fig, path, *args, **kwargs):
-        found[Path(path).name] = dr.overlapping_text(fig)
+    def check(fig, *args, **kwargs):  # a path or, for the atomic savers, a file object
+        found[current[0]] = dr.overlapping_text(fig)
+        legends[current[0]] = dr.legends_on_data(fig, drawn=True)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", check)
     for name, build in mf.FIGURES_BUILDERS.items():
+        current[:] = [name]
         build(tmp_path / name)
-    assert len(found) >= 18, sorted(found)  # a figure whose results file is missing is skipped
+    assert len(found) >= 36, sorted(found)  # a figure whose results file is missing is skipped
     assert not {k: v for k, v in found.items() if v}
+    assert not {k: v for k, v in legends.items() if v}
     fig, ax = plt.subplots()  # and the check sees an overlap
+    ax.tick_params(labelbottom=False, labelleft=False)  # only the two labels below count
     ax.text(0.5, 0.5, "one label")
     ax.text(0.52, 0.5, "another label")
-    assert len(dr.overlapping_text(fig)) == 1
+    assert dr.overlapping_text(fig) == [("one label", "another label")]
+    ax.plot([0.0, 0.5, 1.0], [0.0, 0.95, 0.0], label="a peak under the legend")
+    ax.legend(loc="upper center")
+    assert dr.legends_on_data(fig) == [("(untitled axes)", "a peak under the legend")]
     plt.close(fig)

@@ -160,3 +160,22 @@ def test_v2_shortcut_placements_keep_the_layers_and_move_the_residuals():
     with pytest.raises(ValueError, match="shortcut must be one of bottleneck, expansion, none"):
         A.v2_spec(shortcut="between")
 
+
+def test_other_families_recounted_match_their_papers():
+    """docs/families.py writes VGG16, GoogLeNet, AlexNet and SqueezeNet down for the counter."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
+    import families
+
+    vgg = totals(families.vgg16())
+    assert vgg["params"] == 138_357_544  # configuration D's exact count (weights and biases)
+    assert abs(vgg["macs"] / 1e6 / 15300 - 1) < 0.02  # V1 paper Table 8 prints 15300 M
+    alex = totals(families.alexnet())
+    assert abs(alex["macs"] / 1e6 - 720) < 6 and abs(alex["params"] / 1e6 - 60) < 1.0  # Table 9: 720, 60
+    goog = totals(families.googlenet())
+    # Table 8 prints 1550 M and 6.8 M; the GoogLeNet paper's own Table 1 (without biases) 1.5 G, 6.8 M
+    assert abs(goog["macs"] / 1e6 / 1550 - 1) < 0.03 and abs(goog["params"] / 1e6 - 6.8) < 0.25
+    squeeze = totals(families.squeezenet())
+    assert abs(squeeze["params"] / 1e6 - 1.25) < 0.01  # SqueezeNet v1.0: 1,248,424 parameters

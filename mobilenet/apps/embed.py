@@ -95,8 +95,9 @@ def plot_embed_glyphs(summary: dict, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.6))
     names = list(summary["results"])
     for name in names:
         r = summary["results"][name]
@@ -104,12 +105,13 @@ def plot_embed_glyphs(summary: dict, path):
         a.plot(np.maximum(fpr, 1e-5), tpr, label=f"{name} (AUC {r['auc']:.3f})")
     a.axvline(1e-2, color="grey", lw=0.8, ls=":")
     a.set(xscale="log", xlim=(1e-4, 1), xlabel="false accept rate (log)", ylabel="true accept rate")
+    a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.001, not 10^-3
     a.set_title("verification on held-out glyph classes", fontsize=9)
-    a.legend(fontsize=7, loc="lower right")
+    a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=2)  # below, off the curves
     top1 = [summary["results"][n]["identification_top1"] for n in names]
     err = [summary["results"][n].get("identification_top1_std", 0.0) for n in names]
     bars = b.barh(range(len(names)), top1, xerr=err, capsize=3)
-    b.bar_label(bars, [f"{v:.3f}" for v in top1], fontsize=7)
+    b.bar_label(bars, [f"{v:.3f}" for v in top1], fontsize=7, padding=8)  # clear of the error bar
     b.set(yticks=range(len(names)), yticklabels=names, xlim=(0, 1.1), xlabel="identification top-1")
     b.set_title("identification from a small gallery", fontsize=9)
     fig.tight_layout()

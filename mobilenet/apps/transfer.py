@@ -227,7 +227,7 @@ def plot_transfer(report: dict, path):
 
     summary = {(s["target"], s["k"], s["method"]): s for s in report["summary"]}
     targets = list(dict.fromkeys(s["target"] for s in report["summary"]))
-    fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 4.2), squeeze=False)
     width = 0.8 / len(METHODS)
     for ax, target in zip(axes[0], targets):
         shots = sorted({s["k"] for s in report["summary"] if s["target"] == target})
@@ -241,9 +241,10 @@ def plot_transfer(report: dict, path):
         ax.axhline(1 / n, color="grey", lw=0.8, ls=":", label="chance")
         ax.set(xticks=range(len(shots)), xticklabels=[f"k = {k} per class" for k in shots])
         ax.set(ylabel="test accuracy", ylim=(0, 1.08), title=f"{TARGETS[target]}")
-        ax.legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0][0].get_legend_handles_labels()  # one key for every panel, below them
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=len(labels))
     fig.suptitle(f"Transfer from {report['source']}: {report['model']}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     save_figure(fig, path)
     plt.close(fig)
     return path

@@ -399,19 +399,24 @@ def plot_curves(history: list, path, title: str, panels: list) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(9, 3.4))
+    fig, axes = plt.subplots(1, len(panels), figsize=(9, 4.0))
     for ax, (name, ylabel, yscale, ylim, lines) in zip(axes, panels):
         for key, label, marker in lines:
             done = [h for h in history if h.get(key) is not None]
             ax.plot([h["epoch"] for h in done], [h[key] for h in done], marker, label=label)
         ax.set(xlabel="epoch", ylabel=ylabel, yscale=yscale, title=name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+        if yscale == "log":  # ticks at 1, 2, 5 per decade as plain numbers (0.5, not 5x10^-1)
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
         if ylim is not None:
             ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
-        ax.legend()
+        # below the axes, off the curves
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(lines))
     fig.suptitle(title)
     fig.tight_layout()
     ckpt.save_figure(fig, path)
