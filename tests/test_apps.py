@@ -31,6 +31,13 @@ def test_roc_and_auc_match_scikit_learn(seed, n, levels):
     assert np.all(np.diff(thr) < 0)
 
 
+def test_roc_refuses_what_it_cannot_rank():
+    with pytest.raises(ValueError, match="scores must be finite"):
+        E.roc(np.array([0.2, np.nan, 0.1]), np.array([True, False, False]))
+    with pytest.raises(ValueError, match="1-D of one length"):
+        E.roc(np.zeros(3), np.zeros(2, bool))
+
+
 def test_embedding_report_separates_clusters_and_not_noise():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 30)
@@ -65,7 +72,7 @@ def digits_0_4(tmp_path_factory):
 @pytest.fixture(scope="module")
 def transfer_run(tmp_path_factory, pretrained):
     out = tmp_path_factory.mktemp("transfer")
-    args = ["transfer", "--pretrained", str(pretrained), "--shots", "1,2", "--seeds", "0,3", "--steps", "2"]
+    args = ["transfer", "--pretrained", str(pretrained), "--shots", "1", "--seeds", "0,3", "--steps", "2"]
     assert cli.main([*args, "--out", str(out), "--no-progress"]) == 0
     return out
 
@@ -76,7 +83,7 @@ def test_transfer_writes_table_json_and_plot(transfer_run, pretrained):
     report = json.loads((transfer_run / "transfer.json").read_text())
     keys = [(r["target"], r["k"], r["seed"], r["method"]) for r in report["rows"]]
     expected = [
-        (t, k, s, m) for t in ("digits", "glyphs") for k in (1, 2) for s in (0, 3) for m in Tr.METHODS
+        (t, k, s, m) for t in ("digits", "glyphs") for k in (1,) for s in (0, 3) for m in Tr.METHODS
     ]
     assert keys == expected
     n_held = len(glyphs.load_corpus().heldout)
@@ -147,15 +154,15 @@ def test_embed_on_held_out_glyphs_compares_five_embeddings(pretrained, tmp_path,
     capsys.readouterr()
     out = tmp_path / "embed"
     args = ["embed", "--checkpoint", str(arc / "checkpoint.npz"), "--classifier", str(pretrained)]
-    assert cli.main([*args, "--draws", "3", "--out", str(out), "--json", "--no-progress"]) == 0
+    assert cli.main([*args, "--draws", "2", "--out", str(out), "--json", "--no-progress"]) == 0
     s = json.loads(capsys.readouterr().out)
     names = ["metric embedding (ArcFace)", "ArcFace network's pooled features", "classifier features"]
     names += ["random network", "raw pixels"]
     assert list(s["results"]) == names and s["held_out_classes"] >= 30
     for r in s["results"].values():
         assert 0 <= r["identification_top1"] <= 1 and 0 <= r["auc"] <= 1 and 0 <= r["tar_at_far_1e-2"] <= 1
-        for key in E.SPREAD:  # the mean and spread of three draws of gallery and pairs
-            assert len(r[f"{key}_draws"]) == 3 and r[key] == pytest.approx(np.mean(r[f"{key}_draws"]))
+        for key in E.SPREAD:  # the mean and spread of two draws of gallery and pairs
+            assert len(r[f"{key}_draws"]) == 2 and r[key] == pytest.approx(np.mean(r[f"{key}_draws"]))
             assert r[f"{key}_std"] == pytest.approx(np.std(r[f"{key}_draws"]))
         assert len(set(r["identification_top1_draws"])) > 1 or r["identification_top1"] in (0, 1)
     assert (out / "embed.png").stat().st_size > 5000 and "| raw pixels |" in (out / "embed.md").read_text()

@@ -151,12 +151,24 @@ def l2_normalize(f: np.ndarray) -> np.ndarray:
 
 def roc(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(fpr, tpr, thresholds)``, thresholds descending; a pair is "same" when score >= t."""
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], same[order].astype(bool)
-    tp, fp = np.cumsum(y), np.cumsum(~y)
+    scores, same = np.asarray(scores), np.asarray(same, bool)
+    if scores.ndim != 1 or same.shape != scores.shape:
+        raise ValueError(
+            f"roc: scores and same must be 1-D of one length, got {scores.shape} and {same.shape}"
+        )
+    if not np.isfinite(scores).all():
+        raise ValueError("roc: scores must be finite, got NaN or inf")
+    # Millions of pairs: sort the two classes apart and merge (the few positives go into the
+    # sorted negatives), not an argsort of them all, which took most of an embed run.
+    pos, neg = np.sort(scores[same]), np.sort(scores[~same])
+    at = np.searchsorted(neg, pos, side="right")
+    s = np.insert(neg, at, pos)[::-1]  # descending; ties grouped, in any order
+    where_pos = (len(s) - 1 - (at + np.arange(len(pos))))[::-1]  # the positives' indices in s, ascending
     last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last index of each distinct score
-    tpr = np.r_[0.0, tp[last] / max(y.sum(), 1)]
-    fpr = np.r_[0.0, fp[last] / max((~y).sum(), 1)]
+    tp = np.searchsorted(where_pos, last, side="right")  # positives at or above each threshold
+    fp = last + 1 - tp
+    tpr = np.r_[0.0, tp / max(len(pos), 1)]
+    fpr = np.r_[0.0, fp / max(len(neg), 1)]
     return fpr, tpr, np.r_[np.inf, s[last]]
 
 
