@@ -82,9 +82,7 @@ def test_transfer_writes_table_json_and_plot(transfer_run, pretrained):
 
     report = json.loads((transfer_run / "transfer.json").read_text())
     keys = [(r["target"], r["k"], r["seed"], r["method"]) for r in report["rows"]]
-    expected = [
-        (t, k, s, m) for t in ("digits", "glyphs") for k in (1,) for s in (0, 3) for m in Tr.METHODS
-    ]
+    expected = [(t, k, s, m) for t in ("digits", "glyphs") for k in (1,) for s in (0, 3) for m in Tr.METHODS]
     assert keys == expected
     n_held = len(glyphs.load_corpus().heldout)
     for r in report["rows"]:  # every image not picked for training is a test image
