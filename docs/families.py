@@ -8,7 +8,7 @@ for counting, not models one can run. Accuracies are the papers', with the table
 
 from __future__ import annotations
 
-from perf_figures import PUBLISHED_TOP1, _marker_box, _place_label, _plain_log_ticks  # beside this file
+from perf_figures import PUBLISHED_TOP1, _marker_box, _md, _place_label, _plain_log_ticks  # beside this file
 
 import mobilenet_arch as A
 from mobilenet.summary import conv_output_size, layer_rows, summary_dict, totals
@@ -175,11 +175,6 @@ def counts() -> dict:
         d = summary_dict(arch, w, r)
         out[name] = (d["macs"] / 1e6, d["params"] / 1e6)
     return out
-
-
-def _md(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
 def families_table() -> str:

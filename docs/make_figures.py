@@ -297,11 +297,7 @@ def _target_row(t) -> tuple:
     if t["target"] not in RATIO_TARGETS:
         return t["target"], t["goal"], t["measured"], status
     case, goal = RATIO_TARGETS[t["target"]]
-    rs = [
-        ms["numba"] / ms["torch"]
-        for what, ms in perf_figures.same_config_timings(case)
-        if "numba" in ms and "torch" in ms and "profile" not in what
-    ]
+    rs = perf_figures.ratios(case)
     met = sum(r <= goal for r in rs)
     if len(rs) > 1:
         status = (
@@ -412,11 +408,7 @@ def v2_b1_gap() -> str:
     if not r or not ceil:
         return "(run `make bench` to produce benchmarks/results/)"
     goal = RATIO_TARGETS["MobileNetV2-1.0 infer b1 224"][1]
-    met = sum(
-        ms["numba"] / ms["torch"] <= goal
-        for w, ms in timed
-        if "numba" in ms and "torch" in ms and "profile" not in w
-    )
+    met = sum(r <= goal for r in perf_figures.ratios("inference, batch 1, 224 px", timed))
     flop = 2 * summary_dict("v2")["macs"]
     sweep = dict(timed)["alpha and rho sweep (`benchmarks.perf`)"]
     rates = ", ".join(

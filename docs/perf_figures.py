@@ -634,13 +634,18 @@ def same_config_timings(case: str) -> list:
     return [(what, ms) for what, ms in out if ms]
 
 
-def ratio_range(case: str, timed=None) -> tuple:
-    """(lowest, median, highest) numba / torch over the tasks that timed ``case`` without a profiler."""
-    rs = sorted(
+def ratios(case: str, timed=None) -> list:
+    """numba / torch, one per task that timed ``case`` without a profiler (which slows both)."""
+    return [
         ms["numba"] / ms["torch"]
         for what, ms in (timed or same_config_timings(case))
         if "numba" in ms and "torch" in ms and "profile" not in what
-    )
+    ]
+
+
+def ratio_range(case: str, timed=None) -> tuple:
+    """(lowest, median, highest) of :func:`ratios`."""
+    rs = sorted(ratios(case, timed))
     return (rs[0], float(np.median(rs)), rs[-1]) if rs else None
 
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from perf_figures import _pyplot  # beside this file
+from perf_figures import _plain_log_ticks, _pyplot  # beside this file
 
 import mobilenet_arch as A
 
@@ -190,8 +190,6 @@ def fig_bench_versions(path):
     road, dw = s.get("versions", {}).get("numba"), s.get("depthwise", {})
     if not road or "torch_cl" not in dw:
         return
-    from perf_figures import _plain_log_ticks
-
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for ax, d in zip(axes, ("fwd", "bwd")):
