@@ -13,7 +13,6 @@ from pathlib import Path
 from mobilenet.deploy.timing import cpu, measure, versions  # noqa: F401  (the benchmarks' shared timer)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
 
 
 def v2_depthwise_shapes(resolution: int = 224, width_mult: float = 1.0) -> list[tuple]:
